@@ -1,0 +1,13 @@
+"""pruneofa: sparse pre-trained language models the Prune Once for All way.
+
+Public API (see README):
+- `Pruner`, `PruningConfig`: masks + gradual magnitude pruning / pattern lock for any training loop.
+- `PruningCallback`: the same for a transformers `Trainer`, in two lines.
+- `distillation_loss`, `DistillationLoss`: knowledge distillation.
+"""
+
+__version__ = "0.1.0"
+
+from pruneofa.sparsity import Pruner, PruningConfig
+
+__all__ = ["Pruner", "PruningConfig", "__version__"]

@@ -1,0 +1,3 @@
+from pruneofa.cli import main
+
+raise SystemExit(main())

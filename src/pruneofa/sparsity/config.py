@@ -1,0 +1,61 @@
+"""`PruningConfig`: what to prune, to which pattern, and when. Shared by recipes, the Trainer
+callback and the plain-loop API, so each rejects the same unknown keys and impossible values."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pruneofa.sparsity.patterns import check_pattern_fits, parse_pattern
+
+# Linear layers inside the repeated transformer blocks (`.<index>.` in the name), plus the pooler.
+# This keeps embeddings and every head (cls.*, lm_head, classifier, qa_outputs, ...) dense.
+DEFAULT_INCLUDE = [r"\.\d+\.", r"(^|\.)pooler\."]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PruningConfig(StrictModel):
+    method: Literal["gmp", "oneshot", "lock", "none"] = Field(
+        "gmp", description="gmp: gradual magnitude pruning; oneshot: all at start_step; "
+        "lock: keep the current zero pattern fixed (sparse transfer); none: dense"
+    )
+    pattern: str = Field("unstructured", description="unstructured | block:RxC | nm:N:M")
+    scope: Literal["layer", "global"] = Field("layer", description="layer: every matrix hits the target")
+    target_sparsity: float = Field(0.9, ge=0.0, lt=1.0)
+    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
+    start_step: int = Field(0, ge=0, description="t0: first mask update")
+    target_step: int = Field(1000, ge=0, description="t1: the target is reached here")
+    stop_step: int | None = Field(None, ge=0, description="last mask update (default target_step); frozen after")
+    frequency: int = Field(100, ge=1, description="Δ: masks recomputed every this many steps")
+    include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_parses(cls, value: str) -> str:
+        return str(parse_pattern(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PruningConfig":
+        if self.method == "gmp":
+            if self.target_step <= self.start_step:
+                raise ValueError(
+                    f"pruning.target_step ({self.target_step}) must come after pruning.start_step ({self.start_step})"
+                )
+            if self.initial_sparsity > self.target_sparsity:
+                raise ValueError("pruning.initial_sparsity must not exceed pruning.target_sparsity")
+        if self.stop_step is not None and self.stop_step < self.target_step and self.method == "gmp":
+            raise ValueError(
+                f"pruning.stop_step ({self.stop_step}) must not come before pruning.target_step ({self.target_step})"
+            )
+        if self.method in ("gmp", "oneshot"):
+            check_pattern_fits(parse_pattern(self.pattern), self.target_sparsity)
+        return self
+
+    @property
+    def last_update_step(self) -> int:
+        return self.target_step if self.stop_step is None else self.stop_step

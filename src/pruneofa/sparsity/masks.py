@@ -1,0 +1,101 @@
+"""Masks as parametrizations: the weight a layer uses is `mask * weight_original`.
+
+Because the mask multiplies the weight inside the forward pass, a pruned weight is exactly zero
+in every forward and receives exactly zero gradient, whatever the optimizer does to the stored
+original (AdamW's decoupled weight decay, momentum, gradient accumulation, autocast). Saving folds
+the mask in: `plain_state_dict` gives the state a plain transformers model expects.
+
+GPT-2's `Conv1D` stores its weight as (in, out); `as_out_in` gives every layer the (out, in)
+view the patterns work on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+try:  # transformers' Conv1D (GPT-2 family): a Linear with a transposed weight
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover - transformers is a hard dependency
+    Conv1D = ()
+
+PRUNABLE_TYPES = (nn.Linear, Conv1D) if Conv1D else (nn.Linear,)
+
+
+class FakeSparsity(nn.Module):
+    """Parametrization holding a boolean keep-mask; forward is `mask * weight`."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.to(torch.bool))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.mask * weight
+
+
+def is_transposed(module: nn.Module) -> bool:
+    return bool(Conv1D) and isinstance(module, Conv1D)
+
+
+def as_out_in(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """View a weight-shaped tensor of `module` as (out_features, in_features)."""
+    return tensor.t() if is_transposed(module) else tensor
+
+
+def from_out_in(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.t().contiguous() if is_transposed(module) else tensor
+
+
+def has_mask(module: nn.Module) -> bool:
+    return parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, FakeSparsity) for p in module.parametrizations.weight
+    )
+
+
+def _fake_sparsity(module: nn.Module) -> FakeSparsity:
+    return next(p for p in module.parametrizations.weight if isinstance(p, FakeSparsity))
+
+
+def attach_mask(module: nn.Module, mask: torch.Tensor | None = None) -> None:
+    """Put a mask on `module.weight` (all-ones when None). Idempotent: an existing mask is replaced."""
+    if mask is None:
+        mask = torch.ones_like(module.weight, dtype=torch.bool)
+    if has_mask(module):
+        set_mask(module, mask)
+        return
+    parametrize.register_parametrization(module, "weight", FakeSparsity(mask.to(module.weight.device)))
+
+
+def get_mask(module: nn.Module) -> torch.Tensor:
+    return _fake_sparsity(module).mask
+
+
+def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
+    _fake_sparsity(module).mask.copy_(mask)
+
+
+def original_weight(module: nn.Module) -> torch.Tensor:
+    """The stored (unmasked) weight; `module.weight` itself is the masked one."""
+    return module.parametrizations.weight.original if has_mask(module) else module.weight
+
+
+def fold_mask(module: nn.Module) -> None:
+    """Remove the parametrization, leaving `weight = mask * original` as a plain parameter."""
+    if has_mask(module):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def masked_modules(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if has_mask(m)}
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as if it had no masks: masked weights folded under their plain names."""
+    state = model.state_dict()
+    for name, module in masked_modules(model).items():
+        prefix = f"{name}.parametrizations.weight."
+        for key in [k for k in state if k.startswith(prefix)]:
+            del state[key]
+        state[f"{name}.weight"] = module.weight.detach()
+    return state

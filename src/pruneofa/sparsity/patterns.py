@@ -1,0 +1,181 @@
+"""Sparsity patterns: *what* a mask may look like, and how to choose one from scores.
+
+A pattern turns a score matrix (higher = more important) into a boolean keep-mask at a
+requested sparsity. Every function here works on the weight seen as (out_features, in_features);
+`sparsity.masks` handles layers stored transposed (GPT-2's Conv1D).
+
+Patterns, as written in recipes (`pruning.pattern`):
+- ``unstructured``: any single weight may go.
+- ``block:RxC``: whole R x C tiles go together (score = mean |w| of the tile), e.g. 1x4, 4x1, 4x4.
+- ``nm:N:M``: in every group of M consecutive inputs of an output row, at most N stay (2:4 is
+  what sparse tensor cores run). The final sparsity is (M - N) / M.
+
+Pruned entries carry a score of -inf so that a mask only ever shrinks: a weight pruned earlier
+can never come back, even when other weights are exactly zero.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from pruneofa.errors import UserError
+
+
+@dataclass(frozen=True)
+class Pattern:
+    kind: str  # "unstructured" | "block" | "nm"
+    rows: int = 1  # block height
+    cols: int = 1  # block width
+    n: int = 0  # N of N:M (kept per group)
+    m: int = 0  # M of N:M (group size)
+
+    def __str__(self) -> str:
+        if self.kind == "block":
+            return f"block:{self.rows}x{self.cols}"
+        if self.kind == "nm":
+            return f"nm:{self.n}:{self.m}"
+        return self.kind
+
+    @property
+    def nm_sparsity(self) -> float:
+        """The sparsity an N:M pattern ends at: (M - N) / M."""
+        return (self.m - self.n) / self.m
+
+
+_BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
+_NM = re.compile(r"^nm:(\d+):(\d+)$")
+
+
+def parse_pattern(text: str) -> Pattern:
+    """Parse `unstructured`, `block:RxC` or `nm:N:M`; raise UserError otherwise."""
+    text = str(text).strip().lower()
+    if text == "unstructured":
+        return Pattern(text)
+    if match := _BLOCK.match(text):
+        rows, cols = int(match[1]), int(match[2])
+        if rows < 1 or cols < 1:
+            raise UserError(
+                f"pattern '{text}' has an empty block", "use block:RxC with R, C >= 1, e.g. block:1x4"
+            )
+        return Pattern("block", rows=rows, cols=cols)
+    if match := _NM.match(text):
+        n, m = int(match[1]), int(match[2])
+        if not 0 < n < m:
+            raise UserError(
+                f"pattern '{text}' needs 0 < N < M", "use nm:N:M such as nm:2:4 (keep 2 of every 4)"
+            )
+        return Pattern("nm", n=n, m=m)
+    raise UserError(
+        f"unknown sparsity pattern '{text}'",
+        "use unstructured, block:RxC (e.g. block:1x4) or nm:N:M (e.g. nm:2:4)",
+    )
+
+
+def _keep_top(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
+    """Keep-mask (same shape as scores) with exactly `n_prune` of the lowest scores removed.
+
+    A stable sort breaks ties by position, so the count is exact even with equal scores.
+    """
+    flat = scores.flatten()
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    if n_prune > 0:
+        order = torch.argsort(flat, stable=True)
+        keep[order[:n_prune]] = False
+    return keep.view_as(scores)
+
+
+def block_scores(weight: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Mean |w| of each rows x cols tile; ragged edge tiles are averaged over what they hold."""
+    out_f, in_f = weight.shape
+    pad_r, pad_c = (-out_f) % rows, (-in_f) % cols
+    padded = torch.nn.functional.pad(weight.abs().float(), (0, pad_c, 0, pad_r))
+    count = torch.nn.functional.pad(torch.ones_like(weight, dtype=torch.float), (0, pad_c, 0, pad_r))
+    shape = (padded.shape[0] // rows, rows, padded.shape[1] // cols, cols)
+    return padded.view(shape).sum(dim=(1, 3)) / count.view(shape).sum(dim=(1, 3))
+
+
+def expand_blocks(block_mask: torch.Tensor, rows: int, cols: int, shape: torch.Size) -> torch.Tensor:
+    """Inverse of `block_scores`' tiling: one entry per tile -> one entry per weight."""
+    full = block_mask.repeat_interleave(rows, dim=0).repeat_interleave(cols, dim=1)
+    return full[: shape[0], : shape[1]]
+
+
+def pattern_scores(weight: torch.Tensor, mask: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    """Importance score of each prunable unit (weight, tile or N:M entry); pruned units get -inf."""
+    if pattern.kind == "block":
+        scores = block_scores(weight, pattern.rows, pattern.cols)
+        alive = block_scores(mask.float(), pattern.rows, pattern.cols) > 0
+    else:
+        scores, alive = weight.abs().float(), mask
+    return scores.masked_fill(~alive, float("-inf"))
+
+
+def units_to_mask(unit_keep: torch.Tensor, pattern: Pattern, shape: torch.Size) -> torch.Tensor:
+    if pattern.kind == "block":
+        return expand_blocks(unit_keep, pattern.rows, pattern.cols, shape)
+    return unit_keep
+
+
+def layer_mask(weight: torch.Tensor, mask: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
+    """New keep-mask for one (out, in) weight at `sparsity`, never reviving pruned entries.
+
+    unstructured: exactly round(sparsity * numel) weights are pruned.
+    block:RxC: exactly round(sparsity * n_tiles) tiles are pruned.
+    nm:N:M: in each group of M inputs, round(sparsity * M) entries are pruned (at most M - N).
+    """
+    if pattern.kind == "nm":
+        return _nm_mask(weight, mask, sparsity, pattern)
+    scores = pattern_scores(weight, mask, pattern)
+    n_prune = round(sparsity * scores.numel())
+    return units_to_mask(_keep_top(scores, n_prune), pattern, weight.shape)
+
+
+def _nm_mask(weight: torch.Tensor, mask: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
+    out_f, in_f = weight.shape
+    if in_f % pattern.m:
+        raise UserError(
+            f"nm:{pattern.n}:{pattern.m} needs in_features divisible by {pattern.m}, got {in_f}",
+            "exclude that layer with pruning.exclude or pick another M",
+        )
+    per_group = min(round(sparsity * pattern.m), pattern.m - pattern.n)
+    scores = weight.abs().float().masked_fill(~mask, float("-inf")).view(out_f, in_f // pattern.m, pattern.m)
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if per_group > 0:
+        # stable sort: ties (e.g. two pruned entries) break by position, so each group loses exactly per_group
+        lowest = torch.argsort(scores, dim=-1, stable=True)[..., :per_group]
+        keep.scatter_(-1, lowest, False)
+    return keep.view(out_f, in_f)
+
+
+def global_masks(
+    weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], sparsity: float, pattern: Pattern
+) -> dict[str, torch.Tensor]:
+    """Keep-masks for several (out, in) weights that *together* reach `sparsity`.
+
+    One magnitude threshold over all layers (scores pooled), so layers end at different sparsities.
+    Exactly round(sparsity * total_units) units are pruned overall.
+    """
+    if pattern.kind not in ("unstructured", "block"):
+        raise UserError(f"pattern {pattern} cannot be pruned globally", "use pruning.scope=layer")
+    scores = {name: pattern_scores(weights[name], masks[name], pattern) for name in weights}
+    pooled = torch.cat([s.flatten() for s in scores.values()])
+    keep_flat = _keep_top(pooled, round(sparsity * pooled.numel()))
+    result, offset = {}, 0
+    for name, s in scores.items():
+        unit_keep = keep_flat[offset : offset + s.numel()].view_as(s)
+        offset += s.numel()
+        result[name] = units_to_mask(unit_keep, pattern, weights[name].shape)
+    return result
+
+
+def check_pattern_fits(pattern: Pattern, target_sparsity: float) -> None:
+    """N:M fixes the final sparsity; refuse a target it cannot reach."""
+    if pattern.kind == "nm" and not math.isclose(target_sparsity, pattern.nm_sparsity, abs_tol=1e-6):
+        raise UserError(
+            f"pattern {pattern} ends at sparsity {pattern.nm_sparsity:g}, not {target_sparsity:g}",
+            f"set pruning.target_sparsity={pattern.nm_sparsity:g}",
+        )
