@@ -1,11 +1,112 @@
-"""Command line: `pruneofa STAGE [RECIPE] [key=value ...]` and the tools around the stages."""
+"""Command line: `pruneofa STAGE [RECIPE] [key=value ...]` and the tools around the stages.
+
+Bad input ends with one line on stderr (`error: <problem>; <fix>`) and exit code 2.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import sys
+from typing import Callable
+
+from pruneofa.errors import UserError
+
+# stage name -> (one-line help, runner taking the validated recipe)
+STAGES: dict[str, tuple[str, Callable]] = {}
+
+
+def _lm_stage(recipe):
+    from pruneofa.stages.lm import run_lm_stage
+
+    return run_lm_stage(recipe)
+
+
+STAGES["teacher"] = ("stage 1: continue LM training of a pre-trained model (creates a missing LM head)", _lm_stage)
+STAGES["prune"] = ("stage 2: student pruning with GMP + KD + learning-rate rewinding", _lm_stage)
+
+
+def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """The first argument without '=' is the recipe; every key=value is an override."""
+    recipe = None
+    overrides = []
+    for arg in args:
+        if "=" in arg:
+            overrides.append(arg)
+        elif recipe is None:
+            recipe = arg
+        else:
+            raise UserError(f"unexpected argument '{arg}'", "pass one RECIPE followed by key=value overrides")
+    return recipe, overrides
+
+
+def run_stage(stage: str, args: list[str]):
+    from pruneofa.config.loader import load_recipe
+
+    recipe, overrides = split_recipe_args(args)
+    validated = load_recipe(stage, recipe, overrides)
+    return STAGES[stage][1](validated)
+
+
+def _cmd_inspect(ns: argparse.Namespace) -> int:
+    from pruneofa.inspect import format_report, inspect_dir
+
+    report = inspect_dir(ns.model_dir)
+    print(json.dumps(report, indent=1) if ns.json else format_report(report))
+    return 0
+
+
+def _cmd_recipes(ns: argparse.Namespace) -> int:
+    from pruneofa.config.loader import shipped_recipes
+
+    for name, path in shipped_recipes().items():
+        header = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        print(f"{name:<32} {header}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser = argparse.ArgumentParser(prog="pruneofa", parents=[common],
+                                     description="Prune Once for All: sparse pre-trained language models")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, _) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]",
+                       help="a shipped recipe name or YAML path (default: the offline recipe), then overrides")
+    p = sub.add_parser("inspect", help="per-layer and overall sparsity of a saved model", parents=[common])
+    p.add_argument("model_dir")
+    p.add_argument("--json", action="store_true", help='print {"overall": ..., "layers": {...}}')
+    sub.add_parser("recipes", help="list the shipped recipes")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    print("pruneofa: under construction", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if ns.command in STAGES:
+            out = run_stage(ns.command, ns.args)
+            print(f"{ns.command}: wrote {out}")
+            return 0
+        return {"inspect": _cmd_inspect, "recipes": _cmd_recipes}[ns.command](ns)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _stop_requested() as stop:
+        where = f"; checkpoint {stop.checkpoint}" if stop.checkpoint else ""
+        print(f"stopped at step {stop.step}{where}; continue with resume=true", file=sys.stderr)
+        return 130
+
+
+def _stop_requested():
+    from pruneofa.train.loop import StopRequested
+
+    return StopRequested

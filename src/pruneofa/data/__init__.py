@@ -1,0 +1,1 @@
+"""Data: offline assets, pre-training corpora and LM batches."""

@@ -1,0 +1,76 @@
+"""Stage outputs: claim the output directory safely and write the final model atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pruneofa import __version__
+from pruneofa.config.schema import RecipeBase
+from pruneofa.errors import UserError
+from pruneofa.train.checkpoint import atomic_write_text
+
+RUN_FILE = "run.json"
+# keys that may change between a run and its resumption
+RESUMABLE_CHANGES = {"resume", "overwrite"}
+RESUMABLE_TRAIN_CHANGES = {"max_steps", "save_every", "log_every", "eval_every", "keep_checkpoints"}
+
+
+def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in recipe.items() if k not in RESUMABLE_CHANGES}
+    data["train"] = {k: v for k, v in data.get("train", {}).items() if k not in RESUMABLE_TRAIN_CHANGES}
+    return data
+
+
+def claim_output_dir(recipe: RecipeBase) -> Path:
+    """Create or reuse `recipe.output_dir`. Call only after every input has loaded without error.
+
+    - empty or missing: create it;
+    - holds a run: resume=true continues it if it is the same run, overwrite=true replaces it,
+      anything else is refused (exit 2) so a run is never mixed into another.
+    """
+    out = Path(recipe.output_dir)
+    current = recipe.model_dump(mode="json")
+    if out.exists() and any(out.iterdir()):
+        previous = out / RUN_FILE
+        if recipe.overwrite:
+            shutil.rmtree(out)
+        elif recipe.resume and previous.is_file():
+            if _comparable(json.loads(previous.read_text())) != _comparable(current):
+                raise UserError(f"output_dir '{out}' holds a different run than this recipe",
+                                "resume with the same recipe, or pass overwrite=true to start over")
+        else:
+            raise UserError(f"output_dir '{out}' already holds a run",
+                            "pass resume=true to continue it, overwrite=true to replace it, or another output_dir=")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / RUN_FILE, json.dumps(current, indent=1))
+    return out
+
+
+def write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: RecipeBase,
+                    metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Write config, weights, tokenizer, metrics.json and pruneofa.json into `out`.
+
+    Files are written to a temporary folder and moved in one by one with os.replace; pruneofa.json
+    goes last, so its presence means the model directory is complete.
+    """
+    from pruneofa.inspect import sparsity_of_model
+    from pruneofa.sparsity.masks import plain_state_dict
+
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, state_dict=plain_state_dict(model))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    meta = {"stage": stage, "pruneofa_version": __version__, "recipe": recipe.model_dump(mode="json"),
+            "sparsity": sparsity_of_model(model, recipe), **(extra or {})}
+    (out / "pruneofa.json").unlink(missing_ok=True)
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+    atomic_write_text(out / "pruneofa.json", json.dumps(meta, indent=1))

@@ -1,0 +1,137 @@
+"""Atomic checkpoints, safetensors and JSON only (no pickle anywhere).
+
+`output_dir/checkpoints/step-N/` holds:
+  model.safetensors + config.json   the model with masks folded (a transformers model directory)
+  masks.safetensors                 the pruning masks (absent when nothing is pruned)
+  optimizer.safetensors/.json       optimizer state keyed by parameter name, and its hyperparameters
+  rng-R.safetensors                 each process's torch RNG state (dropout, MLM masking)
+  state.json                        step and anything else the loop needs to continue
+
+A checkpoint is written into `step-N.tmp/` and renamed into place only when complete; a crash at any
+moment leaves either the old set or the new one, never a half-written `step-N/`. `latest` names
+the newest complete checkpoint and is itself replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pruneofa.errors import UserError
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises SafetensorError, OSError, ...
+        raise UserError(f"corrupted or truncated safetensors file '{path}': {err}",
+                        "delete it and resume from an earlier checkpoint, or re-run the stage") from None
+
+
+# --- optimizer state by parameter name ---------------------------------------------------------
+def optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict, dict]:
+    """Split an optimizer's state into named tensors and JSON-able hyperparameters."""
+    tensors, groups = {}, []
+    for group in optimizer.param_groups:
+        groups.append({k: v for k, v in group.items() if k != "params"} | {"params": [names[id(p)] for p in group["params"]]})
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                tensors[f"{names[id(p)]}::{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, {"param_groups": groups}
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str], tensors: dict, meta: dict) -> None:
+    by_name = {name: p for p in (q for g in optimizer.param_groups for q in g["params"]) if (name := names[id(p)])}
+    for group, saved in zip(optimizer.param_groups, meta["param_groups"], strict=True):
+        group.update({k: v for k, v in saved.items() if k != "params"})
+    optimizer.state.clear()
+    for key, value in tensors.items():
+        name, field = key.split("::", 1)
+        if name not in by_name:
+            raise UserError(f"checkpoint optimizer state names unknown parameter '{name}'",
+                            "resume with the model and recipe the checkpoint was made with")
+        param = by_name[name]
+        optimizer.state.setdefault(param, {})[field] = value.to(param.device) if field != "step" else value
+
+
+# --- whole checkpoints -------------------------------------------------------------------------
+def checkpoint_root(output_dir: Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))
+             and (p / "state.json").is_file()]
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = complete_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def begin_checkpoint(output_dir: Path, step: int) -> Path:
+    """A fresh temporary directory to write checkpoint `step` into (removing a crashed attempt)."""
+    tmp = checkpoint_root(output_dir) / f"step-{step}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit_checkpoint(tmp: Path, state: dict[str, Any], keep: int) -> Path:
+    """Seal `tmp` (state.json last), rename it into place, update `latest`, drop old checkpoints."""
+    atomic_write_text(tmp / "state.json", json.dumps(state, indent=1))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    final = tmp.with_name(tmp.name.removesuffix(".tmp"))
+    if final.exists():  # the same step saved twice (e.g. stop right after a periodic save)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    atomic_write_text(final.parent / "latest", final.name + "\n")
+    for _, old in complete_checkpoints(final.parent.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    try:
+        return json.loads((checkpoint / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"unreadable checkpoint state '{checkpoint}/state.json': {err}",
+                        "delete that checkpoint directory and resume again") from None

@@ -1,0 +1,48 @@
+"""`TrainConfig`: the recipe's `train:` section, shared by every training stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pruneofa.sparsity.config import StrictModel
+
+
+class TrainConfig(StrictModel):
+    max_steps: int = Field(1000, ge=1, description="optimizer updates")
+    batch_size: int = Field(32, ge=1, description="global batch per update, split over processes and grad_accum")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per update on each process")
+    seq_len: int = Field(128, ge=16)
+    lr: float = Field(5e-5, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["linear", "rewind", "constant"] = Field(
+        "linear", description="rewind: held at peak until pruning.target_step, then linear to 0")
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    save_every: int = Field(0, ge=0, description="checkpoint every N updates (0: only at the end and on stop)")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(0, ge=0, description="evaluate every N updates (0: only at the end)")
+    eval_batches: int = Field(20, ge=1, description="cap on validation batches per evaluation")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainConfig":
+        if self.warmup_steps >= self.max_steps and self.lr_schedule != "constant":
+            raise ValueError(f"train.warmup_steps ({self.warmup_steps}) must be below train.max_steps ({self.max_steps})")
+        return self
+
+    def lr_at(self, step: int, hold_until: int | None = None) -> float:
+        """Learning rate for update index `step` (0-based) under `lr_schedule`.
+
+        `hold_until` is the end of the pruning window for `rewind` (pruning.target_step).
+        """
+        from pruneofa.sparsity.schedules import constant_lr, linear_warmup_decay, rewinding_lr
+
+        if self.lr_schedule == "constant":
+            return constant_lr(step, self.lr, self.warmup_steps)
+        if self.lr_schedule == "rewind":
+            return rewinding_lr(step, self.lr, self.warmup_steps, hold_until or self.warmup_steps, self.max_steps)
+        return linear_warmup_decay(step, self.lr, self.warmup_steps, self.max_steps)

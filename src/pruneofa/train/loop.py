@@ -1,0 +1,295 @@
+"""The one training loop every stage runs (teacher, prune, finetune, transfer, quantize).
+
+Built on accelerate, so the same code runs on one CPU, under `torchrun` / `accelerate launch`
+(DDP: gloo on CPU, NCCL on GPU) and with mixed precision. What is special here:
+
+- the data order is a pure function of (seed, step) (`sampling.batch_indices`), so resuming needs
+  no data-loader state and every process agrees on the global batch;
+- `train.batch_size` is the *global* batch per update: each of W processes takes B / W examples in
+  `grad_accum` micro-batches, so the effective batch and the LR schedule do not change with W;
+- the pruner steps right after the optimizer, on every process, and broadcasts rank 0's masks;
+- checkpoints are atomic and hold everything an exact resume needs (see `checkpoint`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from pruneofa.errors import UserError
+from pruneofa.sparsity import masks as M
+from pruneofa.sparsity.pruner import Pruner
+from pruneofa.train import checkpoint as C
+from pruneofa.train.config import TrainConfig
+from pruneofa.train.sampling import batch_indices
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved at `step`."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        super().__init__(f"stopped at step {step}")
+
+
+@dataclass
+class TrainingJob:
+    """Everything stage-specific the loop needs; the loop itself knows no objective."""
+
+    model: torch.nn.Module
+    n_examples: int
+    make_batch: Callable[[list[int]], Batch]
+    compute_loss: Callable[[torch.nn.Module, torch.nn.Module | None, Batch], dict[str, torch.Tensor]]
+    lr_at: Callable[[int], float]
+    config: TrainConfig
+    output_dir: Path
+    seed: int = 42
+    teacher: torch.nn.Module | None = None
+    pruner: Pruner | None = None
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
+    resume: bool = False
+    description: str = "train"
+    extra_logs: Callable[[int], dict[str, float]] | None = None
+
+
+@dataclass
+class FitResult:
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _GracefulStop:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between updates."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_GracefulStop":
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # no decay on biases and norms, as BERT and HF do
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a plain (folded) state dict into a model that may carry masks."""
+    remapped = dict(state)
+    for name in M.masked_modules(model):
+        if f"{name}.weight" in remapped:
+            remapped[f"{name}.parametrizations.weight.original"] = remapped.pop(f"{name}.weight")
+    missing, unexpected = model.load_state_dict(remapped, strict=False)
+    # masks come from masks.safetensors; tied weights (LM decoder = embeddings) are saved once
+    current = model.state_dict()
+    loaded_ptrs = {current[k].data_ptr() for k in remapped if k in current}
+    missing = [k for k in missing if not k.endswith(".mask") and current[k].data_ptr() not in loaded_ptrs]
+    if missing or unexpected:
+        raise UserError(f"checkpoint does not match the model ({len(missing)} missing, {len(unexpected)} unexpected "
+                        f"tensors, e.g. {(missing + unexpected)[0]})", "resume with the recipe the checkpoint was made with")
+
+
+class _Run:
+    """State of one `fit` call; split out so the loop body reads top to bottom."""
+
+    def __init__(self, job: TrainingJob):
+        self.job, cfg = job, job.config
+        if cfg.precision == "fp16" and not torch.cuda.is_available():
+            raise UserError("train.precision=fp16 needs a GPU", "use train.precision=bf16 or fp32 on CPU")
+        self.acc = Accelerator(mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
+        self.world, self.rank = self.acc.num_processes, self.acc.process_index
+        per_rank, rem = divmod(cfg.batch_size, self.world * cfg.grad_accum)
+        if rem or per_rank == 0:
+            raise UserError(f"train.batch_size={cfg.batch_size} does not split over {self.world} processes x "
+                            f"{cfg.grad_accum} micro-batches", "make it a multiple of processes x train.grad_accum")
+        if job.n_examples < cfg.batch_size:
+            raise UserError(f"only {job.n_examples} training examples for train.batch_size={cfg.batch_size}",
+                            "add data or lower train.batch_size")
+        self.micro = per_rank
+        self.out = Path(job.output_dir)
+        self.main = self.acc.is_main_process
+        torch.manual_seed(job.seed + self.rank)
+        self.model = job.model
+        self.names = {id(p): n for n, p in self.model.named_parameters()}
+        self.raw_optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        self.ddp_model, self.optimizer = self.acc.prepare(self.model, self.raw_optimizer)
+        self.start_step = 0
+        self.history: list[dict[str, Any]] = []
+        if job.resume and (ckpt := C.latest_checkpoint(self.out)) is not None:
+            self._restore(ckpt)
+        if job.teacher is not None:
+            job.teacher.to(self.acc.device).eval().requires_grad_(False)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def save(self, step: int) -> Path | None:
+        job, acc = self.job, self.acc
+        tmp = C.checkpoint_root(self.out) / f"step-{step}.tmp"
+        if self.main:
+            C.begin_checkpoint(self.out, step)
+        acc.wait_for_everyone()
+        C.save_tensors(tmp / f"rng-{self.rank}.safetensors", {"torch": torch.get_rng_state()})
+        final = None
+        if self.main:
+            self.model.save_pretrained(tmp, state_dict=M.plain_state_dict(self.model))
+            if job.pruner is not None and job.pruner.layers:
+                C.save_tensors(tmp / "masks.safetensors", job.pruner.masks())
+            tensors, meta = C.optimizer_tensors(self.raw_optimizer, self.names)
+            C.save_tensors(tmp / "optimizer.safetensors", tensors)
+            C.atomic_write_text(tmp / "optimizer.json", json.dumps(meta))
+            C.atomic_write_text(tmp / "history.json", json.dumps(self.history))
+            final = C.commit_checkpoint(tmp, {"step": step, "world_size": self.world}, job.config.keep_checkpoints)
+        acc.wait_for_everyone()
+        return final
+
+    def _restore(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = C.read_state(ckpt)
+        if state.get("world_size", 1) != self.world:
+            log.warning("resuming a %s-process run on %s processes: RNG streams differ", state.get("world_size"), self.world)
+        _load_model_state(self.model, C.load_tensors(ckpt / "model.safetensors"))
+        if self.job.pruner is not None and (ckpt / "masks.safetensors").exists():
+            self.job.pruner.load_masks(C.load_tensors(ckpt / "masks.safetensors"))
+        meta = json.loads((ckpt / "optimizer.json").read_text())
+        C.load_optimizer_tensors(self.raw_optimizer, self.names, C.load_tensors(ckpt / "optimizer.safetensors"), meta)
+        rng_file = ckpt / f"rng-{self.rank}.safetensors"
+        if rng_file.exists():
+            torch.set_rng_state(load_file(str(rng_file))["torch"])
+        self.history = json.loads((ckpt / "history.json").read_text()) if (ckpt / "history.json").exists() else []
+        self.start_step = int(state["step"])
+        if self.main:
+            log.info("resumed from %s (step %d)", ckpt, self.start_step)
+
+    # --- one update ---------------------------------------------------------------------------
+    def update(self, step: int) -> dict[str, float]:
+        job, cfg = self.job, self.job.config
+        lr = job.lr_at(step - 1)
+        for group in self.raw_optimizer.param_groups:
+            group["lr"] = lr
+        mine = batch_indices(step, job.n_examples, cfg.batch_size, job.seed)[
+            self.rank * self.micro * cfg.grad_accum : (self.rank + 1) * self.micro * cfg.grad_accum]
+        totals: dict[str, float] = {}
+        for k in range(cfg.grad_accum):
+            batch = {n: t.to(self.acc.device) for n, t in job.make_batch(mine[k * self.micro:(k + 1) * self.micro]).items()}
+            sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else self.acc.no_sync(self.ddp_model)
+            with sync:
+                parts = job.compute_loss(self.ddp_model, job.teacher, batch)
+                if not torch.isfinite(parts["loss"]):
+                    raise FloatingPointError(f"loss is {parts['loss'].item()} at step {step}; lower train.lr")
+                self.acc.backward(parts["loss"] / cfg.grad_accum)
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + value.item() / cfg.grad_accum
+        if cfg.max_grad_norm:
+            self.acc.clip_grad_norm_(self.ddp_model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if job.pruner is not None:
+            job.pruner.step(step)
+        totals["lr"] = lr
+        return totals
+
+    def reduce(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1:
+            return values
+        keys = sorted(values)
+        t = self.acc.reduce(torch.tensor([values[k] for k in keys], device=self.acc.device), reduction="mean")
+        return dict(zip(keys, t.tolist()))
+
+    def stop_agreed(self, requested: bool) -> bool:
+        if self.world == 1:
+            return requested
+        flag = self.acc.reduce(torch.tensor([float(requested)], device=self.acc.device), reduction="sum")
+        return bool(flag.item() > 0)
+
+
+def fit(job: TrainingJob) -> FitResult:
+    """Train `job.model` in place for `job.config.max_steps` updates (continuing a checkpoint if asked)."""
+    run = _Run(job)
+    cfg = job.config
+    writer = None
+    if run.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run.out / "logs"), purge_step=run.start_step + 1)
+    bar = tqdm(total=cfg.max_steps, initial=run.start_step, desc=job.description, disable=not run.main,
+               unit="step", dynamic_ncols=True)
+    step = run.start_step
+    try:
+        with _GracefulStop() as stopper:
+            for step in range(run.start_step + 1, cfg.max_steps + 1):
+                values = run.update(step)
+                if job.pruner is not None and job.pruner.layers:
+                    values["sparsity"] = job.pruner.overall_sparsity()
+                if job.extra_logs:
+                    values.update(job.extra_logs(step))
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    values = run.reduce(values)
+                    run.history.append({"step": step, **values})
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("loss", "kd", "sparsity", "lr")})
+                    if writer:
+                        for k, v in values.items():
+                            writer.add_scalar(f"train/{k}", v, step)
+                if job.evaluate and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
+                    _evaluate(run, writer, step)
+                if run.stop_agreed(stopper.requested):
+                    raise StopRequested(step, run.save(step))
+                if cfg.save_every and step % cfg.save_every == 0:
+                    run.save(step)
+        metrics = _evaluate(run, writer, step) if job.evaluate else {}
+        if not (cfg.save_every and step % cfg.save_every == 0):
+            run.save(step)
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+    return FitResult(step=step, metrics=metrics, history=run.history)
+
+
+def _evaluate(run: _Run, writer: Any, step: int) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    if run.main:
+        was_training = run.model.training
+        run.model.eval()
+        with torch.no_grad():
+            metrics = run.job.evaluate(run.model)
+        run.model.train(was_training)
+        run.history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        if writer:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    writer.add_scalar(f"eval/{k}", v, step)
+    run.acc.wait_for_everyone()
+    return metrics
