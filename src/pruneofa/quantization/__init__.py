@@ -1,0 +1,29 @@
+"""8-bit quantization-aware training (Q8BERT style) that keeps the sparsity pattern exactly.
+
+- `prepare_qat(model, QuantConfig())`: int8 symmetric fake-quant weights, uint8 EMA-observed inputs.
+- `strip_qat`, `quantization_state`, `quantized_weights`: back to float, inspect, export.
+- `save_qat`, `load_qat`: checkpoints that keep the scales and observer ranges.
+"""
+
+from pruneofa.quantization.checkpoint import load_qat, save_qat
+from pruneofa.quantization.config import QuantConfig
+from pruneofa.quantization.qat import (
+    is_qat,
+    prepare_qat,
+    qat_layers,
+    quantization_state,
+    quantized_weights,
+    strip_qat,
+)
+
+__all__ = [
+    "QuantConfig",
+    "is_qat",
+    "load_qat",
+    "prepare_qat",
+    "qat_layers",
+    "quantization_state",
+    "quantized_weights",
+    "save_qat",
+    "strip_qat",
+]
