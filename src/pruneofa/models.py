@@ -76,9 +76,9 @@ def load_lm(name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -
         model, info = auto.from_pretrained(
             resolve_model_path(name_or_path), trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
         )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"cannot load model '{name_or_path}': {str(err).splitlines()[0]}",
-                        "check that model.safetensors matches config.json") from None
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
+        raise UserError(f"cannot load model '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]})",
+                        "the weights are corrupted, truncated or do not match config.json: re-export them") from None
     if info.get("missing_keys"):
         log.info("created %d new LM-head tensors (e.g. %s)", len(info["missing_keys"]), sorted(info["missing_keys"])[0])
     return model

@@ -1,0 +1,40 @@
+import math
+
+import pytest
+import torch
+from transformers.modeling_outputs import MaskedLMOutput
+
+from pruneofa.distill import DistillConfig, distillation_loss, kd_divergence
+
+
+def softmax(xs):
+    e = [math.exp(x) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def test_kd_equals_a_hand_computation_over_non_padding_tokens():
+    s = torch.tensor([[[1.0, 2.0, 0.5], [0.0, 0.0, 0.0], [3.0, -1.0, 0.0]]])
+    t = torch.tensor([[[2.0, 1.0, 0.0], [9.0, 9.0, -9.0], [1.0, 1.0, 1.0]]])
+    mask = torch.tensor([[1, 0, 1]])  # the middle token is padding and must not count
+    T = 2.0
+    per_token = []
+    for pos in (0, 2):
+        p_t = softmax([v / T for v in t[0, pos].tolist()])
+        p_s = softmax([v / T for v in s[0, pos].tolist()])
+        per_token.append(sum(pt * (math.log(pt) - math.log(ps)) for pt, ps in zip(p_t, p_s)))
+    expected = T**2 * sum(per_token) / 2
+    assert kd_divergence(s, t, T, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_total_loss_weights_ce_and_kd():
+    s, t = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    out_s, out_t = MaskedLMOutput(loss=torch.tensor(3.0), logits=s), MaskedLMOutput(logits=t)
+    cfg = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0)
+    parts = distillation_loss(out_s, out_t, cfg)
+    assert parts["loss"].item() == pytest.approx(0.5 * 3.0 + 0.5 * kd_divergence(s, t, 2.0).item(), rel=1e-6)
+    assert distillation_loss(out_s, out_t, DistillConfig(alpha_kd=0.0))["loss"].item() == pytest.approx(3.0)
+
+
+def test_kd_is_zero_when_student_matches_teacher():
+    x = torch.randn(3, 4, 11)
+    assert kd_divergence(x, x.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)
