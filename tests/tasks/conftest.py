@@ -4,7 +4,7 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
+def minilm_tokenizer():
     """The offline all-MiniLM-L6-v2 tokenizer (BERT uncased WordPiece, fast) installed in the venv."""
     from transformers import AutoTokenizer
 

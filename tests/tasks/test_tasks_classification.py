@@ -1,5 +1,3 @@
-import json
-
 import pandas as pd
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -126,28 +124,28 @@ def test_regression(tmp_path):
         load_task(pair_config(tmp_path, train=train, validation=bad, text_columns=["a", "b"], label_column="score", regression=True))
 
 
-def test_limits_and_predict_only_test_file(tmp_path, tokenizer):
+def test_limits_and_predict_only_test_file(tmp_path, minilm_tokenizer):
     test = pd.DataFrame({"premise": ["p1", "p2", "p3"], "hypothesis": ["h1", "h2", "h3"]})
     cfg = pair_config(tmp_path, test_file=write(test, tmp_path / "test.csv"), max_train_samples=2, max_eval_samples=1)
     data = load_task(cfg)
     assert [len(data.splits[s]) for s in ("train", "validation", "test")] == [2, 1, 1]
     assert list(data.splits["train"]["premise"]) == list(TRAIN["premise"][:2])  # the first N, not a sample
-    encoded = tokenize_task(data, tokenizer, max_seq_len=16)
+    encoded = tokenize_task(data, minilm_tokenizer, max_seq_len=16)
     assert "labels" not in encoded["test"].column_names and "labels" in encoded["train"].column_names
 
 
-def test_tokenize_pairs_for_the_padding_collator(tmp_path, tokenizer):
+def test_tokenize_pairs_for_the_padding_collator(tmp_path, minilm_tokenizer):
     data = load_task(pair_config(tmp_path))
-    encoded = tokenize_task(data, tokenizer, max_seq_len=16)
+    encoded = tokenize_task(data, minilm_tokenizer, max_seq_len=16)
     train = encoded["train"]
     assert set(train.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
     assert list(train["labels"]) == list(data.splits["train"]["label"])
-    first = tokenizer(TRAIN["premise"][0], TRAIN["hypothesis"][0])
+    first = minilm_tokenizer(TRAIN["premise"][0], TRAIN["hypothesis"][0])
     assert train[0]["input_ids"] == first["input_ids"]  # short enough not to be truncated
     assert 1 in train[0]["token_type_ids"]  # the hypothesis is the second segment
-    truncated = tokenize_task(data, tokenizer, max_seq_len=8)["train"]
+    truncated = tokenize_task(data, minilm_tokenizer, max_seq_len=8)["train"]
     assert max(len(ids) for ids in truncated["input_ids"]) == 8 < len(first["input_ids"])
-    batch = DataCollatorWithPadding(tokenizer)([train[i] for i in range(3)])
+    batch = DataCollatorWithPadding(minilm_tokenizer)([train[i] for i in range(3)])
     assert batch["input_ids"].shape[0] == 3 and batch["labels"].tolist() == list(train["labels"][:3])
 
 

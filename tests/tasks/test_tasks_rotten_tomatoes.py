@@ -3,7 +3,6 @@ import importlib.util
 import numpy as np
 import pytest
 
-import pruneofa.tasks.rotten_tomatoes as rotten_tomatoes
 from pruneofa.errors import UserError
 from pruneofa.tasks import TaskDataConfig, load_task
 from pruneofa.tasks.rotten_tomatoes import load_rotten_tomatoes, split_movies
