@@ -57,6 +57,7 @@ def test_qa_settings():
     assert TaskDataConfig(task="squad_v2", max_seq_len=384).with_negative is True
     assert "squad_v2" in error_of(task="squad", max_seq_len=384, version_2_with_negative=True)
     assert "QA" in error_of(task="sst2", version_2_with_negative=True)
+    assert "question and context" in error_of(task="squad", max_seq_len=384, text_columns=["question"])
     assert "validation_file" in error_of(task="qa", max_seq_len=384)
     cfg = TaskDataConfig(task="qa", validation_file="dev.json", max_seq_len=384, version_2_with_negative=True)
     assert cfg.with_negative

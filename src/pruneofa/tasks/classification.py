@@ -8,7 +8,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 from pruneofa.errors import UserError
 from pruneofa.tasks.config import GLUE_TEXT_COLUMNS, TaskDataConfig, is_qa_task
 from pruneofa.tasks.local_files import load_local_file
-from pruneofa.tasks.task_data import TaskData
+from pruneofa.tasks.task_data import TaskData, limit_splits
 
 GLUE_HUB_ID = "nyu-mll/glue"
 
@@ -29,7 +29,7 @@ def load_task(cfg: TaskDataConfig) -> TaskData:
         data = load_rotten_tomatoes()
     else:
         data = _load_local(cfg)
-    data.splits = _limit(data.splits, cfg.max_train_samples, cfg.max_eval_samples)
+    data.splits = limit_splits(data.splits, cfg.max_train_samples, cfg.max_eval_samples)
     return data
 
 
@@ -162,14 +162,6 @@ def _is_number(value) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _limit(splits: DatasetDict, max_train: int | None, max_eval: int | None) -> DatasetDict:
-    limited = {}
-    for name, dataset in splits.items():
-        cap = max_train if name == "train" else max_eval
-        limited[name] = dataset.select(range(min(cap, len(dataset)))) if cap is not None else dataset
-    return DatasetDict(limited)
 
 
 def tokenize_task(data: TaskData, tokenizer, max_seq_len: int) -> DatasetDict:

@@ -18,6 +18,7 @@ from datasets import DatasetDict, load_dataset
 from pruneofa.errors import UserError
 from pruneofa.tasks.config import TaskDataConfig, is_qa_task
 from pruneofa.tasks.squad_format import read_squad_file
+from pruneofa.tasks.task_data import limit_splits
 
 HUB_IDS = {"squad": "rajpurkar/squad", "squad_v2": "rajpurkar/squad_v2"}
 CONTEXT = 1  # sequence id of the context in (question, context) pairs
@@ -37,12 +38,8 @@ def load_qa(cfg: TaskDataConfig) -> DatasetDict:
             {split: read_squad_file(path, f"data.{split}_file") for split, path in files.items() if path}
         )
         if not cfg.with_negative:
-            _reject_unanswerable(splits, cfg)
-    limited = {}
-    for name, dataset in splits.items():
-        cap = cfg.max_train_samples if name == "train" else cfg.max_eval_samples
-        limited[name] = dataset.select(range(min(cap, len(dataset)))) if cap is not None else dataset
-    return DatasetDict(limited)
+            _reject_unanswerable(splits)
+    return limit_splits(splits, cfg.max_train_samples, cfg.max_eval_samples)
 
 
 def _load_hub(task: str) -> DatasetDict:
@@ -56,11 +53,12 @@ def _load_hub(task: str) -> DatasetDict:
     return DatasetDict(train=raw["train"], validation=raw["validation"])
 
 
-def _reject_unanswerable(splits: DatasetDict, cfg: TaskDataConfig) -> None:
+def _reject_unanswerable(splits: DatasetDict) -> None:
     for split in ("train", "validation"):  # a test file may carry no answers at all
         if split not in splits:
             continue
-        unanswerable = [row["id"] for row in splits[split] if not row["answers"]["text"]]
+        dataset = splits[split]
+        unanswerable = [qid for qid, answers in zip(dataset["id"], dataset["answers"]) if not answers["text"]]
         if unanswerable:
             raise UserError(
                 f"data.{split}_file has {len(unanswerable)} question(s) without an answer (e.g. {unanswerable[0]})",

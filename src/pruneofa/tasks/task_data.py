@@ -34,3 +34,13 @@ class TaskData:
         if "validation_matched" in self.splits:
             return [name for name in ("validation_matched", "validation_mismatched") if name in self.splits]
         return ["validation"]
+
+
+def limit_splits(splits: DatasetDict, max_train: int | None, max_eval: int | None) -> DatasetDict:
+    """Keep the first `max_train` rows of `train` and the first `max_eval` rows of every other split
+    (the first rows, not a sample, so that runs with the same caps see the same data)."""
+    limited = {}
+    for name, dataset in splits.items():
+        cap = max_train if name == "train" else max_eval
+        limited[name] = dataset.select(range(min(cap, len(dataset)))) if cap is not None else dataset
+    return DatasetDict(limited)
