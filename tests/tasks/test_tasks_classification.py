@@ -193,3 +193,26 @@ def test_unparsable_file_reports_the_parser_message(tmp_path):
     with pytest.raises(UserError, match=r"could not be read as json \(ArrowInvalid: JSON parse error") as caught:
         load_task(pair_config(tmp_path).model_copy(update={"train_file": str(broken)}))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_tokenized_batches_train_a_real_model(tmp_path, minilm_tokenizer, regression):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    if regression:
+        train = pd.DataFrame({"a": ["x y", "y z", "z"], "b": ["p", "q r", "r"], "label": [0.5, 4.0, 2.25]})
+        cfg = pair_config(tmp_path, train=train, validation=train, text_columns=["a", "b"], regression=True)
+    else:
+        cfg = pair_config(tmp_path)
+    data = load_task(cfg)
+    encoded = tokenize_task(data, minilm_tokenizer, max_seq_len=16)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(minilm_tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=data.num_labels)
+    model = BertForSequenceClassification(config)
+    batch = DataCollatorWithPadding(minilm_tokenizer)([encoded["train"][i] for i in range(3)])
+    output = model(**batch)
+    assert output.logits.shape == (3, data.num_labels)
+    assert model.config.problem_type == ("regression" if regression else "single_label_classification")
+    assert torch.isfinite(output.loss)

@@ -207,3 +207,27 @@ def test_limits_and_hub_unreachable(tmp_path, monkeypatch):
     monkeypatch.setattr(qa, "load_dataset", offline)
     with pytest.raises(UserError, match="can't be reached.*data.task=qa"):
         load_qa(TaskDataConfig(task="squad", max_seq_len=384))
+
+
+def test_features_feed_a_real_qa_model(examples, minilm_tokenizer):
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering, default_data_collator
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(minilm_tokenizer), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=MAX_SEQ_LEN)
+    model = BertForQuestionAnswering(config).eval()
+    features = eval_features(examples, minilm_tokenizer)
+    model_inputs = features.remove_columns(list(EVAL_ONLY_COLUMNS))
+    batch = default_data_collator([model_inputs[i] for i in range(len(model_inputs))])
+    with torch.no_grad():
+        output = model(**batch)
+    predictions = postprocess_qa_predictions(examples, features, output.start_logits.numpy(), output.end_logits.numpy())
+    assert set(predictions) == {"long", "short"}
+    for example in examples:
+        assert predictions[example["id"]] in example["context"]  # always a span of its own context
+
+    train = examples.map(prepare_train_features, batched=True, remove_columns=examples.column_names,
+                         fn_kwargs=dict(tokenizer=minilm_tokenizer, max_seq_len=MAX_SEQ_LEN, doc_stride=DOC_STRIDE))
+    loss = model(**default_data_collator([train[i] for i in range(len(train))])).loss
+    assert torch.isfinite(loss)
