@@ -15,7 +15,11 @@ TRAIN = pd.DataFrame(
     }
 )
 VALIDATION = pd.DataFrame(
-    {"premise": ["birds sing", "snow falls"], "hypothesis": ["it is quiet", "it is cold"], "label": ["contradiction", "neutral"]}
+    {
+        "premise": ["birds sing", "snow falls"],
+        "hypothesis": ["it is quiet", "it is cold"],
+        "label": ["contradiction", "neutral"],
+    }
 )
 
 
@@ -114,14 +118,14 @@ def test_empty_text_cell_and_single_class(tmp_path):
 def test_regression(tmp_path):
     train = pd.DataFrame({"a": ["x", "y", "z"], "b": ["p", "q", "r"], "score": [0.5, 4.0, 2.25]})
     validation = pd.DataFrame({"a": ["w"], "b": ["s"], "score": [3]})
-    cfg = pair_config(tmp_path, train=train, validation=validation, text_columns=["a", "b"], label_column="score", regression=True)
-    data = load_task(cfg)
+    settings = dict(text_columns=["a", "b"], label_column="score", regression=True)
+    data = load_task(pair_config(tmp_path, train=train, validation=validation, **settings))
     assert data.is_regression and data.num_labels == 1 and data.label_names is None
     assert list(data.splits["train"]["label"]) == [0.5, 4.0, 2.25]
     assert data.splits["validation"].features["label"] == Value("float32")
     bad = validation.assign(score=["high"])
     with pytest.raises(UserError, match="non-numeric regression label 'high'"):
-        load_task(pair_config(tmp_path, train=train, validation=bad, text_columns=["a", "b"], label_column="score", regression=True))
+        load_task(pair_config(tmp_path, train=train, validation=bad, **settings))
 
 
 def test_limits_and_predict_only_test_file(tmp_path, minilm_tokenizer):
@@ -151,8 +155,12 @@ def test_tokenize_pairs_for_the_padding_collator(tmp_path, minilm_tokenizer):
 
 def fake_glue(name: str) -> DatasetDict:
     names = ["entailment", "neutral", "contradiction"]
-    features = Features({"premise": Value("string"), "hypothesis": Value("string"), "label": ClassLabel(names=names), "idx": Value("int32")})
-    rows = lambda n: {"premise": ["p"] * n, "hypothesis": ["h"] * n, "label": [0] * n, "idx": list(range(n))}  # noqa: E731
+    text = Value("string")
+    features = Features({"premise": text, "hypothesis": text, "label": ClassLabel(names=names), "idx": Value("int32")})
+
+    def rows(n: int) -> dict:
+        return {"premise": ["p"] * n, "hypothesis": ["h"] * n, "label": [0] * n, "idx": list(range(n))}
+
     test_rows = rows(2) | {"label": [-1, -1]}
     return DatasetDict(
         train=Dataset.from_dict(rows(4), features=features),
@@ -164,12 +172,17 @@ def fake_glue(name: str) -> DatasetDict:
 
 def test_glue_mnli_layout_without_network(monkeypatch):
     calls = []
-    monkeypatch.setattr(classification, "load_dataset", lambda path, name: calls.append((path, name)) or fake_glue(name))
+    def fake_load_dataset(path, name):
+        calls.append((path, name))
+        return fake_glue(name)
+
+    monkeypatch.setattr(classification, "load_dataset", fake_load_dataset)
     data = load_task(TaskDataConfig(task="mnli", max_eval_samples=2))
     assert calls == [("nyu-mll/glue", "mnli")]
     assert set(data.splits) == {"train", "validation", "validation_matched", "validation_mismatched"}
     assert data.eval_split_names == ["validation_matched", "validation_mismatched"]
-    assert data.label_names == ["entailment", "neutral", "contradiction"] and data.text_columns == ["premise", "hypothesis"]
+    assert data.label_names == ["entailment", "neutral", "contradiction"]
+    assert data.text_columns == ["premise", "hypothesis"]
     assert len(data.splits["validation_matched"]) == 2 and len(data.splits["train"]) == 4
 
 

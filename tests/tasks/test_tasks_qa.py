@@ -26,7 +26,13 @@ MAX_SEQ_LEN, DOC_STRIDE = 48, 16
 
 def squad_json(version_2=False) -> dict:
     long_start = LONG_CONTEXT.index(ANSWER)
-    qas_long = [{"id": "long", "question": "  Which treaty was signed in 1890?", "answers": [{"text": ANSWER, "answer_start": long_start}]}]
+    qas_long = [
+        {
+            "id": "long",
+            "question": "  Which treaty was signed in 1890?",  # leading blanks, as some SQuAD questions have
+            "answers": [{"text": ANSWER, "answer_start": long_start}],
+        }
+    ]
     qas_short = [
         {"id": "short", "question": "What is the capital of France?", "answers": [{"text": "Paris", "answer_start": 0}]}
     ]
@@ -165,7 +171,9 @@ def test_no_answer_and_null_threshold(tmp_path, minilm_tokenizer):
     scores = task_metrics("squad_v2", predictions, qa_references(examples))
     assert scores["exact_match"] == 100.0 and scores["NoAns_total"] == 1
     # "short": null score 0 + 0 = 0, best span 1 + 1 = 2 → span unless the threshold is below -2
-    low = postprocess_qa_predictions(examples, features, starts, ends, version_2_with_negative=True, null_threshold=-2.5)
+    low = postprocess_qa_predictions(
+        examples, features, starts, ends, version_2_with_negative=True, null_threshold=-2.5
+    )
     assert low["short"] == "" and low["long"] == ""
     v1 = postprocess_qa_predictions(examples, features, starts, ends, version_2_with_negative=False)
     assert v1["none"] != ""  # without v2 a span is always chosen
@@ -179,7 +187,10 @@ def test_unanswerable_questions_need_v2(tmp_path):
 @pytest.mark.parametrize(
     "corrupt, message",
     [
-        (lambda d: d["data"][1]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=3), "not at answer_start 3"),
+        (
+            lambda d: d["data"][1]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=3),
+            "not at answer_start 3",
+        ),
         (lambda d: d["data"][1]["paragraphs"][0]["qas"][0].update(id="long"), "id long appears twice"),
         (lambda d: d["data"][1]["paragraphs"][0].pop("context"), "lacks context"),
         (lambda d: d.update(data=[]), "holds no questions"),

@@ -15,7 +15,8 @@ from pruneofa.tasks.squad_metrics import exact_match, normalize_answer, squad_me
         ("U.S. a", "us"),
         ("  \t\nspaced \n out  ", "spaced out"),
         ("Éclair Über", "éclair über"),  # Unicode letters lowercased and kept
-        ("“the” — end", "“ ” — end"),  # only ASCII punctuation goes; the article between curly quotes still goes
+        # only ASCII punctuation goes; the article between curly quotes still goes
+        ("“the” — end", "“ ” — end"),
         ("", ""),
         ("the a an", ""),
     ],
@@ -41,7 +42,8 @@ def test_empty_answers():
 def test_max_over_golds_and_percent():
     refs = {"q1": ["Broncos", "Denver Broncos!"], "q2": ["big red dog", "dog"], "q3": ["Paris"]}
     preds = {"q1": "denver broncos", "q2": "red dog", "q3": "London"}
-    # q1: EM 1 (second gold), F1 1. q2: EM 0; F1 vs "big red dog" = 2·1·(2/3)/(1+2/3) = 0.8, vs "dog" = 2·0.5·1/1.5 = 2/3 → 0.8
+    # q1: EM 1 (second gold), F1 1.
+    # q2: EM 0; F1 vs "big red dog" = 2·1·(2/3)/(1+2/3) = 0.8, vs "dog" = 2·0.5·1/1.5 = 2/3 → max 0.8
     result = squad_metrics(preds, refs)
     assert result["exact_match"] == pytest.approx(100 * 1 / 3)
     assert result["f1"] == pytest.approx(100 * (1 + 0.8 + 0) / 3)

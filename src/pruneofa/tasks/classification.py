@@ -8,6 +8,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 from pruneofa.errors import UserError
 from pruneofa.tasks.config import GLUE_TEXT_COLUMNS, TaskDataConfig, is_qa_task
 from pruneofa.tasks.local_files import load_local_file
+from pruneofa.tasks.rotten_tomatoes import load_rotten_tomatoes
 from pruneofa.tasks.task_data import TaskData, limit_splits
 
 GLUE_HUB_ID = "nyu-mll/glue"
@@ -24,8 +25,6 @@ def load_task(cfg: TaskDataConfig) -> TaskData:
     if cfg.task in GLUE_TEXT_COLUMNS:
         data = _load_glue(cfg.task)
     elif cfg.task == "rotten_tomatoes":
-        from pruneofa.tasks.rotten_tomatoes import load_rotten_tomatoes
-
         data = load_rotten_tomatoes()
     else:
         data = _load_local(cfg)
@@ -73,8 +72,9 @@ def _load_local(cfg: TaskDataConfig) -> TaskData:
         return TaskData("csv", splits, text_columns, None, is_regression=True)
 
     label_names = cfg.labels or _infer_label_names(raw["train"][cfg.label_column])
+    given = cfg.labels is not None
     splits = DatasetDict(
-        {split: _class_ids(ds, cfg.label_column, label_names, split, given=cfg.labels is not None) for split, ds in raw.items()}
+        {split: _class_ids(ds, cfg.label_column, label_names, split, given) for split, ds in raw.items()}
     )
     return TaskData("csv", splits, text_columns, label_names, is_regression=False)
 
@@ -83,7 +83,8 @@ def _check_columns(dataset: Dataset, required: list[str], setting: str, path: st
     missing = [name for name in required if name not in dataset.column_names]
     if missing:
         raise UserError(
-            f"{setting} {path} has no column(s) {', '.join(missing)} (columns present: {', '.join(dataset.column_names)})",
+            f"{setting} {path} has no column(s) {', '.join(missing)} "
+            f"(columns present: {', '.join(dataset.column_names)})",
             "set data.text_columns / data.label_column to columns the file has",
         )
     for name in required:

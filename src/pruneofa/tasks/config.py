@@ -97,7 +97,9 @@ class TaskDataConfig(StrictModel):
         if self.task == "qa" and not self.validation_file:
             raise ValueError("data.task=qa needs data.validation_file (and data.train_file to train)")
         if is_qa_task(self.task) and self.text_columns is not None:
-            raise ValueError(f"data.text_columns does not apply to data.task={self.task} (QA reads question and context)")
+            raise ValueError(
+                f"data.text_columns does not apply to data.task={self.task} (QA reads question and context)"
+            )
         fixed_columns = self.default_text_columns()
         if self.text_columns is not None and fixed_columns is not None and self.text_columns != fixed_columns:
             raise ValueError(

@@ -22,7 +22,9 @@ def _unreadable(setting: str, path: str, builder: str, error: BaseException) -> 
     while error.__cause__ is not None:  # DatasetGenerationError wraps the parser's own message
         error = error.__cause__
     detail = (str(error).strip().splitlines() or [""])[0]  # parser messages can span lines; keep one
-    return UserError(f"{setting} {path} could not be read as {builder} ({type(error).__name__}: {detail})", "fix the file")
+    return UserError(
+        f"{setting} {path} could not be read as {builder} ({type(error).__name__}: {detail})", "fix the file"
+    )
 
 
 def load_local_file(path: str, setting: str) -> Dataset:

@@ -78,7 +78,9 @@ def split_movies(movies, seed: int = SPLIT_SEED) -> dict[str, set[str]]:
 
 def load_rotten_tomatoes(seed: int = SPLIT_SEED) -> TaskData:
     reviews = read_reviews(corpus_file())
-    features = Features({"text": Value("string"), "label": ClassLabel(names=LABEL_NAMES), "movie_name": Value("string")})
+    features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=LABEL_NAMES), "movie_name": Value("string")}
+    )
     splits = DatasetDict()
     for split, movies in split_movies(reviews["movie_name"], seed).items():
         rows = reviews[reviews["movie_name"].isin(movies)]

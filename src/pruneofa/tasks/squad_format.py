@@ -128,6 +128,7 @@ def _check(records: list[dict], path: str, setting: str) -> None:
         for text, start in zip(answers["text"], answers["answer_start"]):
             if record["context"][start : start + len(text)] != text:
                 raise UserError(
-                    f"{setting} {path}: answer {text!r} of question {qid} is not at answer_start {start} of its context",
+                    f"{setting} {path}: answer {text!r} of question {qid} "
+                    f"is not at answer_start {start} of its context",
                     "fix answer_start (a character offset into context)",
                 )
