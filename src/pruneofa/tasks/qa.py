@@ -109,6 +109,24 @@ def _context_range(sequence_ids: list) -> tuple[int, int] | None:
     return (positions[0], positions[-1]) if positions else None
 
 
+def _answer_tokens(offsets, context: tuple[int, int] | None, answers: dict, cls_index: int) -> tuple[int, int]:
+    """(first, last) token of the first gold answer, or (CLS, CLS) if the window does not hold it whole."""
+    if not answers["answer_start"] or context is None:
+        return cls_index, cls_index
+    start_char = answers["answer_start"][0]
+    end_char = start_char + len(answers["text"][0])
+    first, last = context
+    if offsets[first][0] > start_char or offsets[last][1] < end_char:
+        return cls_index, cls_index
+    start = first
+    while start <= last and offsets[start][0] <= start_char:  # stop one past the token holding start_char
+        start += 1
+    end = last
+    while end >= first and offsets[end][1] >= end_char:  # stop one before the token holding end_char
+        end -= 1
+    return start - 1, end + 1
+
+
 def prepare_train_features(examples, tokenizer, max_seq_len: int, doc_stride: int, padding="max_length") -> dict:
     """Batched `Dataset.map` function: examples → windows with `start_positions`/`end_positions`.
 
@@ -123,23 +141,9 @@ def prepare_train_features(examples, tokenizer, max_seq_len: int, doc_stride: in
     for i, offsets in enumerate(all_offsets):
         cls_index = _cls_index(encoded["input_ids"][i], tokenizer)
         answers = examples["answers"][sample_map[i]]
-        context = _context_range(encoded.sequence_ids(i))
-        if not answers["answer_start"] or context is None:
-            starts.append(cls_index), ends.append(cls_index)
-            continue
-        start_char = answers["answer_start"][0]
-        end_char = start_char + len(answers["text"][0])
-        first, last = context
-        if offsets[first][0] > start_char or offsets[last][1] < end_char:  # answer not wholly in this window
-            starts.append(cls_index), ends.append(cls_index)
-            continue
-        start = first
-        while start <= last and offsets[start][0] <= start_char:
-            start += 1
-        end = last
-        while end >= first and offsets[end][1] >= end_char:
-            end -= 1
-        starts.append(start - 1), ends.append(end + 1)
+        start, end = _answer_tokens(offsets, _context_range(encoded.sequence_ids(i)), answers, cls_index)
+        starts.append(start)
+        ends.append(end)
     encoded["start_positions"] = starts
     encoded["end_positions"] = ends
     return encoded
@@ -177,10 +181,10 @@ def postprocess_qa_predictions(
     """Best answer text per example id.
 
     `examples` has `id`, `context`; `features` (from `prepare_eval_features`) has `example_id`,
-    `offset_mapping` and `cls_index` (0 if absent); logits are (n_features, seq_len) aligned with `features`.
-    For each window, the `n_best` highest start and the `n_best` highest end logits among its
-    context tokens are paired; a pair is kept if start ≤ end and end − start + 1 ≤ `max_answer_len`. The best
-    score start_logit[s] + end_logit[e] over all windows wins. With `version_2_with_negative`, the
+    `offset_mapping` and `cls_index` (0 if absent); logits are (n_features, seq_len), aligned with
+    `features`. For each window, the `n_best` highest start and the `n_best` highest end logits
+    among its context tokens are paired; a pair is kept if start ≤ end and end − start + 1 ≤
+    `max_answer_len`. The best score start_logit[s] + end_logit[e] over all windows wins. With `version_2_with_negative`, the
     null score is the lowest start_logit[CLS] + end_logit[CLS] over the windows, and the answer
     is "" when null_score − best_span_score > `null_threshold` (or when no span is valid). Without
     it, "" only when no window offers a valid span.
