@@ -8,6 +8,8 @@ Public API (see README):
 
 __version__ = "0.1.0"
 
+from pruneofa.distill import DistillationLoss, distillation_loss
 from pruneofa.sparsity import Pruner, PruningConfig
+from pruneofa.sparsity.callback import PruningCallback
 
-__all__ = ["Pruner", "PruningConfig", "__version__"]
+__all__ = ["DistillationLoss", "Pruner", "PruningCallback", "PruningConfig", "distillation_loss", "__version__"]

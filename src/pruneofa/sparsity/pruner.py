@@ -115,12 +115,16 @@ class Pruner:
             M.set_mask(module, masks[name])
 
     # --- report -------------------------------------------------------------------------------
+    def _keep(self, module: nn.Module) -> torch.Tensor:
+        # after finalize() the masks are folded: the zeros themselves are the pattern
+        return M.get_mask(module) if M.has_mask(module) else module.weight != 0
+
     def layer_sparsity(self) -> dict[str, float]:
-        return {name: 1.0 - M.get_mask(mod).float().mean().item() for name, mod in self.layers.items()}
+        return {name: 1.0 - self._keep(mod).float().mean().item() for name, mod in self.layers.items()}
 
     def overall_sparsity(self) -> float:
-        zeros = sum((~M.get_mask(mod)).sum().item() for mod in self.layers.values())
-        total = sum(M.get_mask(mod).numel() for mod in self.layers.values())
+        zeros = sum((~self._keep(mod)).sum().item() for mod in self.layers.values())
+        total = sum(mod.weight.numel() for mod in self.layers.values())
         return zeros / total if total else 0.0
 
     def finalize(self) -> nn.Module:
