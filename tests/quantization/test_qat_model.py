@@ -144,3 +144,19 @@ def test_save_qat_and_load_qat_give_the_same_model(sparse_bert, tmp_path):
 def test_load_qat_rejects_a_directory_without_state(tmp_path):
     with pytest.raises(UserError, match="qat_state"):
         load_qat(tmp_path)
+
+
+def test_prepared_in_eval_observes_nothing_until_calibrated():
+    from pruneofa.quantization import calibrate
+
+    model = prepare_qat(tiny_bert().eval())
+    inputs = {k: v for k, v in batch(1).items() if k != "labels"}
+    model(**inputs)
+    assert quantization_state(model)["classifier"]["input_scale"] is None
+    calibrate(model, [inputs, {k: v for k, v in batch(2).items() if k != "labels"}])
+    state = quantization_state(model)
+    assert all(s["input_scale"] is not None for s in state.values())
+    assert not model.training and not any(m.training for m in model.modules())
+    before = quantization_state(model)
+    model(**inputs)  # frozen again
+    assert all(torch.equal(before[n]["input_max"], s["input_max"]) for n, s in quantization_state(model).items())

@@ -1,6 +1,7 @@
 """8-bit quantization-aware training (Q8BERT style) that keeps the sparsity pattern exactly.
 
 - `prepare_qat(model, QuantConfig())`: int8 symmetric fake-quant weights, uint8 EMA-observed inputs.
+- `calibrate(model, batches)`: observer ranges without training (static PTQ or a warm start).
 - `strip_qat`, `quantization_state`, `quantized_weights`: back to float, inspect, export.
 - `save_qat`, `load_qat`: checkpoints that keep the scales and observer ranges.
 """
@@ -8,6 +9,7 @@
 from pruneofa.quantization.checkpoint import load_qat, save_qat
 from pruneofa.quantization.config import QuantConfig
 from pruneofa.quantization.qat import (
+    calibrate,
     is_qat,
     prepare_qat,
     qat_layers,
@@ -18,6 +20,7 @@ from pruneofa.quantization.qat import (
 
 __all__ = [
     "QuantConfig",
+    "calibrate",
     "is_qat",
     "load_qat",
     "prepare_qat",

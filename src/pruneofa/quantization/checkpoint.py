@@ -42,14 +42,18 @@ def plain_model_copy(model: nn.Module, keep_quantized_values: bool) -> nn.Module
     for module in plain.modules():
         own_parametrized_class(module)  # else stripping the copy would break `model`
     strip_qat(plain, keep_quantized_values=keep_quantized_values)
-    for module in M.masked_modules(plain).values():
-        # fold as where(mask, w, 0): mask * w would give -0.0 for negative pruned weights
-        with torch.no_grad():
-            kept = torch.where(M.get_mask(module), module.weight, torch.zeros_like(module.weight))
+    return fold_masks(plain)
+
+
+@torch.no_grad()
+def fold_masks(model: nn.Module) -> nn.Module:
+    """Fold every pruning mask into its weight, in place, as where(mask, w, +0.0): the product
+    mask * w would leave -0.0 for negative pruned weights."""
+    for module in M.masked_modules(model).values():
+        kept = torch.where(M.get_mask(module), module.weight, torch.zeros_like(module.weight))
         M.fold_mask(module)
-        with torch.no_grad():
-            module.weight.copy_(kept)
-    return plain
+        module.weight.copy_(kept)
+    return model
 
 
 def _layer_config(model: nn.Module) -> dict[str, Any]:

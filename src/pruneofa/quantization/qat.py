@@ -13,6 +13,7 @@ weight quantizes to exactly 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -62,8 +63,30 @@ def prepare_qat(model: nn.Module, config: QuantConfig | dict[str, Any] | None = 
         axis = 1 if is_transposed(module) else 0  # output channels
         parametrize.register_parametrization(module, "weight", WeightFakeQuant(module.weight, config.per_channel, axis))
         if config.quantize_activations:
-            module.input_quant = ActivationFakeQuant(config.activation_momentum).to(module.weight.device)
+            # observers follow the layer's mode: a model prepared in eval does not observe until trained
+            observer = ActivationFakeQuant(config.activation_momentum).train(module.training)
+            module.input_quant = observer.to(module.weight.device)
             module.register_forward_pre_hook(quantize_input_hook, with_kwargs=True)
+    return model
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[dict[str, Any]]) -> nn.Module:
+    """Run `batches` (keyword inputs of the model) through the model in eval mode while the input
+    observers update: static post-training calibration, or a warm start for the ranges before QAT.
+    Dropout stays off; the observers are frozen again afterwards."""
+    model.eval()
+    observers = [m for m in model.modules() if isinstance(m, ActivationFakeQuant)]
+    if not observers:
+        raise UserError("the model has no input observers", "call prepare_qat(model) first")
+    try:
+        for observer in observers:
+            observer.train()
+        for inputs in batches:
+            model(**inputs)
+    finally:
+        for observer in observers:
+            observer.eval()
     return model
 
 
@@ -119,7 +142,7 @@ def quantization_state(model: nn.Module) -> dict[str, dict[str, torch.Tensor | N
     zero point (None when activations are not quantized)."""
     state = {}
     for name, module in qat_layers(model).items():
-        module.weight  # refresh the weight scale from the current weights
+        _ = module.weight  # evaluating the weight refreshes its scale
         entry: dict[str, torch.Tensor | None] = {"weight_scale": _weight_fake_quant(module).scale.detach().clone()}
         observer = getattr(module, "input_quant", None)
         for key in ("min", "max", "scale", "zero_point"):
@@ -151,7 +174,7 @@ def qat_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     layer has: "<layer>.weight_scale" and "<layer>.input_quant.<buffer>"."""
     buffers = {}
     for name, module in qat_layers(model).items():
-        module.weight
+        _ = module.weight  # evaluating the weight refreshes its scale
         buffers[f"{name}.weight_scale"] = _weight_fake_quant(module).scale.detach().clone()
         observer = getattr(module, "input_quant", None)
         if observer is not None:
