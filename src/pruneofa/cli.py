@@ -27,6 +27,18 @@ STAGES["teacher"] = ("stage 1: continue LM training of a pre-trained model (crea
 STAGES["prune"] = ("stage 2: student pruning with GMP + KD + learning-rate rewinding", _lm_stage)
 
 
+def _task_stage(recipe):
+    from pruneofa.stages.task import run_task_stage
+
+    return run_task_stage(recipe)
+
+
+STAGES["finetune"] = ("dense fine-tuning on a task (the task teacher, baselines; pruning.method=gmp prunes "
+                      "downstream)", _task_stage)
+STAGES["transfer"] = ("stage 3: sparse transfer to a task with the zero pattern locked + KD from the task teacher",
+                      _task_stage)
+
+
 def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
     """The first argument without '=' is the recipe; every key=value is an override."""
     recipe = None
@@ -57,6 +69,16 @@ def _cmd_inspect(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(ns: argparse.Namespace) -> int:
+    from pruneofa.stages.task import run_eval
+
+    recipe, overrides = split_recipe_args(ns.args)
+    metrics, path = run_eval(ns.model_dir, recipe, overrides, ns.output)
+    print(json.dumps(metrics, indent=1))
+    print(f"eval: wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _cmd_recipes(ns: argparse.Namespace) -> int:
     from pruneofa.config.loader import shipped_recipes
 
@@ -79,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="per-layer and overall sparsity of a saved model", parents=[common])
     p.add_argument("model_dir")
     p.add_argument("--json", action="store_true", help='print {"overall": ..., "layers": {...}}')
+    p = sub.add_parser("eval", help="task metrics of a finetune/transfer model dir (default: its own task)",
+                       parents=[common])
+    p.add_argument("model_dir")
+    p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]", help="an eval recipe, then overrides (data.*)")
+    p.add_argument("--output", metavar="FILE", help="where to write the metrics JSON (default: MODEL_DIR/eval_metrics.json)")
     sub.add_parser("recipes", help="list the shipped recipes")
     return parser
 
@@ -91,6 +118,9 @@ def _quiet_libraries(verbose: bool) -> None:
 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        import datasets  # its per-split map/cast bars drown the training bar of the task stages
+
+        datasets.disable_progress_bars()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             out = run_stage(ns.command, ns.args)
             print(f"{ns.command}: wrote {out}")
             return 0
-        return {"inspect": _cmd_inspect, "recipes": _cmd_recipes}[ns.command](ns)
+        return {"inspect": _cmd_inspect, "eval": _cmd_eval, "recipes": _cmd_recipes}[ns.command](ns)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

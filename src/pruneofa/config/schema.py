@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from pruneofa.data.corpus import CorpusConfig
 from pruneofa.distill import DistillConfig
 from pruneofa.sparsity.config import PruningConfig, StrictModel
+from pruneofa.tasks.config import TaskDataConfig
 from pruneofa.train.config import TrainConfig
 
 
@@ -47,8 +48,72 @@ class PruneRecipe(RecipeBase):
         return self
 
 
+class TaskRecipe(RecipeBase):
+    """Stage 3, fine-tuning on a downstream task. finetune and transfer are this one recipe (and one
+    code path) with different defaults; downstream-only pruning is finetune with pruning.method=gmp."""
+
+    teacher: str | None = Field(None, description="fine-tuned model of the same task to distill from")
+    data: TaskDataConfig
+    pruning: PruningConfig = Field(default_factory=PruningConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+
+    default_pruning_method: ClassVar[str] = "none"
+    kd_off_without_teacher: ClassVar[bool] = True  # finetune: no teacher means plain fine-tuning
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, data: Any) -> Any:
+        # merged under what the recipe sets, so e.g. pruning.target_sparsity alone keeps the stage's method
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("pruning", {}), dict):
+            data["pruning"] = {"method": cls.default_pruning_method, **data.get("pruning", {})}
+        if cls.kd_off_without_teacher and not data.get("teacher") and isinstance(data.get("distill", {}), dict):
+            data["distill"] = {"alpha_ce": 1.0, "alpha_kd": 0.0, **data.get("distill", {})}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskRecipe":
+        p, steps = self.pruning, self.train.max_steps
+        if p.method == "gmp" and p.target_step > steps:
+            raise ValueError(f"pruning.target_step ({p.target_step}) is after train.max_steps ({steps})")
+        if (self.distill.alpha_kd > 0 or self.distill.alpha_hidden > 0) and not self.teacher:
+            raise ValueError(f"{self.stage} distills from a task teacher: pass teacher=PATH (a fine-tuned model "
+                             "of this task, e.g. the output of pruneofa finetune) or distill.alpha_kd=0")
+        return self
+
+
+class FinetuneRecipe(TaskRecipe):
+    """Dense fine-tuning (the task teacher, the dense baseline); KD only when a teacher is given."""
+
+    stage: Literal["finetune"] = "finetune"
+
+
+class TransferRecipe(TaskRecipe):
+    """Sparse transfer: the zero pattern of the sparse pre-trained model is locked; KD from the task teacher."""
+
+    stage: Literal["transfer"] = "transfer"
+    default_pruning_method: ClassVar[str] = "lock"
+    kd_off_without_teacher: ClassVar[bool] = False
+
+
+class EvalRecipe(StrictModel):
+    """`pruneofa eval MODEL_DIR`: task metrics of a saved model (no training, no output dir)."""
+
+    stage: Literal["eval"] = "eval"
+    model: str = Field(description="model directory written by finetune/transfer (the CLI's MODEL_DIR)")
+    data: TaskDataConfig | None = Field(None, description="default: the task recorded in the model's pruneofa.json")
+    batch_size: int = Field(64, ge=1)
+    trust_remote_code: bool = False
+
+
 STAGE_SCHEMAS: dict[str, type[RecipeBase]] = {"teacher": TeacherRecipe, "prune": PruneRecipe}
 
 
 def register_stage(name: str, schema: type[RecipeBase]) -> None:
     STAGE_SCHEMAS[name] = schema
+
+
+for _name, _schema in {"finetune": FinetuneRecipe, "transfer": TransferRecipe, "eval": EvalRecipe}.items():
+    register_stage(_name, _schema)  # type: ignore[arg-type]  # eval has no output_dir/train: not a RecipeBase
