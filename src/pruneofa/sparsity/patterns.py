@@ -78,13 +78,13 @@ def parse_pattern(text: str) -> Pattern:
 def _keep_top(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
     """Keep-mask (same shape as scores) with exactly `n_prune` of the lowest scores removed.
 
-    A stable sort breaks ties by position, so the count is exact even with equal scores.
+    topk returns exactly k indices even among equal scores, so the count is exact; it is several
+    times faster than a full sort on large matrices.
     """
     flat = scores.flatten()
     keep = torch.ones_like(flat, dtype=torch.bool)
     if n_prune > 0:
-        order = torch.argsort(flat, stable=True)
-        keep[order[:n_prune]] = False
+        keep[torch.topk(flat, n_prune, largest=False, sorted=False).indices] = False
     return keep.view_as(scores)
 
 
