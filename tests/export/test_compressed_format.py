@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from conftest import prune, tiny_bert
+from tests.export.helpers import prune, tiny_bert
 from safetensors.torch import load_file
 
 from pruneofa.errors import UserError

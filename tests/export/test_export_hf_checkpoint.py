@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import torch
-from conftest import batch
+from tests.export.helpers import batch
 from safetensors.torch import load_file
 
 from pruneofa.export import export_hf

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import batch, prune, qat_train, tiny_bert
+from tests.export.helpers import batch, prune, qat_train, tiny_bert
 from onnx import numpy_helper
 
 from pruneofa.errors import UserError

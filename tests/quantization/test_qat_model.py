@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import torch
-from conftest import batch, tiny_bert
+from tests.quantization.helpers import batch, tiny_bert
 from safetensors.torch import load_file, save_file
 
 from pruneofa import Pruner
