@@ -114,11 +114,10 @@ def save_compressed(
         role, module = roles.get(name, ("other", None))
         entry: dict[str, Any] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
                                  "role": role}
-        int8 = _int8_of(name, tensor, module, role, qat_int8, ptq_names, per_channel, int8_embeddings) \
-            if dtype == "int8" or (role == "embedding" and int8_embeddings) else None
+        int8 = _int8_of(name, tensor, module, role, qat_int8, ptq_names, per_channel, int8_embeddings)
         if int8 is not None:
-            q, scale, axis = int8
-            values, entry["scale_axis"] = q, axis if scale.dim() else None
+            values, scale, axis = int8
+            entry["scale_axis"] = axis if scale.dim() else None  # None: one scale for the tensor
             stored[f"{name}#scale"] = scale.float()
         elif tensor.is_floating_point():
             # Linear weights follow `dtype`; everything else (and Linear weights left float by int8) `dense_dtype`
