@@ -1,0 +1,258 @@
+"""The pipeline report: a Table-1-like comparison of the dense, sparse (and sparse+int8) task models,
+a short generated reading, plots, and report.json with the same figures.
+
+Every figure comes from a file a stage wrote (metrics.json, the weights, the training history); a
+figure no stage produced is written as "not measured", never estimated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pruneofa.pipeline.schema import PipelineRecipe
+from pruneofa.train.checkpoint import atomic_write_text
+
+NOT_MEASURED = "not measured"
+ROWS = [("dense", "dense (task teacher)"), ("sparse", "sparse (transfer)"), ("sparse_int8", "sparse + int8")]
+METRIC_PREFERENCE = ["accuracy", "f1", "exact_match", "matthews", "pearson"]
+TRAINING_STAGES = ("teacher", "prune", "finetune", "transfer")
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def primary_metric(metrics: dict[str, Any]) -> tuple[str, float] | tuple[None, None]:
+    """The headline task metric: test split first, accuracy first."""
+    for split in ("test", "validation"):
+        for name in METRIC_PREFERENCE:
+            key = f"{split}/{name}"
+            if isinstance(metrics.get(key), (int, float)):
+                return key, float(metrics[key])
+    return None, None
+
+
+def weights_size_mb(model_dir: Path) -> float | None:
+    files = sorted(model_dir.glob("model*.safetensors"))
+    return sum(f.stat().st_size for f in files) / 1e6 if files else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def training_history(out: Path) -> list[dict[str, Any]]:
+    """The history of the run's latest checkpoint (train/loop.py writes it into every checkpoint)."""
+    latest = out / "checkpoints" / "latest"
+    if not latest.is_file():
+        return []
+    history = out / "checkpoints" / latest.read_text().strip() / "history.json"
+    data = read_json(history) if history.is_file() else []
+    return data if isinstance(data, list) else []
+
+
+def latency_ms(bench_out: Path | None) -> float | None:
+    """Latency at batch 1, seq 128 from a bench step's output (bench.json or metrics.json), if any."""
+    if bench_out is None:
+        return None
+    for name in ("bench.json", "metrics.json"):
+        data = read_json(bench_out / name)
+        for key in ("latency_ms", "latency_ms_b1_s128", "p50_ms"):
+            if isinstance(data.get(key), (int, float)):
+                return float(data[key])
+    return None
+
+
+def step_dirs(pipeline: PipelineRecipe, out: Path) -> dict[str, Path]:
+    state = read_json(out / "pipeline.json").get("steps", {})
+    return {name: Path(rec["output"]) for name, rec in state.items()
+            if rec.get("status") == "done" and rec.get("output")}
+
+
+def model_row(role: str, label: str, step: str | None, dirs: dict[str, Path], latency: float | None) -> dict[str, Any]:
+    from pruneofa.inspect import inspect_dir
+
+    row: dict[str, Any] = {"model": role, "label": label, "step": step, "dir": None, "metric": None, "accuracy": None,
+                           "sparsity": None, "size_mb": None, "latency_ms": None}
+    if step is None or step not in dirs or not (dirs[step] / "pruneofa.json").is_file():
+        return row
+    d = dirs[step]
+    metrics = read_json(d / "metrics.json")
+    row["metric"], row["accuracy"] = primary_metric(metrics)
+    row.update(dir=str(d), sparsity=inspect_dir(d)["overall"], size_mb=weights_size_mb(d))
+    if role == "sparse":
+        row["latency_ms"] = latency
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    dense = rows[0]
+    for row in rows:
+        row["ratio"] = {}
+        for key in ("accuracy", "size_mb", "latency_ms"):
+            base, value = dense.get(key), row.get(key)
+            row["ratio"][key] = value / base if value is not None and base else None
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+def fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return NOT_MEASURED
+    return {"accuracy": f"{100 * value:.2f}", "sparsity": f"{100 * value:.1f}%", "size_mb": f"{value:.2f}",
+            "latency_ms": f"{value:.2f}", "ratio": f"{value:.3f}x"}[kind]
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    metric = next((r["metric"] for r in rows if r["metric"]), "test/accuracy")
+    lines = [f"| model | {metric} (%) | vs dense | sparsity | model.safetensors (MB) | vs dense | "
+             "latency b1 s128 (ms) | vs dense |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r.get("ratio", {})
+        lines.append(f"| {r['label']} | {fmt(r['accuracy'], 'accuracy')} | {fmt(ratio.get('accuracy'), 'ratio')} | "
+                     f"{fmt(r['sparsity'], 'sparsity')} | {fmt(r['size_mb'], 'size_mb')} | "
+                     f"{fmt(ratio.get('size_mb'), 'ratio')} | {fmt(r['latency_ms'], 'latency_ms')} | "
+                     f"{fmt(ratio.get('latency_ms'), 'ratio')} |")
+    return lines
+
+
+def reading(rows: list[dict[str, Any]]) -> list[str]:
+    dense, sparse, int8 = rows
+    text = []
+    if dense["accuracy"] is not None and sparse["accuracy"] is not None:
+        drop = 100 * (dense["accuracy"] - sparse["accuracy"])
+        text.append(f"The sparse model ({fmt(sparse['sparsity'], 'sparsity')} of its prunable weights are zero) scores "
+                    f"{fmt(sparse['accuracy'], 'accuracy')} on {sparse['metric']}, {100 * sparse['ratio']['accuracy']:.1f}% "
+                    f"of the dense task teacher's {fmt(dense['accuracy'], 'accuracy')} "
+                    f"({'a drop' if drop >= 0 else 'a gain'} of {abs(drop):.2f} points). The paper trains each stage "
+                    "for far longer on far more data; short CPU runs usually widen the gap.")
+    else:
+        text.append("The dense or the sparse task model is missing, so accuracies cannot be compared.")
+    if dense["size_mb"] and sparse["size_mb"]:
+        text.append(f"model.safetensors stores the zeros as ordinary numbers, so the sparse file is "
+                    f"{sparse['ratio']['size_mb']:.2f}x the dense one: sparsity saves space only in a compressed "
+                    "format (bitmask + values) and saves time only in a runtime that skips the zeros.")
+    if int8["accuracy"] is None:
+        text.append("No quantization step ran in this pipeline, so the sparse + int8 row is not measured.")
+    if sparse["latency_ms"] is None:
+        text.append("No benchmark step ran in this pipeline, so latency is not measured.")
+    return text
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+def _plots(pipeline: PipelineRecipe, dirs: dict[str, Path], rows: list[dict[str, Any]], layers: dict[str, float],
+           report_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(report_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    prune_step = pipeline.step_for("pruning")
+    history = training_history(dirs[prune_step]) if prune_step in dirs else []
+    train_points = [h for h in history if "lr" in h]
+    if train_points:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        steps = [h["step"] for h in train_points]
+        ax.plot(steps, [100 * h.get("sparsity", 0.0) for h in train_points], color="tab:red", label="sparsity")
+        ax.set_xlabel("step")
+        ax.set_ylabel("sparsity (%)", color="tab:red")
+        ax2 = ax.twinx()
+        ax2.plot(steps, [h["lr"] for h in train_points], color="tab:blue", label="learning rate")
+        ax2.set_ylabel("learning rate", color="tab:blue")
+        ax.set_title(f"student pruning ({prune_step}): GMP sparsity and rewound LR")
+        save(fig, "pruning_schedule.png")
+
+    curves = {name: [h for h in training_history(dirs[name]) if "loss" in h]
+              for name, spec in pipeline.steps.items() if spec.stage in TRAINING_STAGES and name in dirs}
+    curves = {k: v for k, v in curves.items() if v}
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.5), squeeze=False)
+        for ax, (name, points) in zip(axes[0], curves.items()):
+            steps = [h["step"] for h in points]
+            ax.plot(steps, [h["loss"] for h in points], label="loss")
+            if any("kd" in h for h in points):
+                ax.plot([h["step"] for h in points if "kd" in h], [h["kd"] for h in points if "kd" in h], label="KD loss")
+            ax.set_title(f"{name} ({pipeline.steps[name].stage})")
+            ax.set_xlabel("step")
+            ax.legend()
+        save(fig, "training_curves.png")
+
+    if layers:
+        fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(layers)), 4))
+        names = list(layers)
+        ax.bar(range(len(names)), [100 * layers[n] for n in names], color="tab:gray")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("encoder.layer.", "L").replace(".weight", "") for n in names],
+                           rotation=90, fontsize=6)
+        ax.set_ylabel("zeros (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("per-layer sparsity of the sparse task model")
+        save(fig, "layer_sparsity.png")
+
+    measured = [r for r in rows if r["accuracy"] is not None and r["size_mb"] is not None]
+    if measured:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for r in measured:
+            ax.scatter(r["size_mb"], 100 * r["accuracy"], s=60)
+            ax.annotate(r["label"], (r["size_mb"], 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 5))
+        ax.set_xlabel("model.safetensors (MB)")
+        ax.set_ylabel(f"{measured[0]['metric']} (%)")
+        ax.set_title("accuracy vs file size")
+        save(fig, "accuracy_vs_size.png")
+    return written
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
+    """Write `<out>/report/{report.md, report.json, *.png}`; returns the report directory."""
+    from pruneofa.inspect import inspect_dir
+
+    out = Path(out)
+    dirs = step_dirs(pipeline, out)
+    bench = pipeline.step_for("bench")
+    latency = latency_ms(dirs.get(bench) if bench else None)
+    rows = [model_row(role, label, pipeline.step_for(role), dirs, latency) for role, label in ROWS]
+    add_ratios(rows)
+    sparse_dir = rows[1]["dir"]
+    layers = inspect_dir(sparse_dir)["layers"] if sparse_dir else {}
+    evals = {name: read_json(dirs[name] / "eval_metrics.json") for name, spec in pipeline.steps.items()
+             if spec.stage == "eval" and name in dirs}
+    report_dir = out / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plots = _plots(pipeline, dirs, rows, layers, report_dir)
+    text = reading(rows)
+    state = read_json(out / "pipeline.json")
+    report = {"rows": rows, "reading": text, "plots": plots, "eval": evals, "layer_sparsity": layers,
+              "not_measured": [f"{r['model']}.{k}" for r in rows for k in ("accuracy", "sparsity", "size_mb", "latency_ms")
+                               if r[k] is None],
+              "steps": {n: {k: rec.get(k) for k in ("stage", "status", "output", "seconds")}
+                        for n, rec in state.get("steps", {}).items()}}
+    atomic_write_text(report_dir / "report.json", json.dumps(report, indent=1))
+    md = [f"# Prune Once for All: pipeline report ({out})", "",
+          "Like the paper's Table 1: the task metric on the test split, overall sparsity of the prunable layers "
+          "(pruneofa inspect), size of model.safetensors and latency, each with its ratio to the dense model.", "",
+          *table_lines(rows), "", "## Reading", "", *[f"- {t}" for t in text], ""]
+    if evals:
+        md += ["## Eval steps", ""]
+        md += [f"- {name}: " + ", ".join(f"{k} = {v:.4f}" for k, v in m.items() if isinstance(v, (int, float)))
+               for name, m in evals.items()]
+        md.append("")
+    md += ["## Steps", "", "| step | stage | status | seconds | output |", "|---|---|---|---|---|"]
+    md += [f"| {n} | {s['stage']} | {s['status']} | {s['seconds']} | {s['output']} |" for n, s in report["steps"].items()]
+    md += ["", "## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
+    atomic_write_text(report_dir / "report.md", "\n".join(md))
+    return report_dir
