@@ -300,6 +300,8 @@ def recorded_recipe(model_dir: str) -> dict[str, Any]:
 def load_eval_recipe(model_dir: str, recipe: str | None, overrides: list[str]) -> EvalRecipe:
     """The eval recipe for MODEL_DIR; with no data.task, the task the model was trained on
     (overrides such as data.max_eval_samples=100 apply on top of it)."""
+    if not Path(model_dir).is_dir():
+        raise UserError(f"model directory '{model_dir}' does not exist", "pass the output_dir of a finetune/transfer run")
     data = apply_overrides(load_yaml(find_recipe("eval", recipe)), list(overrides))
     data["model"] = model_dir
     section = data.get("data") or {}
