@@ -26,6 +26,7 @@ from pruneofa.train.checkpoint import atomic_write_text
 STATE_FILE = "pipeline.json"
 DEMO_RECIPE = "demo"
 DEFAULT_SECONDS_PER_UNIT = 1.0 / (8 * 128)  # MiniLM-L6 MLM on 2 free CPU cores: ~1 s per 8x128-token step
+STAGE_OVERHEAD_UNITS = 20 * 8 * 128  # loading models and data, final evaluation: ~20 s of a free machine per stage
 
 
 def find_pipeline(name: str) -> Path:
@@ -95,9 +96,10 @@ def is_complete(stage: str, out: Path) -> bool:
 # --- cost estimate for the ETA line ------------------------------------------------------------
 
 def estimate_units(stage: str, recipe: str | None, values: dict[str, Any]) -> float:
-    """Rough cost of a step in token-steps (x1.3 with a KD teacher); eval counts as a short pass."""
+    """Rough cost of a step in token-steps (x1.3 with a KD teacher) plus a fixed start-up cost; the ETA
+    scales the sum by the seconds per unit measured on the finished steps of this run."""
     if stage == "eval":
-        return 30 * 32 * 64
+        return 3 * STAGE_OVERHEAD_UNITS
     try:
         data = apply_overrides(load_yaml(find_recipe(stage, recipe)), as_args(values))
         train = data.get("train", {})
@@ -105,9 +107,9 @@ def estimate_units(stage: str, recipe: str | None, values: dict[str, Any]) -> fl
         units = float(train.get("max_steps", 1000)) * train.get("batch_size", 32) * seq
         distill = data.get("distill") or {}
         with_teacher = stage == "prune" or (data.get("teacher") and distill.get("alpha_kd", 0.5) > 0)
-        return units * (1.3 if with_teacher else 1.0)
+        return units * (1.3 if with_teacher else 1.0) + STAGE_OVERHEAD_UNITS
     except (UserError, TypeError, ValueError):
-        return 0.0
+        return STAGE_OVERHEAD_UNITS
 
 
 def fmt_seconds(seconds: float | None) -> str:
