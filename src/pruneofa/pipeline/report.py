@@ -166,11 +166,11 @@ def _plots(pipeline: PipelineRecipe, dirs: dict[str, Path], rows: list[dict[str,
     if train_points:
         fig, ax = plt.subplots(figsize=(7, 4))
         steps = [h["step"] for h in train_points]
-        ax.plot(steps, [100 * h.get("sparsity", 0.0) for h in train_points], color="tab:red", label="sparsity")
+        ax.plot(steps, [100 * h.get("sparsity", 0.0) for h in train_points], color="tab:red", marker=".", label="sparsity")
         ax.set_xlabel("step")
         ax.set_ylabel("sparsity (%)", color="tab:red")
         ax2 = ax.twinx()
-        ax2.plot(steps, [h["lr"] for h in train_points], color="tab:blue", label="learning rate")
+        ax2.plot(steps, [h["lr"] for h in train_points], color="tab:blue", marker=".", label="learning rate")
         ax2.set_ylabel("learning rate", color="tab:blue")
         ax.set_title(f"student pruning ({prune_step}): GMP sparsity and rewound LR")
         save(fig, "pruning_schedule.png")
