@@ -39,6 +39,16 @@ STAGES["transfer"] = ("stage 3: sparse transfer to a task with the zero pattern 
                       _task_stage)
 
 
+def _quantize_stage(recipe):
+    from pruneofa.stages.quantize import run_quantize_stage
+
+    return run_quantize_stage(recipe)
+
+
+STAGES["quantize"] = ("8-bit quantization-aware training on a task (zero pattern locked + KD); writes a QAT dir",
+                      _quantize_stage)
+
+
 def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
     """The first argument without '=' is the recipe; every key=value is an override."""
     recipe = None
@@ -116,6 +126,14 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(ns: argparse.Namespace) -> int:
+    from pruneofa.stages.export_cmd import run_export
+
+    path = run_export(ns.model_dir, ns.format, ns.output_dir, ns.dtype, ns.int8)
+    print(f"export: wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -135,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]", help="an eval recipe, then overrides (data.*)")
     p.add_argument("--output", metavar="FILE", help="where to write the metrics JSON (default: MODEL_DIR/eval_metrics.json)")
     sub.add_parser("recipes", help="list the shipped recipes")
+    p = sub.add_parser("export", help="write a model dir as hf, compressed (bitmask) or onnx (fp32 / int8 QDQ)",
+                       parents=[common])
+    p.add_argument("model_dir")
+    p.add_argument("--format", required=True, metavar="hf|compressed|onnx")
+    p.add_argument("--output-dir", required=True, metavar="DIR")
+    p.add_argument("--dtype", metavar="fp32|fp16|int8", help="value storage (compressed) or int8 QDQ (onnx)")
+    p.add_argument("--int8", action="store_true", help="same as --dtype int8 (onnx: uses the QAT dir's scales)")
     p = sub.add_parser("run", help="run a pipeline recipe: its stages in order, resumable, then a report",
                        parents=[common])
     p.add_argument("args", nargs="*", metavar="PIPELINE [key=value]",
@@ -172,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             out = run_stage(ns.command, ns.args)
             print(f"{ns.command}: wrote {out}")
             return 0
-        commands = {"inspect": _cmd_inspect, "eval": _cmd_eval, "recipes": _cmd_recipes, "run": _cmd_run, "demo": _cmd_demo}
+        commands = {"inspect": _cmd_inspect, "eval": _cmd_eval, "recipes": _cmd_recipes, "run": _cmd_run, "demo": _cmd_demo,
+                    "export": _cmd_export}
         return commands[ns.command](ns)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from pruneofa.data.corpus import CorpusConfig
 from pruneofa.distill import DistillConfig
+from pruneofa.quantization.config import QuantConfig
 from pruneofa.sparsity.config import PruningConfig, StrictModel
 from pruneofa.tasks.config import TaskDataConfig
 from pruneofa.train.config import TrainConfig
@@ -98,6 +99,16 @@ class TransferRecipe(TaskRecipe):
     kd_off_without_teacher: ClassVar[bool] = False
 
 
+class QuantizeRecipe(TaskRecipe):
+    """8-bit QAT on a task (Q8BERT style): the zero pattern is locked, then int8 fake quantization is
+    added, and the model trains with KD from the task teacher. Zeros quantize to exactly 0."""
+
+    stage: Literal["quantize"] = "quantize"
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    default_pruning_method: ClassVar[str] = "lock"
+    kd_off_without_teacher: ClassVar[bool] = False
+
+
 class EvalRecipe(StrictModel):
     """`pruneofa eval MODEL_DIR`: task metrics of a saved model (no training, no output dir)."""
 
@@ -115,5 +126,6 @@ def register_stage(name: str, schema: type[RecipeBase]) -> None:
     STAGE_SCHEMAS[name] = schema
 
 
-for _name, _schema in {"finetune": FinetuneRecipe, "transfer": TransferRecipe, "eval": EvalRecipe}.items():
+for _name, _schema in {"finetune": FinetuneRecipe, "transfer": TransferRecipe, "quantize": QuantizeRecipe,
+                      "eval": EvalRecipe}.items():
     register_stage(_name, _schema)  # type: ignore[arg-type]  # eval has no output_dir/train: not a RecipeBase
