@@ -9,10 +9,16 @@ def test_every_shipped_recipe_validates_and_names_its_command(name):
     stage, recipe = name.split("/")
     path = shipped_recipes()[name]
     text = path.read_text()
-    assert text.startswith("#") and f"pruneofa {stage}" in text.split("\n\n")[0]  # header gives the command
-    validated = load_recipe(stage, recipe)
-    assert validated.stage == stage
+    header = text.split("\n\n")[0]
     assert "/work/" not in text and "/home/" not in text and "site-packages" not in text  # no machine paths
+    if stage == "pipeline":  # multi-stage recipes run with `pruneofa run NAME` (the demo also as `pruneofa demo`)
+        from pruneofa.pipeline.runner import load_pipeline
+
+        assert text.startswith("#") and ("pruneofa run" in header or "pruneofa demo" in header)
+        assert load_pipeline(recipe)[0].steps
+        return
+    assert text.startswith("#") and f"pruneofa {stage}" in header  # the header gives the command
+    assert load_recipe(stage, recipe).stage == stage
 
 
 def test_overrides_parse_yaml_values_and_lists():
