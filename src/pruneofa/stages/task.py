@@ -168,16 +168,21 @@ def combine_kd(out_s, out_t, cfg: DistillConfig, mask, kd_term: Callable) -> dic
 
 
 # --- models and batches --------------------------------------------------------------------------
+def head_name(task) -> str:
+    return task.auto_class.__name__.removeprefix("AutoModelFor")  # SequenceClassification, QuestionAnswering
+
+
 def load_task_model(path: str, task, trust_remote_code: bool, role: str, trained_head: bool):
     """The model with the task's head. `trained_head` (teacher, eval): the head must come from the
     checkpoint; otherwise a missing head (an MLM checkpoint) is created for the task's labels."""
     load_config(path, trust_remote_code)  # clear errors for missing paths and non-model dirs
-    kwargs = {} if trained_head else task.head_kwargs()
+    # a student fine-tuned on another task (e.g. MNLI before RTE) gets a new head of the right size
+    kwargs = {} if trained_head else {**task.head_kwargs(), "ignore_mismatched_sizes": True}
     try:
         model, info = task.auto_class.from_pretrained(resolve_model_path(path), trust_remote_code=trust_remote_code,
                                                       output_loading_info=True, **kwargs)
     except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
-        raise UserError(f"cannot load {role} '{path}' as a {task.auto_class.__name__[9:]} model "
+        raise UserError(f"cannot load {role} '{path}' with a {head_name(task)} head "
                         f"({type(err).__name__}: {str(err).strip().splitlines()[0]})",
                         "pass a pre-trained model, or one fine-tuned on this task with the same labels") from None
     new = sorted(info.get("missing_keys") or [])
@@ -186,6 +191,9 @@ def load_task_model(path: str, task, trust_remote_code: bool, role: str, trained
                         "use a model written by pruneofa finetune/transfer for this task")
     if new:
         log.info("created %d new task-head tensors (e.g. %s)", len(new), new[0])
+    if info.get("mismatched_keys"):
+        log.warning("'%s' had a head of another size: %s re-initialised for this task", path,
+                    ", ".join(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"]))
     if trained_head:
         task.check_head(model, role, path)
     if getattr(model.config, "pad_token_id", None) is None:  # GPT-2 style: the classifier finds the last token by it
@@ -288,7 +296,7 @@ def run_task_stage(recipe: TaskRecipe) -> Path:
         metrics.update(evaluate_splits(task, model, ["test"], eval_batch, tokenizer))
     metrics["sparsity"] = sparsity_of_model(model, recipe)["overall"]
     write_model_dir(model, tokenizer, out, recipe.stage, recipe, metrics,
-                    extra={"task": recipe.data.task, "head": task.auto_class.__name__.removeprefix("AutoModelFor")})
+                    extra={"task": recipe.data.task, "head": head_name(task)})
     return out
 
 
