@@ -1,0 +1,185 @@
+"""Whole-model latency of the runtime engines, and per-layer break-even sparsities.
+
+    .venv/bin/python bench/runtime_speed.py                      # small (6x384) and base, 90%
+    .venv/bin/python bench/runtime_speed.py --sparsity 0.8 0.9 0.95 --rounds 40
+    .venv/bin/python bench/runtime_speed.py --break-even         # per-layer break-even sparsities
+
+Random-weight BERT shapes pruned one-shot (unstructured, per layer) with pruneofa.Pruner.
+Batch 1, sequence 128. The engines run interleaved (a shuffled order every round) after a
+warm-up, so that load from other processes hits all of them alike; the table gives medians,
+p90 and the ratio of medians to dense fp32 PyTorch eager ("torch") from the same run.
+Prints a markdown table and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore")
+
+SHAPES = {
+    "small": dict(num_hidden_layers=6, hidden_size=384, intermediate_size=1536, num_attention_heads=12),
+    "base": dict(),  # BertConfig defaults: 12 x 768, FFN 3072
+}
+ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
+LAYER_SHAPES = [(384, 384), (384, 1536), (1536, 384), (768, 768), (768, 3072), (3072, 768)]
+
+
+def pruned_bert(shape: str, sparsity: float, pattern: str = "unstructured", seed: int = 0) -> torch.nn.Module:
+    from transformers import BertConfig, BertModel
+
+    from pruneofa import Pruner
+
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(**SHAPES[shape])).eval()
+    if sparsity > 0:
+        pruner = Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0, pattern=pattern)
+        pruner.finalize()
+    return model
+
+
+def interleaved(fns: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each fn, run in a shuffled order every round."""
+    times = {name: [] for name in fns}
+    order = list(fns)
+    for i in range(warmup + rounds):
+        random.shuffle(order)
+        for name in order:
+            t = time.perf_counter()
+            fns[name]()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
+def p90(values: list[float]) -> float:
+    return sorted(values)[min(len(values) - 1, int(0.9 * len(values)))]
+
+
+def bench_models(shapes: list[str], sparsities: list[float], engines: list[str], rounds: int, warmup: int,
+                 threads: int, pattern: str) -> list[dict]:
+    import pruneofa.runtime as rt
+
+    rows = []
+    ids = torch.randint(1000, 20000, (1, 128))
+    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+    for shape in shapes:
+        for sparsity in sparsities:
+            model = pruned_bert(shape, sparsity, pattern)
+            runtimes = {e: rt.load(model, engine=e, threads=threads) for e in engines}
+            reference = runtimes["torch"](**inputs).last_hidden_state
+            fns = {e: (lambda m=m: m(**inputs)) for e, m in runtimes.items()}
+            load_before = os.getloadavg()[0]
+            times = interleaved(fns, rounds, warmup)
+            base = statistics.median(times["torch"])
+            for e, m in runtimes.items():
+                err = (m(**inputs).last_hidden_state - reference).abs().max().item()
+                med = statistics.median(times[e])
+                rows.append(dict(shape=shape, sparsity=sparsity, pattern=pattern, engine=e, median_ms=med * 1e3,
+                                 p90_ms=p90(times[e]) * 1e3, speedup=base / med, max_abs_diff=err,
+                                 layers=m.report.summary(), loadavg=[load_before, os.getloadavg()[0]]))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| shape | sparsity | engine | median ms | p90 ms | × dense fp32 | × torch-int8 | max abs diff |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        int8 = next((x for x in rows if x["shape"] == r["shape"] and x["sparsity"] == r["sparsity"]
+                     and x["engine"] == "torch-int8"), None)
+        vs_int8 = f"{int8['median_ms'] / r['median_ms']:.2f}" if int8 else "-"
+        lines.append(f"| {r['shape']} | {r['sparsity']:.2f} | {r['engine']} | {r['median_ms']:.2f} | "
+                     f"{r['p90_ms']:.2f} | {r['speedup']:.2f} | {vs_int8} | {r['max_abs_diff']:.2e} |")
+    return "\n".join(lines)
+
+
+def break_even(rounds: int, threads: int) -> list[dict]:
+    """Per layer shape: speed-up of each sparse kernel over its dense counterpart by sparsity,
+    and the break-even sparsity (linear interpolation of the speed-up around 1)."""
+    from torch import nn
+
+    from pruneofa.runtime.dense_int8 import dynamic_int8_linear
+    from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
+
+    grid = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    out = []
+    x = None
+    for n_in, n_out in LAYER_SHAPES:
+        x = torch.randn(128, n_in)
+        speedups = {"sparse": [], "sparse-int8": []}
+        for s in grid:
+            lin = nn.Linear(n_in, n_out)
+            with torch.no_grad():
+                lin.weight.mul_(torch.rand_like(lin.weight) >= s)
+            fns = {"dense": lambda: lin(x), "dense-int8": (lambda q=dynamic_int8_linear(lin): q(x)),
+                   "sparse": (lambda m=SparseLinear(lin, threads): m(x)),
+                   "sparse-int8": (lambda m=SparseInt8Linear(lin, threads): m(x))}
+            with torch.no_grad():
+                t = {k: statistics.median(v) for k, v in interleaved(fns, rounds, 3).items()}
+            speedups["sparse"].append(t["dense"] / t["sparse"])
+            speedups["sparse-int8"].append(t["dense-int8"] / t["sparse-int8"])
+        for engine, sp in speedups.items():
+            be = None
+            for (s0, v0), (s1, v1) in zip(zip(grid, sp), zip(grid[1:], sp[1:])):
+                if v0 < 1 <= v1:
+                    be = s0 + (1 - v0) * (s1 - s0) / (v1 - v0)
+                    break
+            if be is None and sp[0] >= 1:
+                be = grid[0]  # already faster at the lowest sparsity measured
+            out.append(dict(shape=[n_in, n_out], engine=engine, break_even_sparsity=be,
+                            speedup_by_sparsity=dict(zip(grid, [round(v, 3) for v in sp]))))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--sparsity", nargs="+", type=float, default=[0.9])
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    ap.add_argument("--pattern", default="unstructured", help="pruning pattern, e.g. block:1x4")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="default: pruneofa.runtime.default_threads()")
+    ap.add_argument("--break-even", action="store_true", help="per-layer break-even sparsities instead")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/runtime_speed.json"))
+    args = ap.parse_args()
+
+    from pruneofa.runtime import default_threads
+
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)  # PyTorch's own ops (and the dense baselines) use the same count
+    meta = dict(threads=threads, torch=torch.__version__, cpu=platform.processor() or platform.machine(),
+                cpu_count=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M"), batch=1, seq_len=128)
+    if "torch" not in args.engines:
+        args.engines = ["torch", *args.engines]
+    print(f"threads={threads} torch={torch.__version__} loadavg={os.getloadavg()[0]:.2f}")
+    if args.break_even:
+        result = dict(meta=meta, break_even=break_even(args.rounds, threads))
+        print("| layer | engine | break-even sparsity | speed-up at 0.5 / 0.7 / 0.9 |\n|---|---|---|---|")
+        for r in result["break_even"]:
+            s = r["speedup_by_sparsity"]
+            be = "-" if r["break_even_sparsity"] is None else f"{r['break_even_sparsity']:.2f}"
+            print(f"| {r['shape'][0]}→{r['shape'][1]} | {r['engine']} | {be} | {s[0.5]:.2f} / {s[0.7]:.2f} / {s[0.9]:.2f} |")
+        out = args.out.with_name(args.out.stem + "_break_even.json")
+    else:
+        rows = bench_models(args.shapes, args.sparsity, args.engines, args.rounds, args.warmup, threads, args.pattern)
+        result = dict(meta=meta, results=rows)
+        print(table(rows))
+        out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

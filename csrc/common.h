@@ -1,0 +1,136 @@
+// Shared helpers for the sparse kernels: SIMD feature switches, scratch memory, work split,
+// the exact-GELU epilogue and 16x16 transposes.
+//
+// Layout convention: activations arrive token-major, x[M][K] (PyTorch's [tokens, features]),
+// and leave token-major, y[M][N]. Inside, the kernels work "feature-major": every input feature
+// k owns a contiguous run of all tokens, xt[k][0..Mp). One weight non-zero W[o][k] then updates
+// a whole vector of tokens with a single broadcast FMA (or VNNI dot product), which is what makes
+// unstructured sparsity vectorise.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <omp.h>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define POFA_AVX512 1
+#endif
+#if defined(POFA_AVX512) && defined(__AVX512VNNI__)
+#define POFA_VNNI 1
+#endif
+
+namespace pofa {
+
+constexpr int kRowBlock = 16;  // output rows finished together, then transposed into y
+
+inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+// Per-calling-thread scratch buffer, grown on demand and shared with the OpenMP team of that call.
+// 64-byte aligned so that AVX-512 loads of a feature row never split cache lines.
+struct Scratch {
+  void* ptr = nullptr;
+  size_t size = 0;
+  ~Scratch() { std::free(ptr); }
+  void* get(size_t bytes) {
+    if (bytes > size) {
+      std::free(ptr);
+      size = (bytes + 4095) / 4096 * 4096;
+      ptr = std::aligned_alloc(64, size);
+    }
+    return ptr;
+  }
+};
+inline Scratch& scratch(int slot) {
+  static thread_local Scratch slots[3];
+  return slots[slot];
+}
+
+// Split row blocks [0, n_blocks) among `parts` threads so that each gets about the same
+// number of non-zeros plus a fixed cost per row (the epilogue), using the row pointer.
+inline void balanced_range(const int32_t* row_ptr, int n_rows, int part, int parts, int* lo, int* hi) {
+  const int n_blocks = (n_rows + kRowBlock - 1) / kRowBlock;
+  auto cost = [&](int block) {  // cumulative cost of the blocks before `block`
+    const int row = std::min(block * kRowBlock, n_rows);
+    return (int64_t)row_ptr[row] + 8LL * row;
+  };
+  const int64_t total = cost(n_blocks);
+  auto first_block_at = [&](int64_t target) {  // first block whose cumulative cost >= target
+    int a = 0, b = n_blocks;
+    while (a < b) {
+      int mid = (a + b) / 2;
+      if (cost(mid) < target) a = mid + 1; else b = mid;
+    }
+    return a;
+  };
+  *lo = part == 0 ? 0 : first_block_at(total * part / parts);
+  *hi = part + 1 == parts ? n_blocks : first_block_at(total * (part + 1) / parts);
+}
+
+// erf as in Eigen's generic_fast_erf_float: a rational approximation, a few ulp in float.
+constexpr float kErfAlpha[7] = {-2.72614225801306e-10f, 2.77068142495902e-08f, -2.10102402082508e-06f,
+                                -5.69250639462346e-05f, -7.34990630326855e-04f, -2.95459980854025e-03f,
+                                -1.60960333262415e-02f};
+constexpr float kErfBeta[5] = {-1.45660718464996e-05f, -2.13374055278905e-04f, -1.68282697438203e-03f,
+                               -7.37332916720468e-03f, -1.42647390514189e-02f};
+
+inline float fast_erf(float x) {
+  x = std::min(4.0f, std::max(-4.0f, x));
+  const float x2 = x * x;
+  float p = kErfAlpha[0], q = kErfBeta[0];
+  for (int i = 1; i < 7; ++i) p = p * x2 + kErfAlpha[i];
+  for (int i = 1; i < 5; ++i) q = q * x2 + kErfBeta[i];
+  return x * p / q;
+}
+
+enum Activation { kNone = 0, kGelu = 1 };
+
+// The exact (erf) GELU BERT uses: 0.5 z (1 + erf(z / sqrt 2)).
+inline float gelu(float z) { return 0.5f * z * (1.0f + fast_erf(z * 0.70710678118654752f)); }
+
+#ifdef POFA_AVX512
+inline __m512 gelu16(__m512 z) {
+  const __m512 x = _mm512_min_ps(_mm512_set1_ps(4.0f),
+                                 _mm512_max_ps(_mm512_set1_ps(-4.0f), _mm512_mul_ps(z, _mm512_set1_ps(0.70710678118654752f))));
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_set1_ps(kErfAlpha[0]), q = _mm512_set1_ps(kErfBeta[0]);
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(kErfAlpha[i]));
+  for (int i = 1; i < 5; ++i) q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(kErfBeta[i]));
+  const __m512 erf = _mm512_div_ps(_mm512_mul_ps(x, p), q);
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), z), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+#endif
+
+#ifdef POFA_AVX512
+// In-register transpose of 16 vectors of 16 floats: r[i][j] -> r[j][i].
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+  }
+}
+#endif
+
+}  // namespace pofa

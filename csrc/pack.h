@@ -1,0 +1,109 @@
+// Activation packing: token-major x[M][K] (fp32) -> feature-major buffers the kernels read.
+//   pack_f32   : xt[k][t] fp32, tokens padded with 0 up to Mp (multiple of 16)
+//   pack_u8    : xt[k][t] uint8 = q(x[t][k]) + 128, padded with 128 (= 0) up to Mp (multiple of 64)
+//   pack_u8x4  : xp[k/4][t] = 4 uint8 of features 4(k/4)..+3 of token t ("VNNI layout", for 1x4 blocks)
+// q() is symmetric per-token int8: q = round(x * 127 / max|x[t]|). The +128 shift is there because
+// VNNI's vpdpbusd multiplies *unsigned* bytes by signed bytes; the kernels subtract 128*sum(w) back.
+// Each function is a work-shared loop: call it inside an OpenMP parallel region.
+#pragma once
+#include "common.h"
+
+namespace pofa {
+
+// scale[t] = max|x[t]| / 127 and inv[t] = 1/scale[t] (0 for an all-zero token).
+inline void token_scales(const float* x, int M, int K, float* scale, float* inv) {
+#pragma omp for schedule(static)
+  for (int t = 0; t < M; ++t) {
+    const float* row = x + (size_t)t * K;
+    float m = 0.0f;
+#ifdef POFA_AVX512
+    // four independent running maxima: one would serialise on vmaxps latency
+    __m512 m4[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int k = 0;
+    for (; k + 64 <= K; k += 64)
+      for (int j = 0; j < 4; ++j) m4[j] = _mm512_max_ps(m4[j], _mm512_abs_ps(_mm512_loadu_ps(row + k + 16 * j)));
+    for (; k < K; k += 16) {
+      const __mmask16 mask = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+      m4[0] = _mm512_max_ps(m4[0], _mm512_abs_ps(_mm512_maskz_loadu_ps(mask, row + k)));
+    }
+    m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m4[0], m4[1]), _mm512_max_ps(m4[2], m4[3])));
+#else
+#pragma omp simd reduction(max : m)
+    for (int k = 0; k < K; ++k) m = std::max(m, std::fabs(row[k]));
+#endif
+    scale[t] = m / 127.0f;
+    inv[t] = m > 0.0f ? 127.0f / m : 0.0f;
+  }
+}
+
+#ifdef POFA_AVX512
+// Load 16 consecutive features k0.. of tokens t0..t0+15 (rows past M or features past K read as 0),
+// optionally multiplied by each token's inverse scale.
+inline void load_block16(const float* x, int M, int K, int t0, int k0, const float* inv, __m512 r[16]) {
+  const __mmask16 kmask = K - k0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k0)) - 1);
+  for (int i = 0; i < 16; ++i) {
+    const int t = t0 + i;
+    r[i] = t < M ? _mm512_maskz_loadu_ps(kmask, x + (size_t)t * K + k0) : _mm512_setzero_ps();
+    if (inv && t < M) r[i] = _mm512_mul_ps(r[i], _mm512_set1_ps(inv[t]));
+  }
+}
+#endif
+
+inline void pack_f32(const float* x, int M, int K, int Mp, float* xt) {
+#ifdef POFA_AVX512
+#pragma omp for schedule(static)
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    const int nk = std::min(16, K - k0);
+    for (int t0 = 0; t0 < Mp; t0 += 16) {
+      __m512 r[16];
+      load_block16(x, M, K, t0, k0, nullptr, r);
+      transpose16(r);
+      for (int j = 0; j < nk; ++j) _mm512_storeu_ps(xt + (size_t)(k0 + j) * Mp + t0, r[j]);
+    }
+  }
+#else
+#pragma omp for schedule(static)
+  for (int k = 0; k < K; ++k)
+    for (int t = 0; t < Mp; ++t) xt[(size_t)k * Mp + t] = t < M ? x[(size_t)t * K + k] : 0.0f;
+#endif
+}
+
+inline uint8_t quantize_u8(float v, float inv) {
+  return (uint8_t)((int)std::nearbyint(v * inv) + 128);
+}
+
+inline void pack_u8(const float* x, int M, int K, int Mp, const float* inv, uint8_t* xt) {
+#ifdef POFA_AVX512
+  const __m512i shift = _mm512_set1_epi32(128);
+#pragma omp for schedule(static)
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    const int nk = std::min(16, K - k0);
+    for (int t0 = 0; t0 < Mp; t0 += 16) {
+      __m512 r[16];
+      load_block16(x, M, K, t0, k0, inv, r);
+      transpose16(r);
+      for (int j = 0; j < nk; ++j) {
+        const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(r[j]), shift);
+        _mm_storeu_si128((__m128i*)(xt + (size_t)(k0 + j) * Mp + t0), _mm512_cvtusepi32_epi8(q));
+      }
+    }
+  }
+#else
+#pragma omp for schedule(static)
+  for (int k = 0; k < K; ++k)
+    for (int t = 0; t < Mp; ++t) xt[(size_t)k * Mp + t] = t < M ? quantize_u8(x[(size_t)t * K + k], inv[t]) : 128;
+#endif
+}
+
+inline void pack_u8x4(const float* x, int M, int K, int Mp, const float* inv, uint8_t* xp) {
+  const int K4 = (K + 3) / 4;
+#pragma omp for schedule(static)
+  for (int kb = 0; kb < K4; ++kb)
+    for (int t = 0; t < Mp; ++t)
+      for (int j = 0; j < 4; ++j) {
+        const int k = 4 * kb + j;
+        xp[((size_t)kb * Mp + t) * 4 + j] = (t < M && k < K) ? quantize_u8(x[(size_t)t * K + k], inv[t]) : 128;
+      }
+}
+
+}  // namespace pofa

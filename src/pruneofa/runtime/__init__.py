@@ -1,0 +1,18 @@
+"""Sparse CPU inference for pruned transformers models.
+
+    import pruneofa.runtime as rt
+    m = rt.load("path/to/pruned-bert", engine="sparse-int8")   # or a model object
+    out = m(input_ids=ids, attention_mask=mask)                  # what the HF model returns
+    print(m.report.summary())
+
+Engines: "torch" (dense fp32 PyTorch), "torch-int8" (dense dynamic int8), "sparse" (fp32 sparse
+kernels), "sparse-int8" (int8 sparse kernels), "auto" (= "sparse" when the C++ kernels build,
+else "torch": auto never changes numerics beyond float rounding; ask for int8 explicitly).
+"""
+
+from pruneofa.runtime.build import KernelBuildError, kernels_available
+from pruneofa.runtime.engines import ENGINES, ConversionReport
+from pruneofa.runtime.model import RuntimeModel, default_threads, load
+
+__all__ = ["ENGINES", "ConversionReport", "KernelBuildError", "RuntimeModel", "default_threads", "kernels_available",
+           "load"]

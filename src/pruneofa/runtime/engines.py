@@ -1,0 +1,117 @@
+"""Turn a transformers model into one that runs on a given engine, by swapping child modules.
+
+Engines (weights, precision, and which forward runs the encoder):
+- "torch":       dense fp32, transformers' own forward (PyTorch eager): the reference.
+- "torch-int8":  every Linear -> dense dynamic int8 (fbgemm), transformers' forward.
+- "dense":       dense fp32 (MKL) in the fused encoder (`fused_encoder.py`).
+- "dense-int8":  dense dynamic int8 (fbgemm) in the fused encoder: the int8 baseline that shares
+                 everything but the matmuls with "sparse-int8", so the two isolate sparsity's share.
+- "sparse":      Linear layers sparse enough to win -> fp32 sparse kernels; fused encoder.
+- "sparse-int8": Linear layers sparse enough -> int8 sparse kernels, the rest dense int8; fused encoder.
+Nothing in transformers is patched: modules are replaced with `setattr` on their parent, so the
+model keeps its forward, call signature and outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from pruneofa.runtime import policy
+from pruneofa.runtime.dense_int8 import dynamic_int8_linear
+from pruneofa.runtime.formats import MAX_IN_FEATURES
+from pruneofa.runtime.fused_encoder import fuse_encoders
+from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
+
+ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
+SPARSE_ENGINES = ("sparse", "sparse-int8")
+INT8_ENGINES = ("torch-int8", "dense-int8", "sparse-int8")
+FUSED_ENGINES = ("dense", "dense-int8", "sparse", "sparse-int8")
+
+
+@dataclass
+class LayerChoice:
+    name: str
+    shape: tuple[int, int]  # (in_features, out_features)
+    sparsity: float
+    path: str  # "sparse" | "sparse-int8" | "dense" | "dense-int8"
+    fused_act: str | None = None
+
+
+@dataclass
+class ConversionReport:
+    engine: str
+    threads: int
+    layers: list[LayerChoice] = field(default_factory=list)
+    fused_encoders: int = 0
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            counts[layer.path] = counts.get(layer.path, 0) + 1
+        parts = ", ".join(f"{n} {path}" for path, n in sorted(counts.items()))
+        fused = f", {self.fused_encoders} fused encoder(s)" if self.fused_encoders else ""
+        return f"engine={self.engine} threads={self.threads}: {parts or 'Linear layers unchanged'}{fused}"
+
+
+def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+def _exact_gelu(module: nn.Module) -> bool:
+    """BERT's activation: erf GELU (transformers' GELUActivation or nn.GELU without approximation)."""
+    from transformers.activations import GELUActivation
+
+    if type(module) is GELUActivation:
+        return getattr(module, "act", None) is nn.functional.gelu
+    return type(module) is nn.GELU and module.approximate == "none"
+
+
+def _gelu_owners(model: nn.Module) -> dict[str, str]:
+    """Linear name -> name of the exact-GELU module applied right after it (BertIntermediate-like:
+    a module with a `dense` Linear and an `intermediate_act_fn`, whose forward is act(dense(x)))."""
+    owners = {}
+    for name, module in model.named_modules():
+        dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
+        if isinstance(dense, nn.Linear) and isinstance(act, nn.Module) and _exact_gelu(act):
+            prefix = f"{name}." if name else ""
+            owners[f"{prefix}dense"] = f"{prefix}intermediate_act_fn"
+    return owners
+
+
+def convert(model: nn.Module, engine: str, threads: int) -> ConversionReport:
+    """Swap the Linear layers of `model` (in place) for `engine`; returns what was chosen per layer."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    report = ConversionReport(engine, threads)
+    if engine in ("torch", "dense"):
+        if engine == "dense":
+            report.fused_encoders = fuse_encoders(model)
+        return report
+    gelu_after = _gelu_owners(model) if engine in SPARSE_ENGINES else {}
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for name, linear in linears:
+        shape = (linear.in_features, linear.out_features)
+        sparsity = float((linear.weight == 0).float().mean())
+        sparse_ok = (
+            engine in SPARSE_ENGINES
+            and linear.in_features <= MAX_IN_FEATURES
+            and policy.use_sparse(engine, *shape, sparsity)
+        )
+        if sparse_ok:
+            act = "gelu" if name in gelu_after else None
+            layer_cls = SparseLinear if engine == "sparse" else SparseInt8Linear
+            _set_child(model, name, layer_cls(linear, threads, fused_act=act))
+            if act:
+                _set_child(model, gelu_after[name], nn.Identity())
+            report.layers.append(LayerChoice(name, shape, sparsity, engine, act))
+        elif engine in INT8_ENGINES:
+            _set_child(model, name, dynamic_int8_linear(linear))
+            report.layers.append(LayerChoice(name, shape, sparsity, "dense-int8"))
+        else:
+            report.layers.append(LayerChoice(name, shape, sparsity, "dense"))
+    if engine in FUSED_ENGINES:
+        report.fused_encoders = fuse_encoders(model)
+    return report

@@ -1,0 +1,95 @@
+"""`load()`: a transformers model (or a saved one) converted to an engine, callable like the original."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruneofa.runtime.build import kernels_available
+from pruneofa.runtime.engines import ENGINES, SPARSE_ENGINES, ConversionReport, convert
+
+
+def default_threads() -> int:
+    """CPUs this process may run on, capped by torch's own setting (which follows OMP_NUM_THREADS)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, torch.get_num_threads()))
+
+
+class RuntimeModel:
+    """The converted model; calling it runs the model's own forward under `torch.no_grad()`.
+
+    `inference_mode` is avoided on purpose: it is not needed by the kernels and breaks sparse
+    tensors elsewhere. Attributes not found here are looked up on the wrapped model (`config`, ...).
+    """
+
+    def __init__(self, model: nn.Module, report: ConversionReport):
+        self.model = model
+        self.report = report
+
+    @property
+    def engine(self) -> str:
+        return self.report.engine
+
+    @property
+    def threads(self) -> int:
+        return self.report.threads
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("model", "report"):  # not set yet (e.g. during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __repr__(self) -> str:
+        return f"RuntimeModel({self.report.summary()})"
+
+
+def _from_pretrained(path: str | Path) -> nn.Module:
+    """The architecture named in config.json (e.g. BertForSequenceClassification), else AutoModel."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(path)
+    for arch in config.architectures or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls.from_pretrained(path)
+    return transformers.AutoModel.from_pretrained(path)
+
+
+def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: int | None = None,
+         copy_model: bool = True) -> RuntimeModel:
+    """Load a model directory (or take a model object) and convert it to `engine`.
+
+    threads: for the sparse kernels (default: `default_threads()`); PyTorch's own ops keep
+    torch's setting. copy_model: convert a deep copy of a passed model (the default) rather than
+    the model itself.
+    """
+    if engine not in ("auto", *ENGINES):
+        raise ValueError(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
+    if isinstance(path_or_model, nn.Module):
+        model = copy.deepcopy(path_or_model) if copy_model else path_or_model
+    else:
+        model = _from_pretrained(path_or_model)
+    model.eval()
+    threads = threads or default_threads()
+    if engine == "auto":
+        engine = "sparse" if kernels_available() else "torch"
+    elif engine in SPARSE_ENGINES and not kernels_available():
+        fallback = "torch-int8" if engine == "sparse-int8" else "torch"
+        warnings.warn(f"sparse kernels unavailable; engine {engine!r} falls back to {fallback!r}", RuntimeWarning,
+                      stacklevel=2)
+        engine = fallback
+    report = convert(model, engine, threads)
+    return RuntimeModel(model, report)

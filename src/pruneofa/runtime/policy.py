@@ -1,0 +1,39 @@
+"""When a sparse kernel beats the dense one for a layer: measured break-even sparsities.
+
+A layer runs sparse only if its sparsity is at least the break-even sparsity for its shape
+(the sparsity at which the sparse kernel and the dense kernel of the same precision take the same
+time, batch 1 x 128 tokens), plus a small margin. Measured with `bench/runtime_speed.py
+--break-even` on the 2-core AVX-512/VNNI EPYC this project targets; the nearest measured shape
+(in log in/out features) stands in for others. Dense references: MKL fp32 (`F.linear`) for
+"sparse", fbgemm dynamic int8 for "sparse-int8".
+"""
+
+from __future__ import annotations
+
+import math
+
+# (in_features, out_features) -> break-even sparsity
+BREAK_EVEN_SPARSITY: dict[str, dict[tuple[int, int], float]] = {
+    "sparse": {
+        (384, 384): 0.50, (384, 1536): 0.50, (1536, 384): 0.52,
+        (768, 768): 0.48, (768, 3072): 0.47, (3072, 768): 0.60,
+    },
+    "sparse-int8": {
+        (384, 384): 0.45, (384, 1536): 0.50, (1536, 384): 0.55,
+        (768, 768): 0.50, (768, 3072): 0.50, (3072, 768): 0.57,
+    },
+}
+MARGIN = 0.05  # stay dense near the break-even point: noise there, and dense is the safer path
+
+
+def break_even_sparsity(engine: str, n_in: int, n_out: int) -> float:
+    table = BREAK_EVEN_SPARSITY[engine]
+
+    def distance(shape: tuple[int, int]) -> float:
+        return abs(math.log(shape[0] / n_in)) + abs(math.log(shape[1] / n_out))
+
+    return table[min(table, key=distance)]
+
+
+def use_sparse(engine: str, n_in: int, n_out: int, sparsity: float) -> bool:
+    return sparsity >= break_even_sparsity(engine, n_in, n_out) + MARGIN

@@ -1,0 +1,126 @@
+"""Every engine against the dense fp32 model, on a tiny BERT pruned to 90% with pruneofa.Pruner.
+
+Stated tolerances (last_hidden_state, LayerNorm-scaled, O(1) values):
+- fp32 engines ("torch", "dense", "sparse"): max abs diff <= 1e-4 (summation order only).
+- int8 engines ("torch-int8", "dense-int8", "sparse-int8"): relative Frobenius error <= 5%
+  (dynamic int8 of every Linear of a random-weight model; measured 1-2%), and the "sparse-int8"
+  error is no worse than 1.5x that of PyTorch's own dynamic int8.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pruneofa.runtime as rt
+from pruneofa.runtime.fused_encoder import FusedEncoder
+from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
+
+from .conftest import reference, tiny_bert
+
+FP32 = ["torch", "dense", "sparse"]
+INT8 = ["torch-int8", "dense-int8", "sparse-int8"]
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("engine", FP32)
+def test_fp32_engines_match_dense(engine, pruned_bert, inputs):
+    expected = reference(pruned_bert, inputs)
+    out = rt.load(pruned_bert, engine=engine)(**inputs)
+    torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.pooler_output, expected.pooler_output, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("engine", INT8)
+def test_int8_engines_match_dense(engine, pruned_bert, inputs):
+    expected = reference(pruned_bert, inputs).last_hidden_state
+    assert rel_err(rt.load(pruned_bert, engine=engine)(**inputs).last_hidden_state, expected) < 0.05
+
+
+def test_sparse_int8_no_worse_than_torch_int8(pruned_bert, inputs):
+    expected = reference(pruned_bert, inputs).last_hidden_state
+    ours = rel_err(rt.load(pruned_bert, engine="sparse-int8")(**inputs).last_hidden_state, expected)
+    theirs = rel_err(rt.load(pruned_bert, engine="torch-int8")(**inputs).last_hidden_state, expected)
+    assert ours <= 1.5 * theirs
+
+
+def test_sparse_engine_swaps_modules_and_fuses(pruned_bert):
+    m = rt.load(pruned_bert, engine="sparse")
+    assert isinstance(m.model.encoder, FusedEncoder)
+    assert isinstance(m.model.encoder.original.layer[0].attention.self.query, SparseLinear)
+    assert m.model.encoder.original.layer[0].intermediate.dense.fused_act == "gelu"
+    assert all(c.path == "sparse" for c in m.report.layers)
+    assert "sparse" in m.report.summary()
+    # the model passed in is left alone (load converts a copy)
+    assert type(pruned_bert.encoder.layer[0].attention.self.query) is torch.nn.Linear
+
+
+def test_dense_layers_stay_dense(inputs):
+    """Below the break-even sparsity the sparse engines keep the dense path."""
+    model = tiny_bert(sparsity=0.2)
+    m = rt.load(model, engine="sparse-int8")
+    assert all(c.path == "dense-int8" for c in m.report.layers)
+    assert not any(isinstance(x, SparseInt8Linear) for x in m.model.modules())
+    assert rel_err(m(**inputs).last_hidden_state, reference(model, inputs).last_hidden_state) < 0.05
+
+
+def test_block_pattern_uses_block_layout(inputs):
+    model = tiny_bert(pattern="block:1x4")
+    m = rt.load(model, engine="sparse-int8")
+    layouts = {x.quads.layout for x in m.model.modules() if isinstance(x, SparseInt8Linear)}
+    assert layouts == {"blocks"}
+    assert rel_err(m(**inputs).last_hidden_state, reference(model, inputs).last_hidden_state) < 0.05
+
+
+def test_fallback_path_for_hidden_states(pruned_bert, inputs):
+    """Requests the fast path does not cover run the original (converted) layers."""
+    m = rt.load(pruned_bert, engine="sparse")
+    out = m(**inputs, output_hidden_states=True)
+    expected = reference(pruned_bert, {**inputs, "output_hidden_states": True})
+    assert len(out.hidden_states) == len(expected.hidden_states)
+    torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state, atol=1e-4, rtol=1e-4)
+
+
+def test_load_from_directory_returns_logits(tmp_path, inputs):
+    from transformers import BertForSequenceClassification
+
+    model = tiny_bert(cls=BertForSequenceClassification)
+    model.save_pretrained(tmp_path)
+    m = rt.load(tmp_path, engine="sparse-int8", threads=1)
+    assert m.threads == 1 and m.engine == "sparse-int8"
+    logits = m(**inputs).logits
+    assert logits.shape == (2, 3)
+    assert rel_err(logits, reference(model, inputs).logits) < 0.1
+
+
+def test_default_threads_follow_the_machine():
+    import os
+
+    assert 1 <= rt.default_threads() <= len(os.sched_getaffinity(0))
+    assert rt.default_threads() <= torch.get_num_threads()
+
+
+def test_unknown_engine_is_refused(pruned_bert):
+    with pytest.raises(ValueError, match="unknown engine"):
+        rt.load(pruned_bert, engine="deepsparse")
+
+
+def test_missing_compiler_falls_back_to_dense(pruned_bert, inputs, monkeypatch, tmp_path):
+    from pruneofa.runtime import build
+
+    monkeypatch.setenv("PRUNEOFA_CACHE", str(tmp_path))  # nothing cached there
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    build._load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="falls back"):
+            m = rt.load(pruned_bert, engine="sparse")
+        assert m.engine == "torch"
+        with pytest.raises(build.KernelBuildError, match="no C\\+\\+ compiler"):
+            build.load_library()
+        assert rt.load(pruned_bert).engine == "torch"  # auto
+    finally:
+        build._load.cache_clear()
