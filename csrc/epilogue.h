@@ -1,6 +1,7 @@
-// Epilogue shared by the kernels: a finished tile of 16 output rows x up to 128 token positions
-// (fp32, feature-major, already dequantised) is transposed back to token-major and written as
-// y = act(tile + bias).
+// What happens to a finished tile of 16 output rows x up to 128 token positions (fp32,
+// feature-major, dequantised, tokens in natural order): bias, activation, and the write-out,
+// either transposed back to token-major y[M][N] or as rows of a feature-major yT[N][ld].
+// Then, optionally, the post-op y = LayerNorm(y + residual) over each token's N features.
 #pragma once
 #include "common.h"
 
@@ -8,53 +9,80 @@ namespace pofa {
 
 constexpr int kTokenTile = 128;  // tokens per tile: 8 zmm fp32 accumulators, 2 zmm of uint8 per feature
 
-// tile[r * kTokenTile + p] for rows r < n_rows and positions p < n_pos; position p holds token
-// token_of[p] (identity when token_of is null); tokens >= n_tok are padding and skipped.
-// Rows n_rows..15 may hold anything. y points at y[t0][o0]; tokens are n_out floats apart.
-inline void store_tile(const float* tile, int n_rows, int n_pos, const int* token_of, int n_tok, const float* bias,
-                       int act, float* y, int n_out) {
+struct Output {
+  float* y;
+  int feature_major;  // 0: y[M][N] (row stride N); 1: y[N][ld]
+  int ld;             // token stride of a feature-major y (ignored for token-major)
+  int n_out;          // N
+};
+
+// Token-major: tile[r * kTokenTile + p], rows r < n_rows, positions p < n_tok, written to
+// y[t0 + p][o0 + r]. Rows n_rows..15 of the tile may hold anything (masked off).
+inline void store_token_major(const float* tile, int n_rows, int n_tok, const float* bias, int act, float* y,
+                              int n_out) {
 #ifdef POFA_AVX512
   const __mmask16 mask = (__mmask16)((1u << n_rows) - 1);
   const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps();
-  for (int g = 0; g < n_pos; g += 16) {
+  for (int g = 0; g < n_tok; g += 16) {
     __m512 r[16];
     for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(tile + i * kTokenTile + g);
     transpose16(r);
-    for (int j = 0; j < 16; ++j) {
-      const int t = token_of ? token_of[g + j] : g + j;
-      if (t >= n_tok) continue;
+    const int n = std::min(16, n_tok - g);
+    for (int j = 0; j < n; ++j) {
       __m512 v = _mm512_add_ps(r[j], b);
       if (act == kGelu) v = gelu16(v);
-      _mm512_mask_storeu_ps(y + (size_t)t * n_out, mask, v);
+      _mm512_mask_storeu_ps(y + (size_t)(g + j) * n_out, mask, v);
     }
   }
 #else
-  for (int p = 0; p < n_pos; ++p) {
-    const int t = token_of ? token_of[p] : p;
-    if (t >= n_tok) continue;
+  for (int p = 0; p < n_tok; ++p)
     for (int r = 0; r < n_rows; ++r) {
       const float v = tile[r * kTokenTile + p] + (bias ? bias[r] : 0.0f);
-      y[(size_t)t * n_out + r] = act == kGelu ? gelu(v) : v;
+      y[(size_t)p * n_out + r] = act == kGelu ? gelu(v) : v;
     }
-  }
 #endif
 }
 
-}  // namespace pofa
+// Feature-major: row r of the tile -> y[(o0 + r) * ld + t0 + p] for p < n_pos (a multiple of 16).
+inline void store_feature_major(const float* tile, int n_rows, int n_pos, const float* bias, int act, float* y,
+                                int ld) {
+  for (int r = 0; r < n_rows; ++r) {
+    const float* src = tile + r * kTokenTile;
+    float* dst = y + (size_t)r * ld;
+    const float b = bias ? bias[r] : 0.0f;
+#ifdef POFA_AVX512
+    const __m512 bv = _mm512_set1_ps(b);
+    for (int p = 0; p < n_pos; p += 16) {
+      __m512 v = _mm512_add_ps(_mm512_loadu_ps(src + p), bv);
+      if (act == kGelu) v = gelu16(v);
+      _mm512_storeu_ps(dst + p, v);
+    }
+#else
+    for (int p = 0; p < n_pos; ++p) dst[p] = act == kGelu ? gelu(src[p] + b) : src[p] + b;
+#endif
+  }
+}
 
-namespace pofa {
+// Write a tile whose first token is t0 and first output row o0.
+inline void store_tile(const float* tile, int n_rows, int n_tok, int n_pos, int t0, int o0, const float* bias,
+                       int act, const Output& out) {
+  const float* b = bias ? bias + o0 : nullptr;
+  if (out.feature_major)
+    store_feature_major(tile, n_rows, n_pos, b, act, out.y + (size_t)o0 * out.ld + t0, out.ld);
+  else
+    store_token_major(tile, n_rows, n_tok, b, act, out.y + (size_t)t0 * out.n_out + o0, out.n_out);
+}
 
-// Optional second pass after all output rows are written ("post-op"): y[t] = LayerNorm(y[t] + residual[t]),
-// the `LayerNorm(dense(x) + input)` that closes BERT's attention and FFN blocks. Needs whole rows,
-// so it runs after the tile loop (the caller puts a barrier before it). Work-shared over tokens.
+// Post-op y = LayerNorm(y + residual): BERT's `LayerNorm(dense(x) + input)`. Needs whole tokens,
+// so it runs after the tile loop (the caller puts a barrier before it); work-shared over tokens.
 struct AddLayerNorm {
-  const float* residual;  // [M][N]; null = no post-op
+  const float* residual;  // same layout as y; null = no post-op
   const float* gamma;
   const float* beta;
   float eps;
 };
 
-inline void add_layer_norm(float* y, int M, int N, const AddLayerNorm& p) {
+inline void add_layer_norm_token_major(float* y, int M, int N, const AddLayerNorm& p) {
 #pragma omp for schedule(static)
   for (int t = 0; t < M; ++t) {
     float* row = y + (size_t)t * N;
@@ -73,6 +101,49 @@ inline void add_layer_norm(float* y, int M, int N, const AddLayerNorm& p) {
 #pragma omp simd
     for (int i = 0; i < N; ++i) row[i] = (row[i] - mean) * rstd * p.gamma[i] + p.beta[i];
   }
+}
+
+// Feature-major: the statistics run down the columns, for 64 tokens at once (four independent
+// vector accumulators, so the adds do not serialise on latency). Work-shared over 64-token chunks.
+constexpr int kColumnChunk = 64;
+
+inline void add_layer_norm_feature_major(float* y, int M_cols, int N, int ld, const AddLayerNorm& p) {
+#pragma omp for schedule(static)
+  for (int t0 = 0; t0 < M_cols; t0 += kColumnChunk) {
+    const int w = std::min(kColumnChunk, M_cols - t0);
+    float sum[kColumnChunk] = {}, sq[kColumnChunk] = {}, mean[kColumnChunk], rstd[kColumnChunk];
+    for (int k = 0; k < N; ++k) {  // pass 1: y += residual, column sums
+      float* row = y + (size_t)k * ld + t0;
+      const float* res = p.residual + (size_t)k * ld + t0;
+#pragma omp simd
+      for (int i = 0; i < w; ++i) {
+        row[i] += res[i];
+        sum[i] += row[i];
+      }
+    }
+    for (int i = 0; i < w; ++i) mean[i] = sum[i] / N;
+    for (int k = 0; k < N; ++k) {  // pass 2: squared deviations (two-pass: no cancellation)
+      const float* row = y + (size_t)k * ld + t0;
+#pragma omp simd
+      for (int i = 0; i < w; ++i) sq[i] += (row[i] - mean[i]) * (row[i] - mean[i]);
+    }
+    for (int i = 0; i < w; ++i) rstd[i] = 1.0f / std::sqrt(sq[i] / N + p.eps);
+    for (int k = 0; k < N; ++k) {  // pass 3: normalise
+      float* row = y + (size_t)k * ld + t0;
+      const float g = p.gamma[k], b = p.beta[k];
+#pragma omp simd
+      for (int i = 0; i < w; ++i) row[i] = (row[i] - mean[i]) * rstd[i] * g + b;
+    }
+  }
+}
+
+inline void post_op(const Output& out, int M, int M_cols, const AddLayerNorm& p) {
+  if (!p.residual) return;
+#pragma omp barrier
+  if (out.feature_major)
+    add_layer_norm_feature_major(out.y, M_cols, out.n_out, out.ld, p);
+  else
+    add_layer_norm_token_major(out.y, M, out.n_out, p);
 }
 
 }  // namespace pofa

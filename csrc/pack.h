@@ -1,4 +1,6 @@
-// Activation packing: token-major x[M][K] (fp32) -> feature-major buffers the kernels read.
+// Activation packing: fp32 activations -> the feature-major buffers the kernels read. The input is
+// either token-major x[M][K] (PyTorch's layout: packing transposes) or already feature-major
+// x[K][ld] (the output of a previous kernel: packing only quantises, no transpose).
 //   pack_f32   : xt[k][t] fp32, tokens padded with 0 up to Mp (multiple of 16)
 //   pack_u8    : xt[k][t] uint8 = q(x[t][k]) + 128, padded with 128 (= 0) up to Mp (multiple of 64)
 //   pack_u8x4  : xp[k/4][t] = 4 uint8 of features 4(k/4)..+3 of token t ("VNNI layout", for 1x4 blocks)
@@ -103,6 +105,55 @@ inline void pack_u8x4(const float* x, int M, int K, int Mp, const float* inv, ui
       for (int j = 0; j < 4; ++j) {
         const int k = 4 * kb + j;
         xp[((size_t)kb * Mp + t) * 4 + j] = (t < M && k < K) ? quantize_u8(x[(size_t)t * K + k], inv[t]) : 128;
+      }
+}
+
+// ---- feature-major fp32 input x[K][ld], tokens 0..Mc (Mc multiple of 16, <= ld) ----
+
+inline void token_scales_fm(const float* x, int K, int ld, int Mc, float* scale, float* inv) {
+#pragma omp for schedule(static)
+  for (int t0 = 0; t0 < Mc; t0 += 64) {  // 64 tokens: four independent running maxima
+    const int w = std::min(64, Mc - t0);
+    float m[64] = {};
+    for (int k = 0; k < K; ++k) {
+      const float* row = x + (size_t)k * ld + t0;
+#pragma omp simd
+      for (int i = 0; i < w; ++i) m[i] = std::max(m[i], std::fabs(row[i]));
+    }
+    for (int i = 0; i < w; ++i) {
+      scale[t0 + i] = m[i] / 127.0f;
+      inv[t0 + i] = m[i] > 0.0f ? 127.0f / m[i] : 0.0f;
+    }
+  }
+}
+
+// xt[k][t] = q(x[k][t]) for t < Mc; columns Mc..Mp are set to the zero point.
+inline void pack_u8_fm(const float* x, int K, int ld, int Mc, int Mp, const float* inv, uint8_t* xt) {
+#pragma omp for schedule(static)
+  for (int k = 0; k < K; ++k) {
+    const float* row = x + (size_t)k * ld;
+    uint8_t* dst = xt + (size_t)k * Mp;
+#ifdef POFA_AVX512
+    const __m512i shift = _mm512_set1_epi32(128);
+    for (int t = 0; t < Mc; t += 16) {
+      const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(row + t), _mm512_loadu_ps(inv + t));
+      _mm_storeu_si128((__m128i*)(dst + t), _mm512_cvtusepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), shift)));
+    }
+#else
+    for (int t = 0; t < Mc; ++t) dst[t] = quantize_u8(row[t], inv[t]);
+#endif
+    for (int t = Mc; t < Mp; ++t) dst[t] = 128;
+  }
+}
+
+inline void pack_u8x4_fm(const float* x, int K, int ld, int Mc, int Mp, const float* inv, uint8_t* xp) {
+  const int K4 = (K + 3) / 4;
+#pragma omp for schedule(static)
+  for (int kb = 0; kb < K4; ++kb)
+    for (int t = 0; t < Mp; ++t)
+      for (int j = 0; j < 4; ++j) {
+        const int k = 4 * kb + j;
+        xp[((size_t)kb * Mp + t) * 4 + j] = (t < Mc && k < K) ? quantize_u8(x[(size_t)k * ld + t], inv[t]) : 128;
       }
 }
 

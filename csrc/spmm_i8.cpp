@@ -1,13 +1,14 @@
 // int8 sparse weight x int8 activations, int32 accumulation, fp32 out:
 //   y[t][o] = act(sx[t] * sw[o] * (sum_k W8[o][k] * (xq[t][k] + 128) - 128 * sum_k W8[o][k]) + b[o])
+// [then LayerNorm(y + residual)]. Activations are quantised per token on the fly (symmetric).
 // Weights: per output row, non-zeros grouped four at a time ("quads": 4 column indices + 4 int8
 // values packed in one int32; a short last quad is padded with zero weights).
 //
 // Two layouts of the activations, chosen per layer when the weights are packed:
 //  - gather (unstructured): xt[k][t] bytes. A quad's four feature rows are loaded (64 tokens each)
 //    and byte-interleaved with two levels of unpack, giving for every token the 4 bytes that one
-//    vpdpbusd multiplies with the 4 broadcast weights. The unpacks leave tokens in a fixed
-//    permuted order inside each 64-token group; the epilogue writes each token to its own row.
+//    vpdpbusd multiplies with the 4 broadcast weights. The unpacks leave tokens permuted inside
+//    each 64-token group; four 128-bit-lane shuffles restore the order when the row is finished.
 //  - blocks (1x4 block-sparse, columns 4j..4j+3): xp[j][t] already holds the 4 bytes per token,
 //    so each quad is one load + one vpdpbusd per 16 tokens, no shuffles.
 #include "epilogue.h"
@@ -17,28 +18,19 @@ namespace pofa {
 
 enum Layout { kGather = 0, kBlocks = 1 };
 
-// Token held at position p of a 64-token group after the gather kernel's unpacks: accumulator j,
-// 128-bit lane L, element i holds token 16L + 4j + i, i.e. the 2-bit fields L and j swap.
-inline int gather_token(int p) { return (p & ~0x3C) | (((p >> 4) & 3) << 2) | (((p >> 2) & 3) << 4); }
-
-struct Dequant {  // per row: y = (acc - zero) * scale * sx[position]
+struct Dequant {  // per row: y[p] = (acc[p] - zero) * scale * sx[p]
   int32_t zero;
   float scale;
-  const float* sx;  // per position of the tile
+  const float* sx;  // per-token scales of the tile
 };
 
 #ifdef POFA_VNNI
-template <int NA>
-static inline void dequant_store(const __m512i* acc, const Dequant& d, float* out) {
-  const __m512i zero = _mm512_set1_epi32(d.zero);
-  const __m512 s = _mm512_set1_ps(d.scale);
-  for (int i = 0; i < NA; ++i) {
-    const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i], zero));
-    _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(v, _mm512_mul_ps(s, _mm512_loadu_ps(d.sx + 16 * i))));
-  }
+inline __m512 dequant16(__m512i acc, const Dequant& d, int p) {
+  const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_set1_epi32(d.zero)));
+  return _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(d.scale), _mm512_loadu_ps(d.sx + p)));
 }
 
-// NV = number of 64-token vectors in the tile (1 or 2); out[] gets 64*NV floats in gather order.
+// NV = number of 64-token vectors in the tile (1 or 2); out[] gets 64*NV floats in token order.
 template <int NV>
 static void row_i8_gather(const uint8_t* xt, int Mp, const uint16_t* qc, const int32_t* qw, int nq, const Dequant& d,
                           float* out) {
@@ -61,7 +53,16 @@ static void row_i8_gather(const uint8_t* xt, int Mp, const uint16_t* qc, const i
       acc[4 * h + 3] = _mm512_dpbusd_epi32(acc[4 * h + 3], _mm512_unpackhi_epi16(ab_hi, ce_hi), w);
     }
   }
-  dequant_store<4 * NV>(acc, d, out);
+  // acc[4h + j], 128-bit lane L holds tokens 64h + 16L + 4j + (0..3): a 4x4 transpose of lanes
+  // gives lane-ordered vectors B_L = tokens 64h + 16L + (0..15).
+  for (int h = 0; h < NV; ++h) {
+    const __m512i* a = acc + 4 * h;
+    const __m512i t0 = _mm512_shuffle_i32x4(a[0], a[1], 0x44), t1 = _mm512_shuffle_i32x4(a[0], a[1], 0xEE);
+    const __m512i t2 = _mm512_shuffle_i32x4(a[2], a[3], 0x44), t3 = _mm512_shuffle_i32x4(a[2], a[3], 0xEE);
+    const __m512i b[4] = {_mm512_shuffle_i32x4(t0, t2, 0x88), _mm512_shuffle_i32x4(t0, t2, 0xDD),
+                          _mm512_shuffle_i32x4(t1, t3, 0x88), _mm512_shuffle_i32x4(t1, t3, 0xDD)};
+    for (int L = 0; L < 4; ++L) _mm512_storeu_ps(out + 64 * h + 16 * L, dequant16(b[L], d, 64 * h + 16 * L));
+  }
 }
 
 template <int NV>
@@ -74,11 +75,11 @@ static void row_i8_blocks(const uint8_t* xp, int Mp, const uint16_t* qc, const i
     const __m512i w = _mm512_set1_epi32(qw[q]);
     for (int i = 0; i < 4 * NV; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_loadu_si512(r + 64 * i), w);
   }
-  dequant_store<4 * NV>(acc, d, out);
+  for (int i = 0; i < 4 * NV; ++i) _mm512_storeu_ps(out + 16 * i, dequant16(acc[i], d, 16 * i));
 }
 #endif
 
-// Portable path (also the reference the VNNI path is tested against): natural token order.
+// Portable path (also the reference the VNNI path is tested against).
 static void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t* qc, const int32_t* qw, int nq,
                             int n_pos, const Dequant& d, float* out) {
   int32_t acc[kTokenTile] = {};
@@ -106,61 +107,54 @@ extern "C" int pofa_has_vnni() {
 #endif
 }
 
-extern "C" void pofa_spmm_i8(const float* x, int M, int K, int N, const int32_t* quad_ptr, const uint16_t* quad_cols,
-                             const int32_t* quad_w, const float* w_scale, const int32_t* w_sum, const float* bias,
-                             int act, int layout, const float* residual, const float* ln_gamma, const float* ln_beta,
-                             float ln_eps, float* y, int threads) {
-  const int Mp = round_up(M, 64);
+// Layouts of x and y as for pofa_spmm_f32.
+extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, int N, const int32_t* quad_ptr,
+                             const uint16_t* quad_cols, const int32_t* quad_w, const float* w_scale,
+                             const int32_t* w_sum, const float* bias, int act, int layout, const float* residual,
+                             const float* ln_gamma, const float* ln_beta, float ln_eps, float* y, int y_fm, int ld_y,
+                             int threads) {
+  const int Mc = y_fm ? ld_y : M;  // tokens computed
+  const int Mp = round_up(Mc, 64);
   const int K4 = (K + 3) / 4;
-#ifdef POFA_VNNI
-  const bool permuted = layout == kGather;
-#else
-  const bool permuted = false;
-#endif
   uint8_t* xq = (uint8_t*)scratch(0).get((size_t)(layout == kBlocks ? 4 * K4 : K) * Mp);
-  // per-token scale and inverse, then the scales again in tile position order
-  float* sx = (float*)scratch(1).get(3 * (size_t)Mp * sizeof(float));
+  float* sx = (float*)scratch(1).get(2 * (size_t)Mp * sizeof(float));
   float* inv = sx + Mp;
-  float* sx_pos = inv + Mp;
-  int token_of[kTokenTile];  // shared with the team (a thread_local would not be)
-  for (int p = 0; p < kTokenTile; ++p) token_of[p] = permuted ? gather_token(p & 63) | (p & 64) : p;
+  const int scaled = x_fm ? round_up(Mc, 16) : M;  // tokens whose scales are computed
+  for (int t = scaled; t < Mp; ++t) sx[t] = inv[t] = 0.0f;
+  const Output out{y, y_fm, ld_y, N};
 #pragma omp parallel num_threads(threads)
   {
-    token_scales(x, M, K, sx, inv);
-#pragma omp for schedule(static)
-    for (int p = 0; p < Mp; ++p) {
-      const int t = (p & ~(kTokenTile - 1)) + token_of[p & (kTokenTile - 1)];
-      sx_pos[p] = t < M ? sx[t] : 0.0f;
+    if (x_fm) {
+      token_scales_fm(x, K, ld_x, scaled, sx, inv);
+      if (layout == kBlocks) pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq); else pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq);
+    } else {
+      token_scales(x, M, K, sx, inv);
+      if (layout == kBlocks) pack_u8x4(x, M, K, Mp, inv, xq); else pack_u8(x, M, K, Mp, inv, xq);
     }
-    if (layout == kBlocks) pack_u8x4(x, M, K, Mp, inv, xq); else pack_u8(x, M, K, Mp, inv, xq);
     int b_lo, b_hi;
     balanced_range(quad_ptr, N, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);
     alignas(64) float tile[kRowBlock * kTokenTile] = {};
     for (int b = b_lo; b < b_hi; ++b) {
       const int o0 = b * kRowBlock, n_rows = std::min(kRowBlock, N - o0);
-      for (int t0 = 0; t0 < M; t0 += kTokenTile) {
-        const int n_tok = std::min(kTokenTile, M - t0);
-        const int n_pos = round_up(n_tok, 64);
+      for (int t0 = 0; t0 < Mc; t0 += kTokenTile) {
+        const int n_tok = std::min(kTokenTile, Mc - t0), n_pos = round_up(n_tok, 64);
         const uint8_t* xs = layout == kBlocks ? xq + (size_t)t0 * 4 : xq + t0;
         for (int r = 0; r < n_rows; ++r) {
           const int o = o0 + r, q0 = quad_ptr[o], nq = quad_ptr[o + 1] - q0;
-          const Dequant d{128 * w_sum[o], w_scale[o], sx_pos + t0};
-          float* out = tile + r * kTokenTile;
+          const Dequant d{128 * w_sum[o], w_scale[o], sx + t0};
+          float* dst = tile + r * kTokenTile;
 #ifdef POFA_VNNI
           if (layout == kBlocks)
-            (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, quad_cols + 4 * q0, quad_w + q0, nq, d, out);
+            (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, quad_cols + 4 * q0, quad_w + q0, nq, d, dst);
           else
-            (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, quad_cols + 4 * q0, quad_w + q0, nq, d, out);
+            (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, quad_cols + 4 * q0, quad_w + q0, nq, d, dst);
 #else
-          row_i8_portable(xs, Mp, layout, quad_cols + 4 * q0, quad_w + q0, nq, n_pos, d, out);
+          row_i8_portable(xs, Mp, layout, quad_cols + 4 * q0, quad_w + q0, nq, n_pos, d, dst);
 #endif
         }
-        store_tile(tile, n_rows, n_pos, token_of, n_tok, bias ? bias + o0 : nullptr, act, y + (size_t)t0 * N + o0, N);
+        store_tile(tile, n_rows, n_tok, round_up(n_tok, 16), t0, o0, bias, act, out);
       }
     }
-    if (residual) {
-#pragma omp barrier
-      add_layer_norm(y, M, N, AddLayerNorm{residual, ln_gamma, ln_beta, ln_eps});
-    }
+    post_op(out, M, round_up(Mc, 16), AddLayerNorm{residual, ln_gamma, ln_beta, ln_eps});
   }
 }

@@ -93,3 +93,32 @@ def test_portable_build_matches_torch():
         assert rel_err(y, F.linear(x, w, b)) < 0.02
         native = kernels.spmm_i8(x, pack_quads_i8(w, layout), b, None, 2)
         torch.testing.assert_close(y, native, atol=1e-5, rtol=1e-5)  # same integer math, same rounding
+
+
+def feature_major(x: torch.Tensor) -> torch.Tensor:
+    """[M, K] -> zero-padded [K, feature_major_ld(M)]."""
+    out = torch.zeros(x.shape[1], kernels.feature_major_ld(x.shape[0]))
+    out[:, : x.shape[0]] = x.t()
+    return out
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("x_fm,y_fm", [(False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("m", [1, 37, 128, 130])
+def test_feature_major_layouts(precision, x_fm, y_fm, m):
+    """Kernels chained without transposes: inputs and outputs [features, tokens] (padded to 64 tokens)."""
+    n_in, n_out = 80, 96
+    w, b, x, res = sparse_weight(n_out, n_in), torch.randn(n_out), torch.randn(m, n_in), torch.randn(m, n_out)
+    gamma, beta = torch.rand(n_out) + 0.5, torch.randn(n_out)
+    expected = F.layer_norm(F.gelu(F.linear(x, w, b)) + res, (n_out,), gamma, beta, 1e-12)
+    post = kernels.AddLayerNorm(feature_major(res) if y_fm else res, gamma, beta, 1e-12)
+    call, packed = (kernels.spmm_f32, pack_csr_f32(w)) if precision == "fp32" else (kernels.spmm_i8, pack_quads_i8(w))
+    y = call(feature_major(x) if x_fm else x, packed, b, "gelu", 2, post, tokens=m if x_fm else None,
+             out_feature_major=y_fm)
+    if y_fm:
+        assert y.shape == (n_out, kernels.feature_major_ld(m)) and torch.isfinite(y).all()
+        y = y[:, :m].t()
+    if precision == "fp32":
+        torch.testing.assert_close(y, expected, atol=1e-4, rtol=1e-4)
+    else:
+        assert rel_err(y, expected) < 0.02

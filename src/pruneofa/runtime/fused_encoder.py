@@ -10,6 +10,11 @@ each layer as 4 matmul calls plus one attention call:
     f   = GELU(I(h))                      one call: GELU in the kernel's epilogue
     h   = LayerNorm(Out(f) + h)           one call
 
+When all four ops of a layer are sparse kernels, the layer runs "feature-major" ([features,
+tokens], `kernels.feature_major_ld`): each kernel's output is already in the layout the next
+kernel reads, so only the Q/K/V output (token-major for PyTorch's attention) and the attention
+output are transposed, instead of the input and output of every matmul.
+
 It replaces the model's `encoder` child module (setattr on the parent) and keeps the original one
 as `original`: any call the fast path does not cover (attentions or hidden states requested,
 cross-attention, caches, training mode, an unknown attention implementation) runs the original
@@ -22,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruneofa.runtime.kernels import AddLayerNorm
-from pruneofa.runtime.ops import fused_op, op_for
+from pruneofa.runtime.kernels import AddLayerNorm, feature_major_ld
+from pruneofa.runtime.ops import SparseF32Op, SparseI8Op, fused_op, op_for
 
 _PROJECTIONS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                 "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
@@ -71,20 +76,40 @@ class FusedLayer:
         self.ffn_out = op_for(layer.output.dense, None)
         self.ln_ffn = _LayerNorm(layer.output.LayerNorm)
 
+        ops = [self.qkv, self.out_attn, self.ffn_in, self.ffn_out]
+        self.feature_major = any(all(isinstance(op, cls) for op in ops) for cls in (SparseF32Op, SparseI8Op))
+
+    def _attention(self, qkv: torch.Tensor, batch: int, seq: int, mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = qkv.view(batch, seq, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+        return ctx.transpose(1, 2).reshape(batch * seq, self.heads * self.head_dim).contiguous()
+
     def __call__(self, h: torch.Tensor, batch: int, seq: int, mask: torch.Tensor | None) -> torch.Tensor:
-        m, width = h.shape
+        """h: token-major [tokens, width], or feature-major [width, ld] if self.feature_major."""
+        if self.feature_major:
+            m = batch * seq
+            ctx = self._attention(self.qkv(h, tokens=m), batch, seq, mask)
+            h = self.out_attn(ctx, self.ln_attn.post(h), out_feature_major=True)
+            f = self.ffn_in(h, tokens=m, out_feature_major=True)
+            return self.ffn_out(f, self.ln_ffn.post(h), tokens=m, out_feature_major=True)
         if self.qkv is not None:
-            qkv = self.qkv(h).view(batch, seq, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.unbind(0)  # [batch, heads, seq, head_dim] views
+            ctx = self._attention(self.qkv(h), batch, seq, mask)
         else:
             q, k, v = (op(h).view(batch, seq, self.heads, self.head_dim).transpose(1, 2) for op in self.q_k_v)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
-        ctx = ctx.transpose(1, 2).reshape(m, self.heads * self.head_dim)
-        if not ctx.is_contiguous():
-            ctx = ctx.contiguous()
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+            ctx = ctx.transpose(1, 2).reshape(h.shape[0], self.heads * self.head_dim).contiguous()
         h = self.out_attn(ctx, self.ln_attn.post(h))
-        f = self.ffn_in(h)
-        return self.ffn_out(f, self.ln_ffn.post(h))
+        return self.ffn_out(self.ffn_in(h), self.ln_ffn.post(h))
+
+
+def to_feature_major(h: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(h.shape[1], feature_major_ld(h.shape[0]), dtype=h.dtype)
+    out[:, : h.shape[0]] = h.t()
+    return out
+
+
+def to_token_major(h_fm: torch.Tensor, tokens: int) -> torch.Tensor:
+    return h_fm[:, :tokens].t().contiguous()
 
 
 class FusedEncoder(nn.Module):
@@ -116,9 +141,14 @@ class FusedEncoder(nn.Module):
                                  encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
                                  use_cache=use_cache, **kwargs)
         batch, seq, width = hidden_states.shape
-        h = hidden_states.reshape(batch * seq, width).contiguous()
+        h, feature_major = hidden_states.reshape(batch * seq, width).contiguous(), False
         for layer in self.fused_layers:
+            if layer.feature_major != feature_major:  # only where sparse and dense layers alternate
+                h = to_feature_major(h) if layer.feature_major else to_token_major(h, batch * seq)
+                feature_major = layer.feature_major
             h = layer(h, batch, seq, attention_mask)
+        if feature_major:
+            h = to_token_major(h, batch * seq)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h.view(batch, seq, width))
 
 

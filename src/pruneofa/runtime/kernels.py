@@ -19,12 +19,13 @@ _bound: ctypes.CDLL | None = None
 
 def bind(handle: ctypes.CDLL) -> ctypes.CDLL:
     """Declare the C signatures on a loaded kernel library (ctypes then converts arguments fast and safely)."""
+    x_args = [c_void_p, c_int, c_int, c_int, c_int, c_int]  # x, x feature-major?, ld_x, M, K, N
     post = [c_void_p, c_void_p, c_void_p, c_float]  # residual, LayerNorm gamma, beta, eps
-    handle.pofa_spmm_f32.argtypes = [c_void_p, c_int, c_int, c_int, c_void_p, c_void_p, c_void_p, c_void_p,
-                                     c_int, *post, c_void_p, c_int]
+    y_args = [c_void_p, c_int, c_int, c_int]  # y, y feature-major?, ld_y, threads
+    handle.pofa_spmm_f32.argtypes = [*x_args, c_void_p, c_void_p, c_void_p, c_void_p, c_int, *post, *y_args]
     handle.pofa_spmm_f32.restype = None
-    handle.pofa_spmm_i8.argtypes = [c_void_p, c_int, c_int, c_int, c_void_p, c_void_p, c_void_p, c_void_p,
-                                    c_void_p, c_void_p, c_int, c_int, *post, c_void_p, c_int]
+    handle.pofa_spmm_i8.argtypes = [*x_args, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_int,
+                                    c_int, *post, *y_args]
     handle.pofa_spmm_i8.restype = None
     handle.pofa_has_vnni.restype = c_int
     return handle
@@ -61,22 +62,47 @@ def _post_args(post: AddLayerNorm | None) -> tuple:
     return (post.residual.data_ptr(), post.weight.data_ptr(), post.bias.data_ptr(), post.eps)
 
 
+def feature_major_ld(tokens: int) -> int:
+    """Token stride of feature-major activations [features, ld]: tokens rounded up to 64 (one
+    int8 vector), so that the int8 kernels can read whole vectors without bounds checks."""
+    return (tokens + 63) // 64 * 64
+
+
+def _layouts(x: torch.Tensor, tokens: int | None, n_in: int, n_out: int, out_feature_major: bool):
+    """(x args, y) for a call: x is token-major [M, K] unless `tokens` (M) is given, in which case
+    it is feature-major [K, ld]; y likewise token-major [M, N] or feature-major [N, ld]."""
+    if tokens is None:
+        m, x_fm, ld_x = x.shape[0], 0, 0
+    else:
+        m, x_fm, ld_x = tokens, 1, x.shape[1]
+        if x.shape[0] != n_in or ld_x != feature_major_ld(m) or not x.is_contiguous():
+            raise ValueError(f"feature-major input must be contiguous [{n_in}, {feature_major_ld(m)}]")
+    if out_feature_major:
+        y = torch.empty(n_out, feature_major_ld(m), dtype=torch.float32)
+        return (x.data_ptr(), x_fm, ld_x, m), y, (y.data_ptr(), 1, y.shape[1])
+    y = torch.empty(m, n_out, dtype=torch.float32)
+    return (x.data_ptr(), x_fm, ld_x, m), y, (y.data_ptr(), 0, 0)
+
+
 def spmm_f32(x: torch.Tensor, w: CsrF32, bias: torch.Tensor | None, act: str | None, threads: int,
-             post: AddLayerNorm | None = None, library: ctypes.CDLL | None = None) -> torch.Tensor:
-    """y = act(x @ W^T + bias) [then the post-op] for x [M, K] fp32 contiguous; returns [M, N]."""
-    m = x.shape[0]
-    y = torch.empty(m, w.n_out, dtype=torch.float32)
-    (library or lib()).pofa_spmm_f32(x.data_ptr(), m, w.n_in, w.n_out, w.row_ptr.data_ptr(), w.cols.data_ptr(),
-                        w.vals.data_ptr(), _ptr(bias), ACTIVATIONS[act], *_post_args(post), y.data_ptr(), threads)
+             post: AddLayerNorm | None = None, *, tokens: int | None = None, out_feature_major: bool = False,
+             library: ctypes.CDLL | None = None) -> torch.Tensor:
+    """y = act(x W^T + bias) [then the post-op]. x: token-major [M, K] fp32 contiguous, or
+    feature-major [K, feature_major_ld(M)] with `tokens=M`; y token-major [M, N] or, with
+    out_feature_major, [N, feature_major_ld(M)] (a post-op residual has y's layout)."""
+    x_args, y, y_args = _layouts(x, tokens, w.n_in, w.n_out, out_feature_major)
+    (library or lib()).pofa_spmm_f32(*x_args, w.n_in, w.n_out, w.row_ptr.data_ptr(), w.cols.data_ptr(),
+                                     w.vals.data_ptr(), _ptr(bias), ACTIVATIONS[act], *_post_args(post), *y_args,
+                                     threads)
     return y
 
 
 def spmm_i8(x: torch.Tensor, w: QuadsI8, bias: torch.Tensor | None, act: str | None, threads: int,
-            post: AddLayerNorm | None = None, library: ctypes.CDLL | None = None) -> torch.Tensor:
+            post: AddLayerNorm | None = None, *, tokens: int | None = None, out_feature_major: bool = False,
+            library: ctypes.CDLL | None = None) -> torch.Tensor:
     """Same with int8 weights and per-token dynamically quantised int8 activations."""
-    m = x.shape[0]
-    y = torch.empty(m, w.n_out, dtype=torch.float32)
-    (library or lib()).pofa_spmm_i8(x.data_ptr(), m, w.n_in, w.n_out, w.quad_ptr.data_ptr(), w.quad_cols.data_ptr(),
-                       w.quad_w.data_ptr(), w.w_scale.data_ptr(), w.w_sum.data_ptr(), _ptr(bias),
-                       ACTIVATIONS[act], LAYOUTS[w.layout], *_post_args(post), y.data_ptr(), threads)
+    x_args, y, y_args = _layouts(x, tokens, w.n_in, w.n_out, out_feature_major)
+    (library or lib()).pofa_spmm_i8(*x_args, w.n_in, w.n_out, w.quad_ptr.data_ptr(), w.quad_cols.data_ptr(),
+                                    w.quad_w.data_ptr(), w.w_scale.data_ptr(), w.w_sum.data_ptr(), _ptr(bias),
+                                    ACTIVATIONS[act], LAYOUTS[w.layout], *_post_args(post), *y_args, threads)
     return y

@@ -1,7 +1,9 @@
 """One projection of a fused encoder layer, whatever runs it: y = post(act(x W^T + b)).
 
 `act` is "gelu" or None; the post-op is `LayerNorm(y + residual)` or None. The sparse ops do both
-inside the C++ call; the dense ops (MKL fp32, fbgemm int8) do them with PyTorch.
+inside the C++ call, and also accept/produce feature-major activations (`tokens=`,
+`out_feature_major=`, see `kernels.spmm_f32`); the dense ops (MKL fp32, fbgemm int8) work
+token-major and do act and post-op with PyTorch.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ class SparseF32Op:
         self.csr, self.bias, self.act, self.threads = csr, bias, act, threads
         self.n_out = csr.n_out
 
-    def __call__(self, x: torch.Tensor, post: AddLayerNorm | None = None) -> torch.Tensor:
-        return kernels.spmm_f32(x, self.csr, self.bias, self.act, self.threads, post)
+    def __call__(self, x: torch.Tensor, post: AddLayerNorm | None = None, **layout) -> torch.Tensor:
+        return kernels.spmm_f32(x, self.csr, self.bias, self.act, self.threads, post, **layout)
 
 
 class SparseI8Op:
@@ -30,8 +32,8 @@ class SparseI8Op:
         self.quads, self.bias, self.act, self.threads = quads, bias, act, threads
         self.n_out = quads.n_out
 
-    def __call__(self, x: torch.Tensor, post: AddLayerNorm | None = None) -> torch.Tensor:
-        return kernels.spmm_i8(x, self.quads, self.bias, self.act, self.threads, post)
+    def __call__(self, x: torch.Tensor, post: AddLayerNorm | None = None, **layout) -> torch.Tensor:
+        return kernels.spmm_i8(x, self.quads, self.bias, self.act, self.threads, post, **layout)
 
 
 class TorchOp:
