@@ -122,3 +122,14 @@ def test_feature_major_layouts(precision, x_fm, y_fm, m):
         torch.testing.assert_close(y, expected, atol=1e-4, rtol=1e-4)
     else:
         assert rel_err(y, expected) < 0.02
+
+
+def test_native_build_is_used():
+    """A broken native build falls back to the portable one silently except for a warning; on a
+    CPU with AVX-512 VNNI the tests must run the VNNI code."""
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "avx512_vnni" not in cpuinfo:
+        pytest.skip("CPU without AVX-512 VNNI")
+    assert kernels.has_vnni()

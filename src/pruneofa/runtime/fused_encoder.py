@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneofa.runtime.kernels import AddLayerNorm, feature_major_ld
+from pruneofa.runtime.native_encoder import MAX_NATIVE_SEQ, NativeEncoder, key_major_additive_mask
 from pruneofa.runtime.ops import SparseF32Op, SparseI8Op, fused_op, op_for
 
 _PROJECTIONS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -118,6 +119,10 @@ class FusedEncoder(nn.Module):
         self.original = encoder
         self.config = encoder.config
         self.fused_layers = [FusedLayer(layer) for layer in encoder.layer]
+        self.native = None
+        if NativeEncoder.supports(self.fused_layers):
+            first = self.fused_layers[0]
+            self.native = NativeEncoder(self.fused_layers, first.heads * first.head_dim, first.qkv.threads)
         self.train(encoder.training)  # a new module starts in training mode, which would disable the fast path
 
     def _fast_path_ok(self, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> bool:
@@ -141,6 +146,11 @@ class FusedEncoder(nn.Module):
                                  encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
                                  use_cache=use_cache, **kwargs)
         batch, seq, width = hidden_states.shape
+        if self.native is not None and seq <= MAX_NATIVE_SEQ and (attention_mask is None or attention_mask.shape[1] == 1):
+            h = self.native(to_feature_major(hidden_states.reshape(batch * seq, width)), batch, seq,
+                            key_major_additive_mask(attention_mask, batch, seq))
+            return BaseModelOutputWithPastAndCrossAttentions(
+                last_hidden_state=to_token_major(h, batch * seq).view(batch, seq, width))
         h, feature_major = hidden_states.reshape(batch * seq, width).contiguous(), False
         for layer in self.fused_layers:
             if layer.feature_major != feature_major:  # only where sparse and dense layers alternate

@@ -11,6 +11,7 @@
 //    each 64-token group; four 128-bit-lane shuffles restore the order when the row is finished.
 //  - blocks (1x4 block-sparse, columns 4j..4j+3): xp[j][t] already holds the 4 bytes per token,
 //    so each quad is one load + one vpdpbusd per 16 tokens, no shuffles.
+#pragma once
 #include "epilogue.h"
 #include "pack.h"
 
@@ -32,7 +33,7 @@ inline __m512 dequant16(__m512i acc, const Dequant& d, int p) {
 
 // NV = number of 64-token vectors in the tile (1 or 2); out[] gets 64*NV floats in token order.
 template <int NV>
-static void row_i8_gather(const uint8_t* xt, int Mp, const uint16_t* qc, const int32_t* qw, int nq, const Dequant& d,
+inline void row_i8_gather(const uint8_t* xt, int Mp, const uint16_t* qc, const int32_t* qw, int nq, const Dequant& d,
                           float* out) {
   __m512i acc[4 * NV];
   for (int i = 0; i < 4 * NV; ++i) acc[i] = _mm512_setzero_si512();
@@ -66,7 +67,7 @@ static void row_i8_gather(const uint8_t* xt, int Mp, const uint16_t* qc, const i
 }
 
 template <int NV>
-static void row_i8_blocks(const uint8_t* xp, int Mp, const uint16_t* qc, const int32_t* qw, int nq, const Dequant& d,
+inline void row_i8_blocks(const uint8_t* xp, int Mp, const uint16_t* qc, const int32_t* qw, int nq, const Dequant& d,
                           float* out) {
   __m512i acc[4 * NV];
   for (int i = 0; i < 4 * NV; ++i) acc[i] = _mm512_setzero_si512();
@@ -80,7 +81,7 @@ static void row_i8_blocks(const uint8_t* xp, int Mp, const uint16_t* qc, const i
 #endif
 
 // Portable path (also the reference the VNNI path is tested against).
-static void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t* qc, const int32_t* qw, int nq,
+inline void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t* qc, const int32_t* qw, int nq,
                             int n_pos, const Dequant& d, float* out) {
   int32_t acc[kTokenTile] = {};
   for (int q = 0; q < nq; ++q) {
@@ -95,66 +96,65 @@ static void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t
   for (int p = 0; p < n_pos; ++p) out[p] = (float)(acc[p] - d.zero) * d.scale * d.sx[p];
 }
 
-}  // namespace pofa
+struct QuadView {
+  int n_in, n_out;
+  const int32_t* quad_ptr;
+  const uint16_t* cols;
+  const int32_t* w;
+  const float* w_scale;
+  const int32_t* w_sum;
+  int layout;
+  const float* bias;
+};
 
-using namespace pofa;
-
-extern "C" int pofa_has_vnni() {
-#ifdef POFA_VNNI
-  return 1;
-#else
-  return 0;
-#endif
+inline size_t i8_scratch_bytes(int K, int Mc) {
+  return (size_t)4 * ((K + 3) / 4) * round_up(Mc, 64);
 }
 
-// Layouts of x and y as for pofa_spmm_f32.
-extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, int N, const int32_t* quad_ptr,
-                             const uint16_t* quad_cols, const int32_t* quad_w, const float* w_scale,
-                             const int32_t* w_sum, const float* bias, int act, int layout, const float* residual,
-                             const float* ln_gamma, const float* ln_beta, float ln_eps, float* y, int y_fm, int ld_y,
-                             int threads) {
-  const int Mc = y_fm ? ld_y : M;  // tokens computed
+// Inside a parallel region; layouts as spmm_f32_team. xq: i8_scratch_bytes(K, Mc) bytes;
+// sx: 2 * round_up(Mc, 64) floats. Ends with a barrier.
+inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, int ld_x, int M, uint8_t* xq, float* sx,
+                         const Output& out, const AddLayerNorm& post) {
+  const int Mc = out.feature_major ? out.ld : M;
   const int Mp = round_up(Mc, 64);
-  const int K4 = (K + 3) / 4;
-  uint8_t* xq = (uint8_t*)scratch(0).get((size_t)(layout == kBlocks ? 4 * K4 : K) * Mp);
-  float* sx = (float*)scratch(1).get(2 * (size_t)Mp * sizeof(float));
+  const int K = w.n_in;
   float* inv = sx + Mp;
-  const int scaled = x_fm ? round_up(Mc, 16) : M;  // tokens whose scales are computed
+  const int scaled = x_fm ? round_up(Mc, 16) : M;  // tokens whose scales are computed; the rest are 0
+#pragma omp for schedule(static)
   for (int t = scaled; t < Mp; ++t) sx[t] = inv[t] = 0.0f;
-  const Output out{y, y_fm, ld_y, N};
-#pragma omp parallel num_threads(threads)
-  {
-    if (x_fm) {
-      token_scales_fm(x, K, ld_x, scaled, sx, inv);
-      if (layout == kBlocks) pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq); else pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq);
-    } else {
-      token_scales(x, M, K, sx, inv);
-      if (layout == kBlocks) pack_u8x4(x, M, K, Mp, inv, xq); else pack_u8(x, M, K, Mp, inv, xq);
-    }
-    int b_lo, b_hi;
-    balanced_range(quad_ptr, N, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);
-    alignas(64) float tile[kRowBlock * kTokenTile] = {};
-    for (int b = b_lo; b < b_hi; ++b) {
-      const int o0 = b * kRowBlock, n_rows = std::min(kRowBlock, N - o0);
-      for (int t0 = 0; t0 < Mc; t0 += kTokenTile) {
-        const int n_tok = std::min(kTokenTile, Mc - t0), n_pos = round_up(n_tok, 64);
-        const uint8_t* xs = layout == kBlocks ? xq + (size_t)t0 * 4 : xq + t0;
-        for (int r = 0; r < n_rows; ++r) {
-          const int o = o0 + r, q0 = quad_ptr[o], nq = quad_ptr[o + 1] - q0;
-          const Dequant d{128 * w_sum[o], w_scale[o], sx + t0};
-          float* dst = tile + r * kTokenTile;
-#ifdef POFA_VNNI
-          if (layout == kBlocks)
-            (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, quad_cols + 4 * q0, quad_w + q0, nq, d, dst);
-          else
-            (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, quad_cols + 4 * q0, quad_w + q0, nq, d, dst);
-#else
-          row_i8_portable(xs, Mp, layout, quad_cols + 4 * q0, quad_w + q0, nq, n_pos, d, dst);
-#endif
-        }
-        store_tile(tile, n_rows, n_tok, round_up(n_tok, 16), t0, o0, bias, act, out);
-      }
-    }
-    post_op(out, M, round_up(Mc, 16), AddLayerNorm{residual, ln_gamma, ln_beta, ln_eps});
+  if (x_fm) {
+    token_scales_fm(x, K, ld_x, scaled, sx, inv);
+    if (w.layout == kBlocks) pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq); else pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq);
+  } else {
+    token_scales(x, M, K, sx, inv);
+    if (w.layout == kBlocks) pack_u8x4(x, M, K, Mp, inv, xq); else pack_u8(x, M, K, Mp, inv, xq);
   }
+  int b_lo, b_hi;
+  balanced_range(w.quad_ptr, w.n_out, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);
+  alignas(64) float tile[kRowBlock * kTokenTile];
+  for (int b = b_lo; b < b_hi; ++b) {
+    const int o0 = b * kRowBlock, n_rows = std::min(kRowBlock, w.n_out - o0);
+    for (int t0 = 0; t0 < Mc; t0 += kTokenTile) {
+      const int n_tok = std::min(kTokenTile, Mc - t0), n_pos = round_up(n_tok, 64);
+      const uint8_t* xs = w.layout == kBlocks ? xq + (size_t)t0 * 4 : xq + t0;
+      for (int r = 0; r < n_rows; ++r) {
+        const int o = o0 + r, q0 = w.quad_ptr[o], nq = w.quad_ptr[o + 1] - q0;
+        const Dequant d{128 * w.w_sum[o], w.w_scale[o], sx + t0};
+        float* dst = tile + r * kTokenTile;
+#ifdef POFA_VNNI
+        if (w.layout == kBlocks)
+          (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d, dst);
+        else
+          (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d, dst);
+#else
+        row_i8_portable(xs, Mp, w.layout, w.cols + 4 * q0, w.w + q0, nq, n_pos, d, dst);
+#endif
+      }
+      store_tile(tile, n_rows, n_tok, round_up(n_tok, 16), t0, o0, w.bias, act, out);
+    }
+  }
+  post_op(out, M, round_up(Mc, 16), post);
+#pragma omp barrier
 }
+
+}  // namespace pofa

@@ -1,0 +1,112 @@
+// The C entry points (ctypes): one Linear layer per call, or a whole encoder per call.
+#include "attention.h"
+#include "spmm_f32.h"
+#include "spmm_i8.h"
+
+using namespace pofa;
+
+extern "C" int pofa_has_vnni() {
+#ifdef POFA_VNNI
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// x: token-major [M][K] (x_fm = 0) or feature-major [K][ld_x] (x_fm = 1). y: token-major [M][N]
+// (y_fm = 0) or feature-major [N][ld_y] (y_fm = 1; all ld_y columns computed, padding included).
+// residual (y's layout) non-null: y = LayerNorm(y + residual) with ln_gamma, ln_beta, ln_eps.
+extern "C" void pofa_spmm_f32(const float* x, int x_fm, int ld_x, int M, int K, int N, const int32_t* row_ptr,
+                              const uint16_t* cols, const float* vals, const float* bias, int act,
+                              const float* residual, const float* ln_gamma, const float* ln_beta, float ln_eps,
+                              float* y, int y_fm, int ld_y, int threads) {
+  const int Mc = y_fm ? ld_y : M;
+  float* xt = x_fm ? nullptr : (float*)scratch(0).get((size_t)K * round_up(Mc, 16) * sizeof(float));
+  const CsrView w{K, N, row_ptr, cols, vals, bias};
+#pragma omp parallel num_threads(threads)
+  spmm_f32_team(w, act, x, x_fm, ld_x, M, xt, Output{y, y_fm, ld_y, N}, AddLayerNorm{residual, ln_gamma, ln_beta, ln_eps});
+}
+
+extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, int N, const int32_t* quad_ptr,
+                             const uint16_t* quad_cols, const int32_t* quad_w, const float* w_scale,
+                             const int32_t* w_sum, const float* bias, int act, int layout, const float* residual,
+                             const float* ln_gamma, const float* ln_beta, float ln_eps, float* y, int y_fm, int ld_y,
+                             int threads) {
+  const int Mc = y_fm ? ld_y : M;
+  uint8_t* xq = (uint8_t*)scratch(0).get(i8_scratch_bytes(K, Mc));
+  float* sx = (float*)scratch(1).get(2 * (size_t)round_up(Mc, 64) * sizeof(float));
+  const QuadView w{K, N, quad_ptr, quad_cols, quad_w, w_scale, w_sum, layout, bias};
+#pragma omp parallel num_threads(threads)
+  spmm_i8_team(w, act, x, x_fm, ld_x, M, xq, sx, Output{y, y_fm, ld_y, N}, AddLayerNorm{residual, ln_gamma, ln_beta, ln_eps});
+}
+
+// ---- whole encoder ----
+
+struct MatrixDesc {  // one projection: fp32 CSR (kind 0) or int8 quads (kind 1)
+  int kind, n_in, n_out;
+  const int32_t* ptr;     // row_ptr / quad_ptr
+  const uint16_t* cols;
+  const void* vals;       // float values / packed int8 quads
+  const float* w_scale;   // int8 only
+  const int32_t* w_sum;   // int8 only
+  int layout;             // int8 only
+  const float* bias;
+  int act;
+};
+
+struct LayerDesc {  // one BERT layer: h = LN2(FFN(h1) + h1), h1 = LN1(O(attention(QKV(h))) + h)
+  MatrixDesc qkv, attn_out, ffn_in, ffn_out;
+  const float *ln1_gamma, *ln1_beta;
+  float ln1_eps;
+  const float *ln2_gamma, *ln2_beta;
+  float ln2_eps;
+  int head_dim;
+  float scale;
+};
+
+namespace {
+
+struct Workspace {
+  uint8_t* xq;
+  float* sx;
+};
+
+void matmul(const MatrixDesc& m, const float* x, int x_fm, int ld_x, int M, Workspace& ws, const Output& out,
+            const AddLayerNorm& post) {
+  if (m.kind == 0)
+    spmm_f32_team(CsrView{m.n_in, m.n_out, m.ptr, m.cols, (const float*)m.vals, m.bias}, m.act, x, x_fm, ld_x, M,
+                  nullptr, out, post);
+  else
+    spmm_i8_team(QuadView{m.n_in, m.n_out, m.ptr, m.cols, (const int32_t*)m.vals, m.w_scale, m.w_sum, m.layout, m.bias},
+                 m.act, x, x_fm, ld_x, M, ws.xq, ws.sx, out, post);
+}
+
+}  // namespace
+
+// h: feature-major [H][ld], ld = round_up(B*S, 64), updated in place through all layers.
+// maskT: additive attention mask [B][S][S], key-major (maskT[b][key][query]), or null.
+extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, float* h, int B, int S, int H, const float* maskT,
+                             int threads) {
+  const int M = B * S, ld = round_up(M, 64), Sp = round_up(S, 16);
+  int widest = 0;
+  for (int l = 0; l < n_layers; ++l) widest = std::max(widest, layers[l].ffn_in.n_out);
+  const size_t n_act = (size_t)ld * (3 * H + H + H + widest);  // qkv, ctx, h1, f
+  const size_t xq_bytes = i8_scratch_bytes(std::max(widest, 3 * H), ld);
+  const size_t sx_floats = 2 * (size_t)ld, attn_floats = (size_t)threads * S * Sp;
+  float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats) * sizeof(float) + xq_bytes + 64);
+  float *qkv = base, *ctx = qkv + (size_t)3 * H * ld, *h1 = ctx + (size_t)H * ld, *f = h1 + (size_t)H * ld;
+  Workspace ws{nullptr, f + (size_t)widest * ld};
+  float* attn = ws.sx + sx_floats;
+  ws.xq = (uint8_t*)(((uintptr_t)(attn + attn_floats) + 63) & ~(uintptr_t)63);  // 64-byte aligned rows
+#pragma omp parallel num_threads(threads)
+  for (int l = 0; l < n_layers; ++l) {
+    const LayerDesc& L = layers[l];
+    const AddLayerNorm none{nullptr, nullptr, nullptr, 0.0f};
+    matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, 3 * H}, none);
+    attention_f32_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, maskT, attn);
+#pragma omp barrier
+    matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H}, AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps});
+    matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out}, none);
+    matmul(L.ffn_out, f, 1, ld, M, ws, Output{h, 1, ld, H}, AddLayerNorm{h1, L.ln2_gamma, L.ln2_beta, L.ln2_eps});
+  }
+}
