@@ -1,4 +1,8 @@
-"""Stage outputs: claim the output directory safely and write the final model atomically."""
+"""Stage outputs: claim the output directory safely and write the final model atomically.
+
+Both run on the main process only when launched with several processes (torchrun, accelerate
+launch); the others wait for it, and a refusal (exit 2) is raised on every process alike.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pruneofa import __version__
 from pruneofa.config.schema import RecipeBase
 from pruneofa.errors import UserError
 from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.train.distributed import on_main, refuse_sharded_launch
 
 RUN_FILE = "run.json"
 # keys that may change between a run and its resumption
@@ -33,6 +38,12 @@ def claim_output_dir(recipe: RecipeBase) -> Path:
       anything else is refused (exit 2) so a run is never mixed into another.
     """
     out = Path(recipe.output_dir)
+    refuse_sharded_launch()
+    on_main(lambda: _claim(out, recipe))
+    return out
+
+
+def _claim(out: Path, recipe: RecipeBase) -> None:
     current = recipe.model_dump(mode="json")
     if out.exists() and any(out.iterdir()):
         previous = out / RUN_FILE
@@ -47,7 +58,6 @@ def claim_output_dir(recipe: RecipeBase) -> Path:
                             "pass resume=true to continue it, overwrite=true to replace it, or another output_dir=")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / RUN_FILE, json.dumps(current, indent=1))
-    return out
 
 
 def write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: RecipeBase,
@@ -57,6 +67,11 @@ def write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: R
     Files are written to a temporary folder and moved in one by one with os.replace; pruneofa.json
     goes last, so its presence means the model directory is complete.
     """
+    on_main(lambda: _write_model_dir(model, tokenizer, out, stage, recipe, metrics, extra))
+
+
+def _write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: RecipeBase,
+                     metrics: dict[str, Any], extra: dict[str, Any] | None) -> None:
     from pruneofa.inspect import sparsity_of_model
     from pruneofa.sparsity.masks import plain_state_dict
 

@@ -7,9 +7,16 @@
   rng-R.safetensors                 each process's torch RNG state (dropout, MLM masking)
   state.json                        step and anything else the loop needs to continue
 
-A checkpoint is written into `step-N.tmp/` and renamed into place only when complete; a crash at any
-moment leaves either the old set or the new one, never a half-written `step-N/`. `latest` names
-the newest complete checkpoint and is itself replaced atomically.
+  masks-rankR.sha256                each process's hash of its masks when the checkpoint was taken;
+                                    the commit checks they agree (the masks are identical on all ranks)
+
+A checkpoint is written into `step-N.tmp/` and renamed into place only when complete (state.json is
+written last, every file fsynced first); a crash at any moment leaves either the old set or the new
+one, never a half-written `step-N/`. A checkpoint is deleted (an older one beyond `keep`, or the same
+step saved again) by first renaming it to `.trash-*`, so no partly deleted directory ever looks
+complete. Leftover `*.tmp` / `.trash-*` from a crash are ignored and removed by `clean_partial`.
+`latest` names the newest complete checkpoint and is itself replaced atomically; resuming uses the
+highest-numbered complete `step-N/`.
 """
 
 from __future__ import annotations
@@ -54,8 +61,10 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as err:  # noqa: BLE001 - safetensors raises SafetensorError, OSError, ...
-        raise UserError(f"corrupted or truncated safetensors file '{path}': {err}",
-                        "delete it and resume from an earlier checkpoint, or re-run the stage") from None
+        detail = (str(err).splitlines() or [type(err).__name__])[0]
+        fix = (f"delete {path.parent} to resume from the checkpoint before it, or re-run with overwrite=true"
+               if STEP_DIR.match(path.parent.name) else "re-create the file (re-run the stage that wrote it)")
+        raise UserError(f"corrupted or truncated safetensors file '{path}' ({detail})", fix) from None
 
 
 # --- optimizer state by parameter name ---------------------------------------------------------
@@ -103,6 +112,29 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def _discard(path: Path) -> None:
+    """Remove a checkpoint directory so that no crash leaves it half-deleted under its own name."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_partial(output_dir: Path) -> list[Path]:
+    """Remove what a crash can leave in the checkpoint folder: `step-N.tmp/`, `.trash-*`, temp files."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in root.iterdir():
+        if p.name.endswith(".tmp") or p.name.startswith(".trash-") or ".tmp-" in p.name:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def begin_checkpoint(output_dir: Path, step: int) -> Path:
     """A fresh temporary directory to write checkpoint `step` into (removing a crashed attempt)."""
     tmp = checkpoint_root(output_dir) / f"step-{step}.tmp"
@@ -114,24 +146,47 @@ def begin_checkpoint(output_dir: Path, step: int) -> Path:
 
 def commit_checkpoint(tmp: Path, state: dict[str, Any], keep: int) -> Path:
     """Seal `tmp` (state.json last), rename it into place, update `latest`, drop old checkpoints."""
-    atomic_write_text(tmp / "state.json", json.dumps(state, indent=1))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
+    atomic_write_text(tmp / "state.json", json.dumps(state, indent=1))
+    fsync_dir(tmp)
     final = tmp.with_name(tmp.name.removesuffix(".tmp"))
-    if final.exists():  # the same step saved twice (e.g. stop right after a periodic save)
-        shutil.rmtree(final)
+    if final.exists():  # the same step saved twice (e.g. a resume at the last step): the new one wins
+        _discard(final)
     os.replace(tmp, final)
     fsync_dir(final.parent)
     atomic_write_text(final.parent / "latest", final.name + "\n")
     for _, old in complete_checkpoints(final.parent.parent)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
 
 
-def read_state(checkpoint: Path) -> dict[str, Any]:
+def read_json(path: Path) -> Any:
+    """A checkpoint's JSON file, or a UserError naming it when it is missing or damaged."""
     try:
-        return json.loads((checkpoint / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"unreadable checkpoint state '{checkpoint}/state.json': {err}",
-                        "delete that checkpoint directory and resume again") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"unreadable checkpoint file '{path}' ({type(err).__name__}: {err})",
+                        f"delete {path.parent} to resume from the checkpoint before it, or re-run with overwrite=true"
+                        ) from None
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    state = read_json(checkpoint / "state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise UserError(f"checkpoint state '{checkpoint}/state.json' has no step",
+                        f"delete {checkpoint} to resume from the checkpoint before it")
+    return state
+
+
+def mask_digest(masks: dict[str, torch.Tensor]) -> str:
+    """sha256 over the layer names, shapes and bits of a set of masks (equal masks, equal digest)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(masks):
+        m = masks[name].detach().to("cpu", torch.bool).contiguous()
+        h.update(f"{name}:{tuple(m.shape)};".encode())
+        h.update(m.numpy().tobytes())
+    return h.hexdigest()

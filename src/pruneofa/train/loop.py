@@ -7,8 +7,16 @@ Built on accelerate, so the same code runs on one CPU, under `torchrun` / `accel
   no data-loader state and every process agrees on the global batch;
 - `train.batch_size` is the *global* batch per update: each of W processes takes B / W examples in
   `grad_accum` micro-batches, so the effective batch and the LR schedule do not change with W;
-- the pruner steps right after the optimizer, on every process, and broadcasts rank 0's masks;
-- checkpoints are atomic and hold everything an exact resume needs (see `checkpoint`).
+- the pruner steps right after the optimizer, on every process, and broadcasts rank 0's masks
+  (the masks are also broadcast from rank 0 once at the start, and every checkpoint records each
+  rank's mask hash in `masks-rankR.sha256`; the commit fails loudly if they ever differ);
+- only the main process writes (TensorBoard, history, checkpoints); the others wait at barriers;
+- checkpoints are atomic and hold everything an exact resume needs (see `checkpoint`); leftovers of
+  a crashed write are removed when the run starts.
+
+DDP is the supported multi-process mode. FSDP, DeepSpeed and Megatron shard or wrap parameters in
+ways the mask parametrizations and the name-keyed checkpoints do not handle, so they are refused
+with a clear error (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from pruneofa.errors import UserError
 from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.train import checkpoint as C
+from pruneofa.train import distributed as D
 from pruneofa.train.config import TrainConfig
 from pruneofa.train.sampling import batch_indices
 
@@ -121,6 +130,22 @@ def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
                         f"tensors, e.g. {(missing + unexpected)[0]})", "resume with the recipe the checkpoint was made with")
 
 
+def _check_distributed_type(acc: Accelerator) -> None:
+    from accelerate.utils import DistributedType
+
+    # NO and the MULTI_* types are plain DDP; these shard or wrap the parameters
+    refused = {DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA}
+    if acc.distributed_type in refused:
+        raise UserError(f"accelerate's {acc.distributed_type.value} mode is not supported by the pruning loop "
+                        "(masks and checkpoints need whole, unsharded parameters)", D.UNSUPPORTED_FIX)
+
+
+def _check_mask_digests(folder: Path) -> None:
+    digests = {f.name: f.read_text().strip() for f in sorted(folder.glob("masks-rank*.sha256"))}
+    if len(set(digests.values())) > 1:
+        raise RuntimeError(f"pruning masks differ between processes ({digests}); this is a bug, please report it")
+
+
 class _Run:
     """State of one `fit` call; split out so the loop body reads top to bottom."""
 
@@ -128,7 +153,9 @@ class _Run:
         self.job, cfg = job, job.config
         if cfg.precision == "fp16" and not torch.cuda.is_available():
             raise UserError("train.precision=fp16 needs a GPU", "use train.precision=bf16 or fp32 on CPU")
-        self.acc = Accelerator(mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
+        D.refuse_sharded_launch()
+        self.acc = Accelerator(mixed_precision="no" if cfg.precision == "fp32" else cfg.precision, cpu=D.use_cpu())
+        _check_distributed_type(self.acc)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         per_rank, rem = divmod(cfg.batch_size, self.world * cfg.grad_accum)
         if rem or per_rank == 0:
@@ -147,19 +174,29 @@ class _Run:
         self.ddp_model, self.optimizer = self.acc.prepare(self.model, self.raw_optimizer)
         self.start_step = 0
         self.history: list[dict[str, Any]] = []
+        if self.main:  # a write killed half-way leaves step-N.tmp/ or .trash-*: never used, removed here
+            for leftover in C.clean_partial(self.out):
+                log.info("removed %s left by an interrupted checkpoint write", leftover)
+        self.acc.wait_for_everyone()
         if job.resume and (ckpt := C.latest_checkpoint(self.out)) is not None:
             self._restore(ckpt)
+        self._broadcast_masks()
         if job.teacher is not None:
             job.teacher.to(self.acc.device).eval().requires_grad_(False)
 
     # --- checkpoints --------------------------------------------------------------------------
     def save(self, step: int) -> Path | None:
+        """Write checkpoint `step` atomically; every process must call it. Returns its path (main only)."""
         job, acc = self.job, self.acc
         tmp = C.checkpoint_root(self.out) / f"step-{step}.tmp"
         if self.main:
             C.begin_checkpoint(self.out, step)
-        acc.wait_for_everyone()
+        acc.wait_for_everyone()  # the folder exists before anyone writes into it
         C.save_tensors(tmp / f"rng-{self.rank}.safetensors", {"torch": torch.get_rng_state()})
+        if job.pruner is not None and job.pruner.layers:
+            C.atomic_write_text(tmp / f"masks-rank{self.rank}.sha256", C.mask_digest(job.pruner.masks()) + "\n")
+        acc.wait_for_everyone()  # every rank's files are in before the main process seals the folder
+        _check_mask_digests(tmp)  # on every rank, so that all of them stop if the masks ever diverged
         final = None
         if self.main:
             self.model.save_pretrained(tmp, state_dict=M.plain_state_dict(self.model))
@@ -173,21 +210,30 @@ class _Run:
         acc.wait_for_everyone()
         return final
 
-    def _restore(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
+    def _broadcast_masks(self) -> None:
+        """Start from rank 0's masks on every process (they are computed before the process group exists)."""
+        pruner = self.job.pruner
+        if self.world == 1 or pruner is None or not pruner.layers:
+            return
+        for module in pruner.layers.values():
+            mask = M.get_mask(module)
+            bits = mask.to(torch.uint8)
+            torch.distributed.broadcast(bits, src=0)
+            mask.copy_(bits.bool())
 
+    def _restore(self, ckpt: Path) -> None:
         state = C.read_state(ckpt)
         if state.get("world_size", 1) != self.world:
             log.warning("resuming a %s-process run on %s processes: RNG streams differ", state.get("world_size"), self.world)
         _load_model_state(self.model, C.load_tensors(ckpt / "model.safetensors"))
         if self.job.pruner is not None and (ckpt / "masks.safetensors").exists():
             self.job.pruner.load_masks(C.load_tensors(ckpt / "masks.safetensors"))
-        meta = json.loads((ckpt / "optimizer.json").read_text())
+        meta = C.read_json(ckpt / "optimizer.json")
         C.load_optimizer_tensors(self.raw_optimizer, self.names, C.load_tensors(ckpt / "optimizer.safetensors"), meta)
         rng_file = ckpt / f"rng-{self.rank}.safetensors"
         if rng_file.exists():
-            torch.set_rng_state(load_file(str(rng_file))["torch"])
-        self.history = json.loads((ckpt / "history.json").read_text()) if (ckpt / "history.json").exists() else []
+            torch.set_rng_state(C.load_tensors(rng_file)["torch"])
+        self.history = C.read_json(ckpt / "history.json") if (ckpt / "history.json").exists() else []
         self.start_step = int(state["step"])
         if self.main:
             log.info("resumed from %s (step %d)", ckpt, self.start_step)
