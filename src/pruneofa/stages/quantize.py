@@ -64,7 +64,6 @@ def run_quantize_stage(recipe: QuantizeRecipe) -> Path:
                         "prune first (finetune pruning.method=gmp or transfer), then quantize with pruning.method=lock")
     pruner = None if recipe.pruning.method == "none" else Pruner(model, recipe.pruning)  # lock first ...
     prepare_qat(model, recipe.quant)  # ... then fake quantization: fake_quant(mask * w), zeros stay 0
-    model.train()  # from_pretrained returns eval mode; the input observers only record ranges in train mode
     out = claim_output_dir(recipe)
 
     hidden = distill.alpha_hidden > 0

@@ -168,7 +168,7 @@ class _Run:
         self.out = Path(job.output_dir)
         self.main = self.acc.is_main_process
         torch.manual_seed(job.seed + self.rank)
-        self.model = job.model
+        self.model = job.model.train()  # from_pretrained returns eval mode: no dropout, QAT observers idle
         self.names = {id(p): n for n, p in self.model.named_parameters()}
         self.raw_optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.ddp_model, self.optimizer = self.acc.prepare(self.model, self.raw_optimizer)
