@@ -1,5 +1,5 @@
 // The C entry points (ctypes): one Linear layer per call, or a whole encoder per call.
-#include "attention.h"
+#include "attention_i8.h"
 #include "spmm_f32.h"
 #include "spmm_i8.h"
 
@@ -62,6 +62,7 @@ struct LayerDesc {  // one BERT layer: h = LN2(FFN(h1) + h1), h1 = LN1(O(attenti
   float ln2_eps;
   int head_dim;
   float scale;
+  int attention_int8;  // 1: int8 attention (VNNI; needs head_dim % 4 == 0), 0: fp32
 };
 
 namespace {
@@ -92,7 +93,13 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, float* h, in
   for (int l = 0; l < n_layers; ++l) widest = std::max(widest, layers[l].ffn_in.n_out);
   const size_t n_act = (size_t)ld * (3 * H + H + H + widest);  // qkv, ctx, h1, f
   const size_t xq_bytes = i8_scratch_bytes(std::max(widest, 3 * H), ld);
-  const size_t sx_floats = 2 * (size_t)ld, attn_floats = (size_t)threads * S * Sp;
+  size_t attn_per_thread = (size_t)S * Sp;
+#ifdef POFA_VNNI
+  for (int l = 0; l < n_layers; ++l)
+    if (layers[l].attention_int8)
+      attn_per_thread = std::max(attn_per_thread, attention_i8_scratch_floats(S, layers[l].head_dim));
+#endif
+  const size_t sx_floats = 2 * (size_t)ld, attn_floats = (size_t)threads * attn_per_thread;
   float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats) * sizeof(float) + xq_bytes + 64);
   float *qkv = base, *ctx = qkv + (size_t)3 * H * ld, *h1 = ctx + (size_t)H * ld, *f = h1 + (size_t)H * ld;
   Workspace ws{nullptr, f + (size_t)widest * ld};
@@ -103,7 +110,10 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, float* h, in
     const LayerDesc& L = layers[l];
     const AddLayerNorm none{nullptr, nullptr, nullptr, 0.0f};
     matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, 3 * H}, none);
-    attention_f32_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, maskT, attn);
+    if (L.attention_int8)
+      attention_i8_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, maskT, attn);
+    else
+      attention_f32_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, maskT, attn);
 #pragma omp barrier
     matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H}, AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps});
     matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out}, none);

@@ -31,7 +31,7 @@ class LayerDesc(ctypes.Structure):
     _fields_ = [("qkv", MatrixDesc), ("attn_out", MatrixDesc), ("ffn_in", MatrixDesc), ("ffn_out", MatrixDesc),
                 ("ln1_gamma", c_void_p), ("ln1_beta", c_void_p), ("ln1_eps", c_float),
                 ("ln2_gamma", c_void_p), ("ln2_beta", c_void_p), ("ln2_eps", c_float),
-                ("head_dim", c_int), ("scale", c_float)]
+                ("head_dim", c_int), ("scale", c_float), ("attention_int8", c_int)]
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -52,9 +52,11 @@ def matrix_desc(op: SparseF32Op | SparseI8Op) -> MatrixDesc:
 class NativeEncoder:
     """The descriptors of all layers, built once; the tensors they point to are owned by the layers."""
 
-    def __init__(self, layers: list, width: int, threads: int):
+    def __init__(self, layers: list, width: int, threads: int, int8_attention: bool = True):
+        """int8_attention: with int8 matmuls, also run the attention products in int8 (VNNI)."""
         self.layers = layers  # keeps every pointed-to tensor alive
         self.width, self.threads = width, threads
+        self.int8_attention = int8_attention and isinstance(layers[0].qkv, SparseI8Op) and kernels.has_vnni()
         self.descs = (LayerDesc * len(layers))(*[self._layer_desc(layer) for layer in layers])
         self.lib = kernels.lib()
         self.lib.pofa_encoder.argtypes = [c_void_p, c_int, c_void_p, c_int, c_int, c_int, c_void_p, c_int]
@@ -65,12 +67,12 @@ class NativeEncoder:
         return all(layer.feature_major for layer in layers) and len(
             {type(layer.qkv) for layer in layers}) == 1
 
-    @staticmethod
-    def _layer_desc(layer) -> LayerDesc:
+    def _layer_desc(self, layer) -> LayerDesc:
+        int8_attention = self.int8_attention and layer.head_dim % 4 == 0
         return LayerDesc(matrix_desc(layer.qkv), matrix_desc(layer.out_attn), matrix_desc(layer.ffn_in),
                          matrix_desc(layer.ffn_out), _ptr(layer.ln_attn.weight), _ptr(layer.ln_attn.bias),
                          layer.ln_attn.eps, _ptr(layer.ln_ffn.weight), _ptr(layer.ln_ffn.bias), layer.ln_ffn.eps,
-                         layer.head_dim, layer.scaling)
+                         layer.head_dim, layer.scaling, int(int8_attention))
 
     def __call__(self, h_fm: torch.Tensor, batch: int, seq: int, mask_t: torch.Tensor | None) -> torch.Tensor:
         """h_fm: feature-major [width, ld] (updated in place and returned); mask_t: additive [B, S_key, S_query]."""
