@@ -51,7 +51,7 @@ class PruneRecipe(RecipeBase):
 
 class TaskRecipe(RecipeBase):
     """Stage 3, fine-tuning on a downstream task. finetune and transfer are this one recipe (and one
-    code path) with different defaults; downstream-only pruning is finetune with pruning.method=gmp."""
+    code path) with different defaults; downstream-only pruning is either with pruning.method=gmp on a dense model."""
 
     teacher: str | None = Field(None, description="fine-tuned model of the same task to distill from")
     data: TaskDataConfig

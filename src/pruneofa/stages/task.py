@@ -5,6 +5,8 @@ finetune and transfer are one code path (`run_task_stage`) with different recipe
             downstream-only pruning (paper Table 3), with teacher=PATH it distills;
   transfer  the sparse pre-trained model's zeros are locked (pruning.method=lock: mask = weight != 0)
             while the non-zeros and the new task head train, with KD from the dense task teacher.
+            Layers the checkpoint lacks are new and dense, and lock keeps them so: the head, and BERT's
+            pooler when starting from an MLM-only checkpoint (it then lowers the reported sparsity a little).
 Tasks are sequence classification (single/pair, any number of labels, regression) and extractive
 QA; `pruneofa.tasks` loads and scores them, this module trains and evaluates models on them.
 """
