@@ -84,14 +84,15 @@ void matmul(const MatrixDesc& m, const float* x, int x_fm, int ld_x, int M, Work
 
 }  // namespace
 
-// h: feature-major [H][ld], ld = round_up(B*S, 64), updated in place through all layers.
-// maskT: additive attention mask [B][S][S], key-major (maskT[b][key][query]), or null.
-extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, float* h, int B, int S, int H, const float* maskT,
-                             int threads) {
+// x: token-major input [B*S][H]; y: token-major output [B*S][H] (may alias x). Inside, activations are
+// feature-major [features][ld], ld = round_up(B*S, 64). mask: additive, kind 0 none, 1 per key
+// [B][S], 2 full key-major [B][S_key][S_query].
+extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float* x, float* y, int B, int S, int H,
+                             const float* mask, int mask_kind, int threads) {
   const int M = B * S, ld = round_up(M, 64), Sp = round_up(S, 16);
   int widest = 0;
   for (int l = 0; l < n_layers; ++l) widest = std::max(widest, layers[l].ffn_in.n_out);
-  const size_t n_act = (size_t)ld * (3 * H + H + H + widest);  // qkv, ctx, h1, f
+  const size_t n_act = (size_t)ld * (H + 3 * H + H + H + widest);  // h, qkv, ctx, h1, f
   const size_t xq_bytes = i8_scratch_bytes(std::max(widest, 3 * H), ld);
   size_t attn_per_thread = (size_t)S * Sp;
 #ifdef POFA_VNNI
@@ -101,22 +102,27 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, float* h, in
 #endif
   const size_t sx_floats = 2 * (size_t)ld, attn_floats = (size_t)threads * attn_per_thread;
   float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats) * sizeof(float) + xq_bytes + 64);
-  float *qkv = base, *ctx = qkv + (size_t)3 * H * ld, *h1 = ctx + (size_t)H * ld, *f = h1 + (size_t)H * ld;
+  float *h = base, *qkv = h + (size_t)H * ld, *ctx = qkv + (size_t)3 * H * ld, *h1 = ctx + (size_t)H * ld;
+  float* f = h1 + (size_t)H * ld;
   Workspace ws{nullptr, f + (size_t)widest * ld};
   float* attn = ws.sx + sx_floats;
   ws.xq = (uint8_t*)(((uintptr_t)(attn + attn_floats) + 63) & ~(uintptr_t)63);  // 64-byte aligned rows
+  const Mask masks{mask, mask ? mask_kind : 0};
 #pragma omp parallel num_threads(threads)
-  for (int l = 0; l < n_layers; ++l) {
-    const LayerDesc& L = layers[l];
-    const AddLayerNorm none{nullptr, nullptr, nullptr, 0.0f};
-    matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, 3 * H}, none);
-    if (L.attention_int8)
-      attention_i8_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, maskT, attn);
-    else
-      attention_f32_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, maskT, attn);
-#pragma omp barrier
-    matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H}, AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps});
-    matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out}, none);
-    matmul(L.ffn_out, f, 1, ld, M, ws, Output{h, 1, ld, H}, AddLayerNorm{h1, L.ln2_gamma, L.ln2_beta, L.ln2_eps});
+  {
+    pack_f32(x, M, H, ld, h);  // to feature-major, padding tokens zero
+    for (int l = 0; l < n_layers; ++l) {
+      const LayerDesc& L = layers[l];
+      const AddLayerNorm none{nullptr, nullptr, nullptr, 0.0f};
+      matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, 3 * H}, none);
+      if (L.attention_int8)
+        attention_i8_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, masks, attn);
+      else
+        attention_f32_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, masks, attn);
+      matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H}, AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps});
+      matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out}, none);
+      matmul(L.ffn_out, f, 1, ld, M, ws, Output{h, 1, ld, H}, AddLayerNorm{h1, L.ln2_gamma, L.ln2_beta, L.ln2_eps});
+    }
+    unpack_f32(h, H, ld, M, y);
   }
 }

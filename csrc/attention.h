@@ -14,6 +14,14 @@ namespace pofa {
 
 constexpr int kMaxSeq = 4096;  // longest sequence the attention kernel takes (the caller checks)
 
+// Additive attention mask: none, per key ([B][S]: padding), or full and key-major ([B][S_key][S_query]).
+struct Mask {
+  const float* data;
+  int kind;  // 0 none, 1 per key, 2 full
+  const float* keys(int b, int S) const { return kind == 1 ? data + (size_t)b * S : nullptr; }
+  const float* full(int b, int S) const { return kind == 2 ? data + (size_t)b * S * S : nullptr; }
+};
+
 #ifdef POFA_AVX512
 // exp for the softmax: range reduction to 2^n * e^r, |r| <= ln2/2, degree-6 polynomial (~1 ulp).
 inline __m512 exp16(__m512 x) {
@@ -118,10 +126,9 @@ inline void context_for(const float* v, const float* pT, int ld, int S, int Sp, 
 }
 #endif
 
-// Scratch per thread: S * round_up(S, 16) floats. maskT: [B][S][S] additive, key-major (maskT[b][j][i]
-// for key j, query i), or null. Work-shared over (batch, head); ends with a barrier.
+// Scratch per thread: S * round_up(S, 16) floats. Work-shared over (batch, head); ends with a barrier.
 inline void attention_f32_team(const float* qkv, float* ctx, int ld, int B, int S, int H, int d, float scale,
-                               const float* maskT, float* scratch) {
+                               const Mask& masks, float* scratch) {
   const int Sp = round_up(S, 16);
   const int nv = Sp / 16;
   float* sT = scratch + (size_t)omp_get_thread_num() * S * Sp;
@@ -135,7 +142,7 @@ inline void attention_f32_team(const float* qkv, float* ctx, int ld, int B, int 
     const float* q = qkv + (size_t)(h * d) * ld + (size_t)b * S;
     const float* k = qkv + (size_t)(H + h * d) * ld + (size_t)b * S;
     const float* v = qkv + (size_t)(2 * H + h * d) * ld + (size_t)b * S;
-    const float* mask = maskT ? maskT + (size_t)b * S * S : nullptr;
+    const float *mask = masks.full(b, S), *key_mask = masks.keys(b, S);
     float* out = ctx + (size_t)(h * d) * ld + (size_t)b * S;
 #ifdef POFA_AVX512
     for (int i0 = 0; i0 < nv; i0 += 4) {
@@ -152,6 +159,7 @@ inline void attention_f32_team(const float* qkv, float* ctx, int ld, int B, int 
         float* row = sT + (size_t)j * Sp + 16 * c;
         __m512 s = _mm512_mul_ps(_mm512_loadu_ps(row), sc);
         if (mask) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(lanes[c], mask + (size_t)j * S + 16 * c));
+        if (key_mask) s = _mm512_add_ps(s, _mm512_set1_ps(key_mask[j]));
         _mm512_storeu_ps(row, s);
       }
     softmax_columns(sT, S, Sp);
@@ -169,7 +177,8 @@ inline void attention_f32_team(const float* qkv, float* ctx, int ld, int B, int 
         float s = 0.0f;
         if (i < S)
           for (int dd = 0; dd < d; ++dd) s += k[(size_t)dd * ld + j] * q[(size_t)dd * ld + i];
-        sT[(size_t)j * Sp + i] = s * scale + (mask && i < S ? mask[(size_t)j * S + i] : 0.0f);
+        sT[(size_t)j * Sp + i] = s * scale + (mask && i < S ? mask[(size_t)j * S + i] : 0.0f) +
+                                 (key_mask ? key_mask[j] : 0.0f);
       }
     softmax_columns(sT, S, Sp);
     for (int dd = 0; dd < d; ++dd)

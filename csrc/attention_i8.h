@@ -96,9 +96,9 @@ inline size_t attention_i8_scratch_floats(int S, int d) {
 
 // Work-shared over (batch, head); ends with a barrier. Needs d % 4 == 0 (else use the fp32 kernel).
 inline void attention_i8_team(const float* qkv, float* ctx, int ld, int B, int S, int H, int d, float scale,
-                              const float* maskT, float* scratch) {
+                              const Mask& masks, float* scratch) {
 #ifndef POFA_VNNI
-  attention_f32_team(qkv, ctx, ld, B, S, H, d, scale, maskT, scratch);
+  attention_f32_team(qkv, ctx, ld, B, S, H, d, scale, masks, scratch);
 #else
   const int Sp = round_up(S, 16), nv = Sp / 16, S4 = round_up(S, 4), dq_n = d / 4, jq_n = S4 / 4;
   float* base = scratch + (size_t)omp_get_thread_num() * attention_i8_scratch_floats(S, d);
@@ -122,7 +122,7 @@ inline void attention_i8_team(const float* qkv, float* ctx, int ld, int B, int S
     const float* q = qkv + (size_t)(h * d) * ld + (size_t)b * S;
     const float* k = qkv + (size_t)(H + h * d) * ld + (size_t)b * S;
     const float* v = qkv + (size_t)(2 * H + h * d) * ld + (size_t)b * S;
-    const float* mask = maskT ? maskT + (size_t)b * S * S : nullptr;
+    const float *mask = masks.full(b, S), *key_mask = masks.keys(b, S);
     float* out = ctx + (size_t)(h * d) * ld + (size_t)b * S;
     // per-token scales of q and k (max over the head's d features), vectorised over tokens
     for (int c = 0; c < nv; ++c) {
@@ -166,6 +166,7 @@ inline void attention_i8_team(const float* qkv, float* ctx, int ld, int B, int S
         __m512 s = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(row)), corr);
         s = _mm512_mul_ps(_mm512_mul_ps(s, kscale), _mm512_loadu_ps(sq + 16 * c));
         if (mask) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(lanes[c], mask + (size_t)j * S + 16 * c));
+        if (key_mask) s = _mm512_add_ps(s, _mm512_set1_ps(key_mask[j]));
         _mm512_storeu_ps((float*)row, s);
       }
     }

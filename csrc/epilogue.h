@@ -73,6 +73,27 @@ inline void store_tile(const float* tile, int n_rows, int n_tok, int n_pos, int 
     store_token_major(tile, n_rows, n_tok, b, act, out.y + (size_t)t0 * out.n_out + o0, out.n_out);
 }
 
+// Feature-major h[N][ld] -> token-major y[M][N] (the inverse of pack_f32), work-shared over features.
+inline void unpack_f32(const float* h, int N, int ld, int M, float* y) {
+#ifdef POFA_AVX512
+#pragma omp for schedule(static)
+  for (int k0 = 0; k0 < N; k0 += 16) {
+    const int nk = std::min(16, N - k0);
+    const __mmask16 kmask = (__mmask16)((1u << nk) - 1);
+    for (int t0 = 0; t0 < M; t0 += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < nk ? _mm512_loadu_ps(h + (size_t)(k0 + i) * ld + t0) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int j = 0; j < 16 && t0 + j < M; ++j) _mm512_mask_storeu_ps(y + (size_t)(t0 + j) * N + k0, kmask, r[j]);
+    }
+  }
+#else
+#pragma omp for schedule(static)
+  for (int k = 0; k < N; ++k)
+    for (int t = 0; t < M; ++t) y[(size_t)t * N + k] = h[(size_t)k * ld + t];
+#endif
+}
+
 // Post-op y = LayerNorm(y + residual): BERT's `LayerNorm(dense(x) + input)`. Needs whole tokens,
 // so it runs after the tile loop (the caller puts a barrier before it); work-shared over tokens.
 struct AddLayerNorm {

@@ -124,3 +124,27 @@ def test_missing_compiler_falls_back_to_dense(pruned_bert, inputs, monkeypatch, 
         assert rt.load(pruned_bert).engine == "torch"  # auto
     finally:
         build._load.cache_clear()
+
+
+@pytest.mark.parametrize("engine", ["sparse", "sparse-int8"])
+@pytest.mark.parametrize("cls_name", ["BertModel", "BertForSequenceClassification"])
+def test_fast_path_equals_transformers_forward(engine, cls_name, inputs):
+    """Plain calls skip transformers' forward (fast_path.py); both paths must give the same outputs."""
+    import transformers
+
+    model = tiny_bert(cls=getattr(transformers, cls_name))
+    m = rt.load(model, engine=engine)
+    assert m.fast_path is not None
+    calls = []
+    original = m.fast_path.native
+    m.fast_path.native = lambda *a: calls.append(1) or original(*a)
+    for kwargs in (inputs, {"input_ids": inputs["input_ids"]}, {k: inputs[k] for k in ("input_ids", "attention_mask")}):
+        fast = m(**kwargs)
+        with torch.no_grad():
+            slow = m.model(**kwargs)  # transformers' forward, same converted modules
+        assert type(fast) is type(slow)
+        for key in slow.keys():
+            torch.testing.assert_close(fast[key], slow[key], atol=1e-5, rtol=1e-5)
+    assert len(calls) == 3
+    m(**inputs, output_hidden_states=True)  # not plain: transformers' forward
+    assert len(calls) == 3

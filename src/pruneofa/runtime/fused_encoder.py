@@ -147,10 +147,8 @@ class FusedEncoder(nn.Module):
                                  use_cache=use_cache, **kwargs)
         batch, seq, width = hidden_states.shape
         if self.native is not None and seq <= MAX_NATIVE_SEQ and (attention_mask is None or attention_mask.shape[1] == 1):
-            h = self.native(to_feature_major(hidden_states.reshape(batch * seq, width)), batch, seq,
-                            key_major_additive_mask(attention_mask, batch, seq))
-            return BaseModelOutputWithPastAndCrossAttentions(
-                last_hidden_state=to_token_major(h, batch * seq).view(batch, seq, width))
+            h = self.native(hidden_states, key_major_additive_mask(attention_mask, batch, seq))
+            return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h)
         h, feature_major = hidden_states.reshape(batch * seq, width).contiguous(), False
         for layer in self.fused_layers:
             if layer.feature_major != feature_major:  # only where sparse and dense layers alternate

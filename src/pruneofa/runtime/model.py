@@ -14,6 +14,7 @@ from torch import nn
 
 from pruneofa.runtime.build import kernels_available
 from pruneofa.runtime.engines import ENGINES, SPARSE_ENGINES, ConversionReport, convert
+from pruneofa.runtime.fast_path import BertFastPath
 
 
 def default_threads() -> int:
@@ -36,6 +37,7 @@ class RuntimeModel:
     def __init__(self, model: nn.Module, report: ConversionReport):
         self.model = model
         self.report = report
+        self.fast_path = BertFastPath.build(model)  # None: always transformers' forward
 
     @property
     def engine(self) -> str:
@@ -53,13 +55,14 @@ class RuntimeModel:
         gc.disable()
         try:
             with torch.no_grad():
-                return self.model(*args, **kwargs)
+                out = self.fast_path(args, kwargs) if self.fast_path is not None else None
+                return out if out is not None else self.model(*args, **kwargs)
         finally:
             if gc_was_enabled:
                 gc.enable()
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("model", "report"):  # not set yet (e.g. during unpickling): no recursion
+        if name in ("model", "report", "fast_path"):  # not set yet (e.g. during unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.model, name)
 
@@ -103,4 +106,5 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
                       stacklevel=2)
         engine = fallback
     report = convert(model, engine, threads)
+    gc.collect()  # start from a clean heap: the conversion leaves garbage a first call would pay for
     return RuntimeModel(model, report)

@@ -59,7 +59,8 @@ class NativeEncoder:
         self.int8_attention = int8_attention and isinstance(layers[0].qkv, SparseI8Op) and kernels.has_vnni()
         self.descs = (LayerDesc * len(layers))(*[self._layer_desc(layer) for layer in layers])
         self.lib = kernels.lib()
-        self.lib.pofa_encoder.argtypes = [c_void_p, c_int, c_void_p, c_int, c_int, c_int, c_void_p, c_int]
+        self.lib.pofa_encoder.argtypes = [c_void_p, c_int, c_void_p, c_void_p, c_int, c_int, c_int, c_void_p, c_int,
+                                          c_int]
         self.lib.pofa_encoder.restype = None
 
     @staticmethod
@@ -74,15 +75,27 @@ class NativeEncoder:
                          layer.ln_attn.eps, _ptr(layer.ln_ffn.weight), _ptr(layer.ln_ffn.bias), layer.ln_ffn.eps,
                          layer.head_dim, layer.scaling, int(int8_attention))
 
-    def __call__(self, h_fm: torch.Tensor, batch: int, seq: int, mask_t: torch.Tensor | None) -> torch.Tensor:
-        """h_fm: feature-major [width, ld] (updated in place and returned); mask_t: additive [B, S_key, S_query]."""
-        self.lib.pofa_encoder(self.descs, len(self.layers), h_fm.data_ptr(), batch, seq, self.width, _ptr(mask_t),
-                              self.threads)
-        return h_fm
+    def __call__(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden [B, S, width] fp32 -> the encoder's output, same shape. mask: additive fp32, either per
+        key [B, S] (padding) or full key-major [B, S_key, S_query] (`key_major_additive_mask`)."""
+        batch, seq, width = hidden.shape
+        x = hidden.contiguous()
+        y = torch.empty_like(x)
+        kind = 0 if mask is None else (1 if mask.dim() == 2 else 2)
+        self.lib.pofa_encoder(self.descs, len(self.layers), x.data_ptr(), y.data_ptr(), batch, seq, width,
+                              _ptr(mask), kind, self.threads)
+        return y
+
+
+def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """A [B, S] 0/1 attention mask -> additive fp32 [B, S] (None if nothing is masked)."""
+    if bool(attention_mask.all()):
+        return None
+    return (1.0 - attention_mask.float()) * torch.finfo(torch.float32).min
 
 
 def key_major_additive_mask(mask: torch.Tensor | None, batch: int, seq: int) -> torch.Tensor | None:
-    """transformers' 4-D attention mask (bool: True = attend, or float additive), [B, 1|H?, S, S] ->
+    """transformers' 4-D attention mask (bool: True = attend, or float additive), [B, 1, S, S] ->
     additive fp32 [B, S_key, S_query] as the C++ attention reads it; None stays None."""
     if mask is None:
         return None
