@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pruneofa.sparsity.config import StrictModel
 
@@ -26,22 +27,38 @@ class DistillConfig(StrictModel):
     alpha_hidden: float = Field(0.0, ge=0.0, description="weight of an MSE between hidden states (needs equal widths)")
 
 
+KD_CHUNK_ROWS = 256  # positions per chunk: bounds the vocabulary-sized temporaries of the KD term
+
+
+def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Weighted sum over rows of KL(softmax(t/T) ‖ softmax(s/T))."""
+    log_p_student = F.log_softmax(student.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher.float() / temperature, dim=-1)
+    per_row = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none").sum(-1)
+    return (per_row * weight).sum()
+
+
 def kd_divergence(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """T² · KL(softmax(t/T) ‖ softmax(s/T)), summed over the last dim, averaged over counted positions.
 
     `mask` (broadcastable to the leading dims, e.g. the attention mask) says which positions count.
+    Computed in chunks of positions, each recomputed in the backward pass (activation checkpointing):
+    for an LM the softmaxes are vocabulary-sized, and holding them for every token at once would
+    cost several times the logits' own memory.
     """
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
-    if mask is None:
-        mean = per_position.mean()
-    else:
-        weight = mask.to(per_position.dtype).expand_as(per_position)
-        mean = (per_position * weight).sum() / weight.sum().clamp_min(1.0)
-    return temperature**2 * mean
+    vocab = student_logits.shape[-1]
+    student, teacher = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)
+    weight = (torch.ones(student_logits.shape[:-1], device=student.device) if mask is None
+              else mask.to(torch.float32).expand(student_logits.shape[:-1])).reshape(-1)
+    checkpointed = torch.is_grad_enabled() and student.requires_grad
+    total = student.new_zeros((), dtype=torch.float32)
+    for start in range(0, student.shape[0], KD_CHUNK_ROWS):
+        rows = slice(start, start + KD_CHUNK_ROWS)
+        args = (student[rows], teacher[rows], weight[rows], temperature)
+        total = total + (checkpoint(_kd_rows, *args, use_reentrant=False) if checkpointed else _kd_rows(*args))
+    return temperature**2 * total / weight.sum().clamp_min(1.0)
 
 
 def hidden_state_mse(student_hidden: tuple[torch.Tensor, ...], teacher_hidden: tuple[torch.Tensor, ...],
@@ -130,7 +147,8 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool, num_item
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
     if causal:
         logits, labels = logits[..., :-1, :], labels[..., 1:]
-    reduction = "sum" if num_items_in_batch is not None else "mean"
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
-                           reduction=reduction)
-    return loss / num_items_in_batch if num_items_in_batch is not None else loss
+    # only the labelled positions (15% for MLM): a full-vocabulary log-softmax over every token would
+    # cost as much memory as the logits themselves
+    counted = labels != -100
+    loss = F.cross_entropy(logits[counted].float(), labels[counted], reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else counted.sum().clamp_min(1))

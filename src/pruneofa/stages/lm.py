@@ -18,7 +18,7 @@ from transformers import DataCollatorForLanguageModeling
 
 from pruneofa.config.schema import PruneRecipe, TeacherRecipe
 from pruneofa.data.corpus import build_lm_blocks
-from pruneofa.distill import DistillConfig, distillation_loss
+from pruneofa.distill import DistillConfig, distillation_loss, task_loss
 from pruneofa.errors import UserError
 from pruneofa.models import check_same_vocab, is_causal_lm, load_lm, load_tokenizer
 from pruneofa.sparsity.pruner import Pruner
@@ -82,11 +82,15 @@ def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
     hidden = distill.alpha_hidden > 0
 
     def compute_loss(student, frozen_teacher, batch):
-        out_s = student(**batch, output_hidden_states=hidden)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        # the student runs without labels and its LM loss is taken on the labelled positions only:
+        # transformers' own loss would hold a full-vocabulary log-softmax for every token
+        out_s = student(**inputs, output_hidden_states=hidden)
+        out_s["loss"] = task_loss(out_s.logits, batch["labels"], causal)
         out_t = None
         if frozen_teacher is not None:
             with torch.no_grad():
-                out_t = frozen_teacher(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=hidden)
+                out_t = frozen_teacher(**inputs, output_hidden_states=hidden)
         return distillation_loss(out_s, out_t, distill, mask=batch["attention_mask"])
 
     hold_until = recipe.pruning.target_step if pruning else None
