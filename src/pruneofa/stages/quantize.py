@@ -20,7 +20,6 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 
 from pruneofa import __version__
 from pruneofa.config.schema import QuantizeRecipe
@@ -31,13 +30,13 @@ from pruneofa.quantization import prepare_qat, qat_layers, save_qat
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.stages.output import claim_output_dir
 from pruneofa.stages.task import (
-    TARGETS,
     batch_maker,
     check_positions,
     evaluate_splits,
     load_task_data,
     load_task_model,
     scored_splits,
+    task_objective,
 )
 from pruneofa.train.checkpoint import atomic_write_text
 from pruneofa.train.distributed import on_main
@@ -66,16 +65,7 @@ def run_quantize_stage(recipe: QuantizeRecipe) -> Path:
     prepare_qat(model, recipe.quant)  # ... then fake quantization: fake_quant(mask * w), zeros stay 0
     out = claim_output_dir(recipe)
 
-    hidden = distill.alpha_hidden > 0
-
-    def compute_loss(student, frozen_teacher, batch):
-        out_s = student(**batch, output_hidden_states=hidden)
-        out_t = None
-        if frozen_teacher is not None:
-            with torch.no_grad():
-                out_t = frozen_teacher(**{k: v for k, v in batch.items() if k not in TARGETS},
-                                       output_hidden_states=hidden)
-        return task.kd_loss(out_s, out_t, distill, batch.get("attention_mask"))
+    compute_loss = task_objective(task, distill)
 
     eval_batch = max(1, recipe.train.batch_size // recipe.train.grad_accum)
     job = TrainingJob(

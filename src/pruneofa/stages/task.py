@@ -250,6 +250,23 @@ def scored_splits(task, with_test: bool) -> list[str]:
 
 
 # --- the stages ----------------------------------------------------------------------------------
+def task_objective(task: Any, distill: DistillConfig) -> Callable:
+    """`compute_loss` for `fit`: the student sees the batch with its targets (its own loss), the
+    frozen teacher sees it without them; `task.kd_loss` combines the two."""
+    hidden = distill.alpha_hidden > 0
+
+    def compute_loss(student, frozen_teacher, batch):
+        out_s = student(**batch, output_hidden_states=hidden)
+        out_t = None
+        if frozen_teacher is not None:
+            with torch.no_grad():
+                out_t = frozen_teacher(**{k: v for k, v in batch.items() if k not in TARGETS},
+                                       output_hidden_states=hidden)
+        return task.kd_loss(out_s, out_t, distill, batch.get("attention_mask"))
+
+    return compute_loss
+
+
 def run_task_stage(recipe: TaskRecipe) -> Path:
     tokenizer = load_tokenizer(recipe.model, recipe.trust_remote_code)
     task = load_task_data(recipe.data, tokenizer)
@@ -269,16 +286,7 @@ def run_task_stage(recipe: TaskRecipe) -> Path:
         log.warning("pruning.method=lock on '%s', which has no zeros in its prunable layers: it stays dense", recipe.model)
     out = claim_output_dir(recipe)
 
-    hidden = distill.alpha_hidden > 0
-
-    def compute_loss(student, frozen_teacher, batch):
-        out_s = student(**batch, output_hidden_states=hidden)
-        out_t = None
-        if frozen_teacher is not None:
-            with torch.no_grad():
-                out_t = frozen_teacher(**{k: v for k, v in batch.items() if k not in TARGETS},
-                                       output_hidden_states=hidden)
-        return task.kd_loss(out_s, out_t, distill, batch.get("attention_mask"))
+    compute_loss = task_objective(task, distill)
 
     # evaluation covers whole splits (cap them with data.max_eval_samples), not train.eval_batches
     eval_batch = max(1, recipe.train.batch_size // recipe.train.grad_accum)
