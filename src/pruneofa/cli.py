@@ -187,6 +187,13 @@ def _quiet_libraries(verbose: bool) -> None:
         datasets.disable_progress_bars()
 
 
+def _is_main_process() -> bool:
+    # under torchrun every rank runs main(); only rank 0 reports
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -195,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command in STAGES:
             out = run_stage(ns.command, ns.args)
-            print(f"{ns.command}: wrote {out}")
+            if _is_main_process():
+                print(f"{ns.command}: wrote {out}")
             return 0
         commands = {"inspect": _cmd_inspect, "eval": _cmd_eval, "recipes": _cmd_recipes, "run": _cmd_run, "demo": _cmd_demo,
                     "export": _cmd_export}

@@ -41,8 +41,8 @@ def is_causal_lm(config: PretrainedConfig) -> bool:
     return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def load_config(name_or_path: str, trust_remote_code: bool = False) -> PretrainedConfig:
-    path = resolve_model_path(name_or_path)
+def load_config(name_or_path: str, trust_remote_code: bool = False, role: str = "model") -> PretrainedConfig:
+    path = resolve_model_path(name_or_path, role)
     if Path(path).exists() and not (Path(path) / "config.json").is_file():
         raise UserError(f"'{name_or_path}' is not a transformers model (no config.json)",
                         "point model= at a directory written by save_pretrained or a pruneofa stage")
@@ -68,13 +68,17 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     return tok
 
 
-def load_lm(name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -> PreTrainedModel:
-    """The model with an LM head for its objective; a missing head is created (and logged)."""
-    config = load_config(name_or_path, trust_remote_code)
+def load_lm(name_or_path: str, trust_remote_code: bool = False, role: str = "model", **kwargs: Any) -> PreTrainedModel:
+    """The model with an LM head for its objective; a missing head is created (and logged).
+
+    `role` ("model" or "teacher") names the recipe key in error messages.
+    """
+    config = load_config(name_or_path, trust_remote_code, role)
     auto = AutoModelForCausalLM if is_causal_lm(config) else AutoModelForMaskedLM
     try:
         model, info = auto.from_pretrained(
-            resolve_model_path(name_or_path), trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
+            resolve_model_path(name_or_path, role), trust_remote_code=trust_remote_code, output_loading_info=True,
+            use_safetensors=True, **kwargs
         )
     except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
         raise UserError(f"cannot load model '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]})",

@@ -45,7 +45,7 @@ def looks_like_hub_name(name: str) -> bool:
     return not name.startswith((".", "/", "~")) and name.count("/") <= 1 and "\\" not in name
 
 
-def resolve_model_path(name_or_path: str) -> str:
+def resolve_model_path(name_or_path: str, role: str = "model") -> str:
     """An asset name becomes its installed path; an existing path or a hub name passes through.
 
     A path that does not exist and cannot be a hub name is refused here, with the fix.
@@ -53,6 +53,6 @@ def resolve_model_path(name_or_path: str) -> str:
     if is_asset(name_or_path):
         return str(asset_path(name_or_path))
     if not Path(name_or_path).exists() and not looks_like_hub_name(name_or_path):
-        raise UserError(f"model path '{name_or_path}' does not exist",
-                        "run the stage that writes it first, or pass model=<existing directory or hub name>")
+        raise UserError(f"{role} path '{name_or_path}' does not exist",
+                        f"run the stage that writes it first, or pass {role}=<existing directory or hub name>")
     return name_or_path

@@ -71,7 +71,7 @@ def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
     if pruning:
         distill = recipe.distill
         if distill.alpha_kd > 0 or distill.alpha_hidden > 0:
-            teacher = load_lm(recipe.teacher or recipe.model, recipe.trust_remote_code)
+            teacher = load_lm(recipe.teacher or recipe.model, recipe.trust_remote_code, role="teacher")
             check_same_vocab(model, teacher)
         pruner = Pruner(model, recipe.pruning)
     train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len, recipe.seed)
