@@ -3,12 +3,20 @@
     .venv/bin/python bench/runtime_speed.py                      # small (6x384) and base, 90%
     .venv/bin/python bench/runtime_speed.py --sparsity 0.8 0.9 0.95 --rounds 40
     .venv/bin/python bench/runtime_speed.py --break-even         # per-layer break-even sparsities
+    .venv/bin/python bench/runtime_speed.py --threads 1 --clock thread   # CPU time: robust on a busy machine
 
 Random-weight BERT shapes pruned one-shot (unstructured, per layer) with pruneofa.Pruner.
 Batch 1, sequence 128. The engines run interleaved (a shuffled order every round) after a
 warm-up, so that load from other processes hits all of them alike; the table gives medians,
-p90 and the ratio of medians to dense fp32 PyTorch eager ("torch") from the same run.
-Prints a markdown table and writes JSON (--out).
+p90 and the ratio of medians to dense fp32 PyTorch eager ("torch": the unconverted transformers
+model called under torch.no_grad()) from the same run. Prints a markdown table and writes JSON (--out).
+
+--clock thread measures each call in CPU time of the calling thread (time.thread_time) instead
+of wall time: with --threads 1 that is all the work of the call, and time spent preempted by
+other processes does not count, so ratios hold on a shared machine. With 2 threads only wall
+time is meaningful, and a loaded machine distorts it (a preempted OpenMP thread stalls the
+other at the next barrier): --wait-idle waits for the load average to drop first, and the JSON
+records the load average before and after each measurement.
 """
 
 from __future__ import annotations
@@ -48,18 +56,30 @@ def pruned_bert(shape: str, sparsity: float, pattern: str = "unstructured", seed
     return model
 
 
-def interleaved(fns: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def interleaved(fns: dict, rounds: int, warmup: int, clock: str = "wall") -> dict[str, list[float]]:
     """Seconds per call of each fn, run in a shuffled order every round."""
+    now = CLOCKS[clock]
     times = {name: [] for name in fns}
     order = list(fns)
     for i in range(warmup + rounds):
         random.shuffle(order)
         for name in order:
-            t = time.perf_counter()
+            t = now()
             fns[name]()
             if i >= warmup:
-                times[name].append(time.perf_counter() - t)
+                times[name].append(now() - t)
     return times
+
+
+def wait_for_idle(max_seconds: float, threshold: float = 1.0) -> float:
+    """Wait (at most max_seconds) until the 1-minute load average is below threshold; returns it."""
+    deadline = time.time() + max_seconds
+    while os.getloadavg()[0] >= threshold and time.time() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
 
 
 def p90(values: list[float]) -> float:
@@ -67,7 +87,7 @@ def p90(values: list[float]) -> float:
 
 
 def bench_models(shapes: list[str], sparsities: list[float], engines: list[str], rounds: int, warmup: int,
-                 threads: int, pattern: str) -> list[dict]:
+                 threads: int, pattern: str, clock: str, wait_idle: float) -> list[dict]:
     import pruneofa.runtime as rt
 
     rows = []
@@ -76,34 +96,48 @@ def bench_models(shapes: list[str], sparsities: list[float], engines: list[str],
     for shape in shapes:
         for sparsity in sparsities:
             model = pruned_bert(shape, sparsity, pattern)
-            runtimes = {e: rt.load(model, engine=e, threads=threads) for e in engines}
-            reference = runtimes["torch"](**inputs).last_hidden_state
-            fns = {e: (lambda m=m: m(**inputs)) for e, m in runtimes.items()}
+
+            def eager(model=model):  # the baseline: transformers' own forward, plain PyTorch eager
+                with torch.no_grad():
+                    return model(**inputs)
+
+            runtimes = {e: rt.load(model, engine=e, threads=threads) for e in engines if e != "torch"}
+            calls = {"torch": eager, **{e: (lambda m=m: m(**inputs)) for e, m in runtimes.items()}}
+            reference = eager().last_hidden_state
+            if wait_idle:
+                wait_for_idle(wait_idle)
             load_before = os.getloadavg()[0]
-            times = interleaved(fns, rounds, warmup)
+            times = interleaved(calls, rounds, warmup, clock)
+            load_after = os.getloadavg()[0]
             base = statistics.median(times["torch"])
-            for e, m in runtimes.items():
-                err = (m(**inputs).last_hidden_state - reference).abs().max().item()
+            for e, call in calls.items():
+                out = call().last_hidden_state
                 med = statistics.median(times[e])
                 rows.append(dict(shape=shape, sparsity=sparsity, pattern=pattern, engine=e, median_ms=med * 1e3,
-                                 p90_ms=p90(times[e]) * 1e3, speedup=base / med, max_abs_diff=err,
-                                 layers=m.report.summary(), loadavg=[load_before, os.getloadavg()[0]]))
+                                 p90_ms=p90(times[e]) * 1e3, speedup=base / med,
+                                 max_abs_diff=(out - reference).abs().max().item(),
+                                 rel_err=((out - reference).norm() / reference.norm()).item(),
+                                 layers=runtimes[e].report.summary() if e in runtimes else "transformers eager",
+                                 loadavg=[load_before, load_after], clock=clock))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| shape | sparsity | engine | median ms | p90 ms | × dense fp32 | × torch-int8 | max abs diff |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | sparsity | engine | median ms | p90 ms | × dense fp32 | × torch-int8 | × dense-int8 | rel. error |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        int8 = next((x for x in rows if x["shape"] == r["shape"] and x["sparsity"] == r["sparsity"]
-                     and x["engine"] == "torch-int8"), None)
-        vs_int8 = f"{int8['median_ms'] / r['median_ms']:.2f}" if int8 else "-"
+        def ratio_to(engine: str) -> str:
+            other = next((x for x in rows if x["shape"] == r["shape"] and x["sparsity"] == r["sparsity"]
+                          and x["engine"] == engine), None)
+            return f"{other['median_ms'] / r['median_ms']:.2f}" if other else "-"
+
         lines.append(f"| {r['shape']} | {r['sparsity']:.2f} | {r['engine']} | {r['median_ms']:.2f} | "
-                     f"{r['p90_ms']:.2f} | {r['speedup']:.2f} | {vs_int8} | {r['max_abs_diff']:.2e} |")
+                     f"{r['p90_ms']:.2f} | {r['speedup']:.2f} | {ratio_to('torch-int8')} | {ratio_to('dense-int8')} | "
+                     f"{r['rel_err']:.1e} |")
     return "\n".join(lines)
 
 
-def break_even(rounds: int, threads: int) -> list[dict]:
+def break_even(rounds: int, threads: int, clock: str) -> list[dict]:
     """Per layer shape: speed-up of each sparse kernel over its dense counterpart by sparsity,
     and the break-even sparsity (linear interpolation of the speed-up around 1)."""
     from torch import nn
@@ -125,7 +159,7 @@ def break_even(rounds: int, threads: int) -> list[dict]:
                    "sparse": (lambda m=SparseLinear(lin, threads): m(x)),
                    "sparse-int8": (lambda m=SparseInt8Linear(lin, threads): m(x))}
             with torch.no_grad():
-                t = {k: statistics.median(v) for k, v in interleaved(fns, rounds, 3).items()}
+                t = {k: statistics.median(v) for k, v in interleaved(fns, rounds, 3, clock).items()}
             speedups["sparse"].append(t["dense"] / t["sparse"])
             speedups["sparse-int8"].append(t["dense-int8"] / t["sparse-int8"])
         for engine, sp in speedups.items():
@@ -150,6 +184,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="default: pruneofa.runtime.default_threads()")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall time, or CPU time of the calling thread (meaningful with --threads 1 only)")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="before each measurement wait up to this long for the load average to fall below 1")
     ap.add_argument("--break-even", action="store_true", help="per-layer break-even sparsities instead")
     ap.add_argument("--out", type=Path, default=Path("bench/results/runtime_speed.json"))
     args = ap.parse_args()
@@ -157,14 +195,17 @@ def main() -> None:
     from pruneofa.runtime import default_threads
 
     threads = args.threads or default_threads()
+    if args.clock == "thread" and threads != 1:
+        ap.error("--clock thread needs --threads 1 (CPU time of one thread misses the other threads' work)")
     torch.set_num_threads(threads)  # PyTorch's own ops (and the dense baselines) use the same count
     meta = dict(threads=threads, torch=torch.__version__, cpu=platform.processor() or platform.machine(),
-                cpu_count=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M"), batch=1, seq_len=128)
+                cpu_count=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M"), batch=1, seq_len=128,
+                clock=args.clock, rounds=args.rounds, warmup=args.warmup)
     if "torch" not in args.engines:
         args.engines = ["torch", *args.engines]
-    print(f"threads={threads} torch={torch.__version__} loadavg={os.getloadavg()[0]:.2f}")
+    print(f"threads={threads} clock={args.clock} torch={torch.__version__} loadavg={os.getloadavg()[0]:.2f}")
     if args.break_even:
-        result = dict(meta=meta, break_even=break_even(args.rounds, threads))
+        result = dict(meta=meta, break_even=break_even(args.rounds, threads, args.clock))
         print("| layer | engine | break-even sparsity | speed-up at 0.5 / 0.7 / 0.9 |\n|---|---|---|---|")
         for r in result["break_even"]:
             s = r["speedup_by_sparsity"]
@@ -172,9 +213,11 @@ def main() -> None:
             print(f"| {r['shape'][0]}→{r['shape'][1]} | {r['engine']} | {be} | {s[0.5]:.2f} / {s[0.7]:.2f} / {s[0.9]:.2f} |")
         out = args.out.with_name(args.out.stem + "_break_even.json")
     else:
-        rows = bench_models(args.shapes, args.sparsity, args.engines, args.rounds, args.warmup, threads, args.pattern)
+        rows = bench_models(args.shapes, args.sparsity, args.engines, args.rounds, args.warmup, threads, args.pattern,
+                            args.clock, args.wait_idle)
         result = dict(meta=meta, results=rows)
         print(table(rows))
+        print(f"loadavg before/after each measurement: {[r['loadavg'] for r in rows if r['engine'] == 'torch']}")
         out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

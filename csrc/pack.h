@@ -97,8 +97,51 @@ inline void pack_u8(const float* x, int M, int K, int Mp, const float* inv, uint
 #endif
 }
 
+#ifdef POFA_AVX512
+// 16 lanes of four quantised bytes each: (r0, r1, r2, r3)[lane] (+offset), the VNNI operand layout.
+inline __m512i quantize_pack4(__m512 r0, __m512 r1, __m512 r2, __m512 r3, __m512 inv, int offset) {
+  const __m512i off = _mm512_set1_epi32(offset), byte = _mm512_set1_epi32(0xFF);
+  auto q = [&](__m512 r) { return _mm512_and_si512(_mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(r, inv)), off), byte); };
+  return _mm512_or_si512(_mm512_or_si512(q(r0), _mm512_slli_epi32(q(r1), 8)),
+                         _mm512_or_si512(_mm512_slli_epi32(q(r2), 16), _mm512_slli_epi32(q(r3), 24)));
+}
+#endif
+
+// xp[kb][t] (4 bytes) = q(x[t][4kb..4kb+3]) + 128, padded with 128 (token-major input).
 inline void pack_u8x4(const float* x, int M, int K, int Mp, const float* inv, uint8_t* xp) {
   const int K4 = (K + 3) / 4;
+#ifdef POFA_AVX512
+  // 64 features (16 quads) x 16 tokens: quantise each token's 64 features into 16 int32, then a
+  // 16x16 transpose of those int32 puts 16 tokens of one quad side by side.
+  const __m512i shift = _mm512_set1_epi8((char)128);
+#pragma omp for schedule(static)
+  for (int kb0 = 0; kb0 < K4; kb0 += 16) {
+    const int nkb = std::min(16, K4 - kb0);
+    for (int t0 = 0; t0 < Mp; t0 += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        const int t = t0 + i;
+        __m512i packed = shift;  // zero point for padding tokens
+        if (t < M) {
+          const float* row = x + (size_t)t * K;
+          __m128i bytes[4];
+          for (int c = 0; c < 4; ++c) {
+            const int k = 4 * kb0 + 16 * c;
+            const int n = std::max(0, std::min(16, K - k));
+            const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), row + k), _mm512_set1_ps(inv[t]));
+            bytes[c] = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
+          }
+          packed = _mm512_inserti32x4(_mm512_castsi128_si512(bytes[0]), bytes[1], 1);
+          packed = _mm512_inserti32x4(_mm512_inserti32x4(packed, bytes[2], 2), bytes[3], 3);
+          packed = _mm512_add_epi8(packed, shift);
+        }
+        r[i] = _mm512_castsi512_ps(packed);
+      }
+      transpose16(r);
+      for (int j = 0; j < nkb; ++j) _mm512_storeu_ps((float*)(xp + ((size_t)(kb0 + j) * Mp + t0) * 4), r[j]);
+    }
+  }
+#else
 #pragma omp for schedule(static)
   for (int kb = 0; kb < K4; ++kb)
     for (int t = 0; t < Mp; ++t)
@@ -106,6 +149,7 @@ inline void pack_u8x4(const float* x, int M, int K, int Mp, const float* inv, ui
         const int k = 4 * kb + j;
         xp[((size_t)kb * Mp + t) * 4 + j] = (t < M && k < K) ? quantize_u8(x[(size_t)t * K + k], inv[t]) : 128;
       }
+#endif
 }
 
 // ---- feature-major fp32 input x[K][ld], tokens 0..Mc (Mc multiple of 16, <= ld) ----
@@ -149,12 +193,25 @@ inline void pack_u8_fm(const float* x, int K, int ld, int Mc, int Mp, const floa
 inline void pack_u8x4_fm(const float* x, int K, int ld, int Mc, int Mp, const float* inv, uint8_t* xp) {
   const int K4 = (K + 3) / 4;
 #pragma omp for schedule(static)
-  for (int kb = 0; kb < K4; ++kb)
+  for (int kb = 0; kb < K4; ++kb) {
+#ifdef POFA_AVX512
+    const __m512 zero = _mm512_setzero_ps();
+    const float* rows[4];
+    for (int j = 0; j < 4; ++j) rows[j] = 4 * kb + j < K ? x + (size_t)(4 * kb + j) * ld : nullptr;
+    for (int t = 0; t < Mc; t += 16) {
+      __m512 r[4];
+      for (int j = 0; j < 4; ++j) r[j] = rows[j] ? _mm512_loadu_ps(rows[j] + t) : zero;
+      _mm512_storeu_si512(xp + ((size_t)kb * Mp + t) * 4, quantize_pack4(r[0], r[1], r[2], r[3], _mm512_loadu_ps(inv + t), 128));
+    }
+    for (int t = Mc; t < Mp; ++t) std::memset(xp + ((size_t)kb * Mp + t) * 4, 128, 4);
+#else
     for (int t = 0; t < Mp; ++t)
       for (int j = 0; j < 4; ++j) {
         const int k = 4 * kb + j;
         xp[((size_t)kb * Mp + t) * 4 + j] = (t < Mc && k < K) ? quantize_u8(x[(size_t)k * ld + t], inv[t]) : 128;
       }
+#endif
+  }
 }
 
 }  // namespace pofa

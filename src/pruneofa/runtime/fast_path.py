@@ -48,7 +48,7 @@ class BertFastPath:
         plain = (
             not config.is_decoder
             and getattr(config, "position_embedding_type", "absolute") == "absolute"
-            and config.use_return_dict
+            and config.return_dict
             and not config.output_attentions
             and not config.output_hidden_states
         )
