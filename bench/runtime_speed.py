@@ -189,7 +189,7 @@ def main() -> None:
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                     help="before each measurement wait up to this long for the load average to fall below 1")
     ap.add_argument("--break-even", action="store_true", help="per-layer break-even sparsities instead")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/runtime_speed.json"))
+    ap.add_argument("--out", type=Path, default=Path("runs/runtime_speed.json"))
     args = ap.parse_args()
 
     from pruneofa.runtime import default_threads
