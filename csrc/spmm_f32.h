@@ -68,8 +68,7 @@ inline void spmm_f32_team(const CsrView& w, int act, const float* x, int x_fm, i
       store_tile(tile, n_rows, n_tok, 16 * n_vec, t0, o0, w.bias, act, out);
     }
   }
-  post_op(out, M, round_up(Mc, 16), post);
-#pragma omp barrier
+  post_op(out, M, round_up(Mc, 16), post);  // ends with a barrier
 }
 
 }  // namespace pofa

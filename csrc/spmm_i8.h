@@ -120,7 +120,7 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
   const int K = w.n_in;
   float* inv = sx + Mp;
   const int scaled = x_fm ? round_up(Mc, 16) : M;  // tokens whose scales are computed; the rest are 0
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait  // disjoint from the scales computed next
   for (int t = scaled; t < Mp; ++t) sx[t] = inv[t] = 0.0f;
   if (x_fm) {
     token_scales_fm(x, K, ld_x, scaled, sx, inv);
@@ -153,8 +153,7 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
       store_tile(tile, n_rows, n_tok, round_up(n_tok, 16), t0, o0, w.bias, act, out);
     }
   }
-  post_op(out, M, round_up(Mc, 16), post);
-#pragma omp barrier
+  post_op(out, M, round_up(Mc, 16), post);  // ends with a barrier
 }
 
 }  // namespace pofa

@@ -81,14 +81,19 @@ def _gelu_owners(model: nn.Module) -> dict[str, str]:
     return owners
 
 
-def convert(model: nn.Module, engine: str, threads: int) -> ConversionReport:
-    """Swap the Linear layers of `model` (in place) for `engine`; returns what was chosen per layer."""
+def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float | None = None,
+            int8_attention: bool = True) -> ConversionReport:
+    """Swap the Linear layers of `model` (in place) for `engine`; returns what was chosen per layer.
+
+    sparse_threshold: run a Linear sparse when its sparsity is at least this; None (default): when
+    it beats the dense kernel by the measured break-even sparsity of its shape (`policy.py`).
+    int8_attention: "sparse-int8" also runs the attention products in int8 (else fp32)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     report = ConversionReport(engine, threads)
     if engine in ("torch", "dense"):
         if engine == "dense":
-            report.fused_encoders = fuse_encoders(model)
+            report.fused_encoders = fuse_encoders(model, int8_attention)
         return report
     gelu_after = _gelu_owners(model) if engine in SPARSE_ENGINES else {}
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -98,7 +103,8 @@ def convert(model: nn.Module, engine: str, threads: int) -> ConversionReport:
         sparse_ok = (
             engine in SPARSE_ENGINES
             and linear.in_features <= MAX_IN_FEATURES
-            and policy.use_sparse(engine, *shape, sparsity)
+            and (policy.use_sparse(engine, *shape, sparsity) if sparse_threshold is None
+                 else sparsity >= sparse_threshold)
         )
         if sparse_ok:
             act = "gelu" if name in gelu_after else None
@@ -113,5 +119,5 @@ def convert(model: nn.Module, engine: str, threads: int) -> ConversionReport:
         else:
             report.layers.append(LayerChoice(name, shape, sparsity, "dense"))
     if engine in FUSED_ENGINES:
-        report.fused_encoders = fuse_encoders(model)
+        report.fused_encoders = fuse_encoders(model, int8_attention)
     return report

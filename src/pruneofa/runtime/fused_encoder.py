@@ -114,7 +114,7 @@ def to_token_major(h_fm: torch.Tensor, tokens: int) -> torch.Tensor:
 
 
 class FusedEncoder(nn.Module):
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, int8_attention: bool = True):
         super().__init__()
         self.original = encoder
         self.config = encoder.config
@@ -122,7 +122,8 @@ class FusedEncoder(nn.Module):
         self.native = None
         if NativeEncoder.supports(self.fused_layers):
             first = self.fused_layers[0]
-            self.native = NativeEncoder(self.fused_layers, first.heads * first.head_dim, first.qkv.threads)
+            self.native = NativeEncoder(self.fused_layers, first.heads * first.head_dim, first.qkv.threads,
+                                        int8_attention)
         self.train(encoder.training)  # a new module starts in training mode, which would disable the fast path
 
     def _fast_path_ok(self, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> bool:
@@ -160,11 +161,11 @@ class FusedEncoder(nn.Module):
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h.view(batch, seq, width))
 
 
-def fuse_encoders(model: nn.Module) -> int:
+def fuse_encoders(model: nn.Module, int8_attention: bool = True) -> int:
     """Replace every BERT-like encoder in `model` by a FusedEncoder; returns how many."""
     targets = [name for name, module in model.named_modules() if is_bert_like_encoder(module)]
     for name in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, FusedEncoder(getattr(parent, attr)))
+        setattr(parent, attr, FusedEncoder(getattr(parent, attr), int8_attention))
     return len(targets)

@@ -83,12 +83,14 @@ def _from_pretrained(path: str | Path) -> nn.Module:
 
 
 def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: int | None = None,
-         copy_model: bool = True) -> RuntimeModel:
+         copy_model: bool = True, sparse_threshold: float | None = None, int8_attention: bool = True) -> RuntimeModel:
     """Load a model directory (or take a model object) and convert it to `engine`.
 
     threads: for the sparse kernels (default: `default_threads()`); PyTorch's own ops keep
     torch's setting. copy_model: convert a deep copy of a passed model (the default) rather than
-    the model itself.
+    the model itself. sparse_threshold: per-layer choice of the sparse engines, see
+    `engines.convert` (default: the measured break-even sparsities). int8_attention: with
+    "sparse-int8", also run the attention products (QK^T, PV) in int8; False keeps them fp32.
     """
     if engine not in ("auto", *ENGINES):
         raise ValueError(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
@@ -105,6 +107,6 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
         warnings.warn(f"sparse kernels unavailable; engine {engine!r} falls back to {fallback!r}", RuntimeWarning,
                       stacklevel=2)
         engine = fallback
-    report = convert(model, engine, threads)
+    report = convert(model, engine, threads, sparse_threshold, int8_attention)
     gc.collect()  # start from a clean heap: the conversion leaves garbage a first call would pay for
     return RuntimeModel(model, report)
