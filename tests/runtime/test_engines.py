@@ -148,3 +148,24 @@ def test_fast_path_equals_transformers_forward(engine, cls_name, inputs):
     assert len(calls) == 3
     m(**inputs, output_hidden_states=True)  # not plain: transformers' forward
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("engine", ["sparse", "sparse-int8"])
+def test_mixed_sparse_and_dense_layers(engine, inputs):
+    """Layers on either side of the break-even point: per-layer choice, layout switches between
+    feature-major (all-sparse layers) and token-major layers, and no native encoder."""
+    model = tiny_bert()
+    with torch.no_grad():  # densify the second layer: it must stay dense
+        for name, module in model.encoder.layer[1].named_modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.copy_(torch.randn_like(module.weight) * 0.05)
+    m = rt.load(model, engine=engine)
+    paths = {c.name.split(".")[2]: c.path for c in m.report.layers if c.name.startswith("encoder.layer.")}
+    assert paths["0"] == engine and paths["1"] in ("dense", "dense-int8")
+    assert m.model.encoder.native is None and m.fast_path is None
+    expected = reference(model, inputs).last_hidden_state
+    out = m(**inputs).last_hidden_state
+    if engine == "sparse":
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    else:
+        assert rel_err(out, expected) < 0.05
