@@ -5,9 +5,11 @@
     out = m(input_ids=ids, attention_mask=mask)                  # what the HF model returns
     print(m.report.summary())
 
-Engines: "torch" (dense fp32 PyTorch), "torch-int8" (dense dynamic int8), "sparse" (fp32 sparse
-kernels), "sparse-int8" (int8 sparse kernels), "auto" (= "sparse" when the C++ kernels build,
-else "torch": auto never changes numerics beyond float rounding; ask for int8 explicitly).
+Engines (see engines.py): "torch" (dense fp32, transformers' forward: the reference),
+"torch-int8" (dense dynamic int8), "dense" / "dense-int8" (dense matmuls in the runtime's fused
+encoder), "sparse" (fp32 sparse kernels), "sparse-int8" (int8 sparse kernels and int8 attention),
+"auto" (= "sparse" when the C++ kernels build, else "torch": auto never changes numerics beyond
+float rounding; ask for int8 explicitly). Details and measurements: README.md in this folder.
 """
 
 from pruneofa.runtime.build import KernelBuildError, kernels_available

@@ -1,8 +1,10 @@
-"""A BERT-style encoder with the per-layer Python overhead cut down: the fast path of the runtime.
+"""A BERT-style encoder with the per-layer Python overhead cut down.
 
 transformers' eager BertLayer costs ~0.3-0.4 ms of Python/dispatch per layer on this CPU (measured
-with a tiny-width model), as much as the sparse int8 matmuls of a 6x384 model. This encoder runs
-each layer as 4 matmul calls plus one attention call:
+with a tiny-width model), as much as the sparse int8 matmuls of a 6x384 model. When every layer
+runs sparse kernels of one precision, the whole encoder is one C++ call (`native_encoder.py`).
+Otherwise (layers left dense by the policy, or the dense engines) this encoder runs each layer
+as 4 matmul calls plus one attention call:
 
     qkv = [Q|K|V](h)                      one sparse call (the three weights stacked)
     ctx = sdpa(q, k, v, mask)             PyTorch's fused attention
