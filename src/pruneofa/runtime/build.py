@@ -25,7 +25,7 @@ from pathlib import Path
 import torch  # noqa: F401  (imported first so that its libgomp is the one the kernels bind to)
 
 LIBRARY_NAME = "libpruneofa_kernels.so"
-NATIVE_FLAGS = ["-O3", "-g", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
+NATIVE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
 PORTABLE_FLAGS = ["-O3", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]  # no AVX-512: plain loops
 
 
