@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from pruneofa.sparsity.config import StrictModel
 
@@ -38,27 +37,49 @@ def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor,
     return (per_row * weight).sum()
 
 
+class _ChunkedKL(torch.autograd.Function):
+    """Σ_rows w · KL(softmax(t/T) ‖ softmax(s/T)), computed KD_CHUNK_ROWS rows at a time.
+
+    For an LM the softmaxes are vocabulary-sized for every token; autograd would keep several of
+    them alive until the backward pass. Here nothing but the inputs is kept, and the backward pass
+    writes the closed-form gradient  ∂/∂s = w · (softmax(s/T) − softmax(t/T)) / T  chunk by chunk
+    into one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, student, teacher, weight, temperature):
+        ctx.save_for_backward(student, teacher, weight)
+        ctx.temperature = temperature
+        total = student.new_zeros((), dtype=torch.float32)
+        for start in range(0, student.shape[0], KD_CHUNK_ROWS):
+            rows = slice(start, start + KD_CHUNK_ROWS)
+            total += _kd_rows(student[rows], teacher[rows], weight[rows], temperature)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        student, teacher, weight = ctx.saved_tensors
+        temperature = ctx.temperature
+        grad = torch.empty_like(student)
+        for start in range(0, student.shape[0], KD_CHUNK_ROWS):
+            rows = slice(start, start + KD_CHUNK_ROWS)
+            diff = F.softmax(student[rows].float() / temperature, -1) - F.softmax(teacher[rows].float() / temperature, -1)
+            grad[rows] = (diff * (weight[rows, None] * grad_total / temperature)).to(grad.dtype)
+        return grad, None, None, None
+
+
 def kd_divergence(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """T² · KL(softmax(t/T) ‖ softmax(s/T)), summed over the last dim, averaged over counted positions.
 
     `mask` (broadcastable to the leading dims, e.g. the attention mask) says which positions count.
-    Computed in chunks of positions, each recomputed in the backward pass (activation checkpointing):
-    for an LM the softmaxes are vocabulary-sized, and holding them for every token at once would
-    cost several times the logits' own memory.
     """
     vocab = student_logits.shape[-1]
-    student, teacher = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)
+    student, teacher = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab).detach()
     weight = (torch.ones(student_logits.shape[:-1], device=student.device) if mask is None
               else mask.to(torch.float32).expand(student_logits.shape[:-1])).reshape(-1)
-    checkpointed = torch.is_grad_enabled() and student.requires_grad
-    total = student.new_zeros((), dtype=torch.float32)
-    for start in range(0, student.shape[0], KD_CHUNK_ROWS):
-        rows = slice(start, start + KD_CHUNK_ROWS)
-        args = (student[rows], teacher[rows], weight[rows], temperature)
-        total = total + (checkpoint(_kd_rows, *args, use_reentrant=False) if checkpointed else _kd_rows(*args))
-    return temperature**2 * total / weight.sum().clamp_min(1.0)
+    return temperature**2 * _ChunkedKL.apply(student, teacher, weight, temperature) / weight.sum().clamp_min(1.0)
 
 
 def hidden_state_mse(student_hidden: tuple[torch.Tensor, ...], teacher_hidden: tuple[torch.Tensor, ...],
