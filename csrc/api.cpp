@@ -73,13 +73,13 @@ struct Workspace {
 };
 
 void matmul(const MatrixDesc& m, const float* x, int x_fm, int ld_x, int M, Workspace& ws, const Output& out,
-            const AddLayerNorm& post) {
+            const AddLayerNorm& post, const float* x_absmax) {
   if (m.kind == 0)
     spmm_f32_team(CsrView{m.n_in, m.n_out, m.ptr, m.cols, (const float*)m.vals, m.bias}, m.act, x, x_fm, ld_x, M,
                   nullptr, out, post);
   else
     spmm_i8_team(QuadView{m.n_in, m.n_out, m.ptr, m.cols, (const int32_t*)m.vals, m.w_scale, m.w_sum, m.layout, m.bias},
-                 m.act, x, x_fm, ld_x, M, ws.xq, ws.sx, out, post);
+                 m.act, x, x_fm, ld_x, M, ws.xq, ws.sx, out, post, x_absmax);
 }
 
 }  // namespace
@@ -101,12 +101,15 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
       attn_per_thread = std::max(attn_per_thread, attention_i8_scratch_floats(S, layers[l].head_dim));
 #endif
   const size_t sx_floats = 2 * (size_t)ld, attn_floats = (size_t)threads * attn_per_thread;
-  float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats) * sizeof(float) + xq_bytes + 64);
+  const size_t absmax_floats = 3 * (size_t)threads * ld;  // running maxima of h, h1, f (int8 only)
+  float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats + absmax_floats) * sizeof(float) + xq_bytes + 64);
   float *h = base, *qkv = h + (size_t)H * ld, *ctx = qkv + (size_t)3 * H * ld, *h1 = ctx + (size_t)H * ld;
   float* f = h1 + (size_t)H * ld;
   Workspace ws{nullptr, f + (size_t)widest * ld};
   float* attn = ws.sx + sx_floats;
-  ws.xq = (uint8_t*)(((uintptr_t)(attn + attn_floats) + 63) & ~(uintptr_t)63);  // 64-byte aligned rows
+  float* am_h = attn + attn_floats;
+  float *am_h1 = am_h + (size_t)threads * ld, *am_f = am_h1 + (size_t)threads * ld;
+  ws.xq = (uint8_t*)(((uintptr_t)(am_f + (size_t)threads * ld) + 63) & ~(uintptr_t)63);  // 64-byte aligned rows
   const Mask masks{mask, mask ? mask_kind : 0};
 #pragma omp parallel num_threads(threads)
   {
@@ -114,14 +117,21 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
     for (int l = 0; l < n_layers; ++l) {
       const LayerDesc& L = layers[l];
       const AddLayerNorm none{nullptr, nullptr, nullptr, 0.0f};
-      matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, 3 * H}, none);
+      // int8 layers pass the running maxima of h1, f and h on to their consumers (fp32: no use)
+      const bool track = L.ffn_in.kind == 1 && L.ffn_out.kind == 1 && L.qkv.kind == 1;
+      const bool h_tracked = track && l > 0 && layers[l - 1].ffn_out.kind == 1 && layers[l - 1].qkv.kind == 1 &&
+                             layers[l - 1].ffn_in.kind == 1;
+      matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, 3 * H}, none, h_tracked ? am_h : nullptr);
       if (L.attention_int8)
         attention_i8_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, masks, attn);
       else
         attention_f32_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, masks, attn);
-      matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H}, AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps});
-      matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out}, none);
-      matmul(L.ffn_out, f, 1, ld, M, ws, Output{h, 1, ld, H}, AddLayerNorm{h1, L.ln2_gamma, L.ln2_beta, L.ln2_eps});
+      matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H, track ? am_h1 : nullptr},
+             AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps}, nullptr);
+      matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out, track ? am_f : nullptr}, none,
+             track ? am_h1 : nullptr);
+      matmul(L.ffn_out, f, 1, ld, M, ws, Output{h, 1, ld, H, track ? am_h : nullptr},
+             AddLayerNorm{h1, L.ln2_gamma, L.ln2_beta, L.ln2_eps}, track ? am_f : nullptr);
     }
     unpack_f32(h, H, ld, M, y);
   }

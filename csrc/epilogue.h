@@ -14,6 +14,9 @@ struct Output {
   int feature_major;  // 0: y[M][N] (row stride N); 1: y[N][ld]
   int ld;             // token stride of a feature-major y (ignored for token-major)
   int n_out;          // N
+  // Feature-major only, optional: per-thread running max |y| per token, [threads][ld]. The next
+  // int8 kernel takes its per-token scales from these instead of re-reading y (`token_scales_parts`).
+  float* absmax = nullptr;
 };
 
 // Token-major: tile[r * kTokenTile + p], rows r < n_rows, positions p < n_tok, written to
@@ -43,9 +46,10 @@ inline void store_token_major(const float* tile, int n_rows, int n_tok, const fl
 #endif
 }
 
-// Feature-major: row r of the tile -> y[(o0 + r) * ld + t0 + p] for p < n_pos (a multiple of 16).
+// Feature-major: row r of the tile -> y[(o0 + r) * ld + t0 + p] for p < n_pos (a multiple of 16);
+// absmax (this thread's running maxima from token t0 on, or null) is updated with |y|.
 inline void store_feature_major(const float* tile, int n_rows, int n_pos, const float* bias, int act, float* y,
-                                int ld) {
+                                int ld, float* absmax) {
   for (int r = 0; r < n_rows; ++r) {
     const float* src = tile + r * kTokenTile;
     float* dst = y + (size_t)r * ld;
@@ -56,11 +60,20 @@ inline void store_feature_major(const float* tile, int n_rows, int n_pos, const 
       __m512 v = _mm512_add_ps(_mm512_loadu_ps(src + p), bv);
       if (act == kGelu) v = gelu16(v);
       _mm512_storeu_ps(dst + p, v);
+      if (absmax) _mm512_storeu_ps(absmax + p, _mm512_max_ps(_mm512_loadu_ps(absmax + p), _mm512_abs_ps(v)));
     }
 #else
-    for (int p = 0; p < n_pos; ++p) dst[p] = act == kGelu ? gelu(src[p] + b) : src[p] + b;
+    for (int p = 0; p < n_pos; ++p) {
+      dst[p] = act == kGelu ? gelu(src[p] + b) : src[p] + b;
+      if (absmax) absmax[p] = std::max(absmax[p], std::fabs(dst[p]));
+    }
 #endif
   }
+}
+
+// Start this thread's running maxima for an output (call before its tiles; each thread owns its slice).
+inline void reset_absmax(const Output& out, int M_cols) {
+  if (out.absmax) std::fill_n(out.absmax + (size_t)omp_get_thread_num() * out.ld, M_cols, 0.0f);
 }
 
 // Write a tile whose first token is t0 and first output row o0.
@@ -68,7 +81,8 @@ inline void store_tile(const float* tile, int n_rows, int n_tok, int n_pos, int 
                        int act, const Output& out) {
   const float* b = bias ? bias + o0 : nullptr;
   if (out.feature_major)
-    store_feature_major(tile, n_rows, n_pos, b, act, out.y + (size_t)o0 * out.ld + t0, out.ld);
+    store_feature_major(tile, n_rows, n_pos, b, act, out.y + (size_t)o0 * out.ld + t0, out.ld,
+                        out.absmax ? out.absmax + (size_t)omp_get_thread_num() * out.ld + t0 : nullptr);
   else
     store_token_major(tile, n_rows, n_tok, b, act, out.y + (size_t)t0 * out.n_out + o0, out.n_out);
 }
@@ -128,7 +142,9 @@ inline void add_layer_norm_token_major(float* y, int M, int N, const AddLayerNor
 // vector accumulators, so the adds do not serialise on latency). Work-shared over 64-token chunks.
 constexpr int kColumnChunk = 64;
 
-inline void add_layer_norm_feature_major(float* y, int M_cols, int N, int ld, const AddLayerNorm& p) {
+// absmax (optional, [threads][ld]): the final max |y| per token goes to slice 0, the other slices are
+// zeroed, so that their max is exact whichever thread normalised which tokens.
+inline void add_layer_norm_feature_major(float* y, int M_cols, int N, int ld, const AddLayerNorm& p, float* absmax) {
 #pragma omp for schedule(static)
   for (int t0 = 0; t0 < M_cols; t0 += kColumnChunk) {
     const int w = std::min(kColumnChunk, M_cols - t0);
@@ -149,11 +165,20 @@ inline void add_layer_norm_feature_major(float* y, int M_cols, int N, int ld, co
       for (int i = 0; i < w; ++i) sq[i] += (row[i] - mean[i]) * (row[i] - mean[i]);
     }
     for (int i = 0; i < w; ++i) rstd[i] = 1.0f / std::sqrt(sq[i] / N + p.eps);
+    float mx[kColumnChunk] = {};
     for (int k = 0; k < N; ++k) {  // pass 3: normalise
       float* row = y + (size_t)k * ld + t0;
       const float g = p.gamma[k], b = p.beta[k];
 #pragma omp simd
-      for (int i = 0; i < w; ++i) row[i] = (row[i] - mean[i]) * rstd[i] * g + b;
+      for (int i = 0; i < w; ++i) {
+        row[i] = (row[i] - mean[i]) * rstd[i] * g + b;
+        mx[i] = std::max(mx[i], std::fabs(row[i]));
+      }
+    }
+    if (absmax) {
+      const int parts = omp_get_num_threads();
+      for (int j = 0; j < parts; ++j)
+        for (int i = 0; i < w; ++i) absmax[(size_t)j * ld + t0 + i] = j == 0 ? mx[i] : 0.0f;
     }
   }
 }
@@ -163,7 +188,7 @@ inline void post_op(const Output& out, int M, int M_cols, const AddLayerNorm& p)
 #pragma omp barrier
   if (!p.residual) return;
   if (out.feature_major)
-    add_layer_norm_feature_major(out.y, M_cols, out.n_out, out.ld, p);
+    add_layer_norm_feature_major(out.y, M_cols, out.n_out, out.ld, p, out.absmax);
   else
     add_layer_norm_token_major(out.y, M, out.n_out, p);
 }

@@ -171,6 +171,17 @@ inline void token_scales_fm(const float* x, int K, int ld, int Mc, float* scale,
   }
 }
 
+// The same from per-thread running maxima [parts][ld] kept by the producer of x (Output::absmax).
+inline void token_scales_parts(const float* parts, int n_parts, int ld, int Mc, float* scale, float* inv) {
+#pragma omp for schedule(static)
+  for (int t = 0; t < Mc; ++t) {
+    float m = 0.0f;
+    for (int j = 0; j < n_parts; ++j) m = std::max(m, parts[(size_t)j * ld + t]);
+    scale[t] = m / 127.0f;
+    inv[t] = m > 0.0f ? 127.0f / m : 0.0f;
+  }
+}
+
 // xt[k][t] = q(x[k][t]) for t < Mc; columns Mc..Mp are set to the zero point.
 inline void pack_u8_fm(const float* x, int K, int ld, int Mc, int Mp, const float* inv, uint8_t* xt) {
 #pragma omp for schedule(static)

@@ -53,6 +53,7 @@ inline void spmm_f32_team(const CsrView& w, int act, const float* x, int x_fm, i
   const int Mc = out.feature_major ? out.ld : M;
   const int Mp = x_fm ? ld_x : round_up(Mc, 16);
   const float* xt = x_fm ? x : xt_scratch;
+  reset_absmax(out, round_up(Mc, 16));
   if (!x_fm) pack_f32(x, M, w.n_in, Mp, xt_scratch);  // ends with the work-sharing barrier
   int b_lo, b_hi;
   balanced_range(w.row_ptr, w.n_out, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);

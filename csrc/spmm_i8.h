@@ -112,9 +112,10 @@ inline size_t i8_scratch_bytes(int K, int Mc) {
 }
 
 // Inside a parallel region; layouts as spmm_f32_team. xq: i8_scratch_bytes(K, Mc) bytes;
-// sx: 2 * round_up(Mc, 64) floats. Ends with a barrier.
+// sx: 2 * round_up(Mc, 64) floats. x_absmax (feature-major x only, optional): the running maxima
+// its producer kept (Output::absmax, one slice per thread of this team). Ends with a barrier.
 inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, int ld_x, int M, uint8_t* xq, float* sx,
-                         const Output& out, const AddLayerNorm& post) {
+                         const Output& out, const AddLayerNorm& post, const float* x_absmax = nullptr) {
   const int Mc = out.feature_major ? out.ld : M;
   const int Mp = round_up(Mc, 64);
   const int K = w.n_in;
@@ -122,8 +123,12 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
   const int scaled = x_fm ? round_up(Mc, 16) : M;  // tokens whose scales are computed; the rest are 0
 #pragma omp for schedule(static) nowait  // disjoint from the scales computed next
   for (int t = scaled; t < Mp; ++t) sx[t] = inv[t] = 0.0f;
+  reset_absmax(out, round_up(Mc, 16));
   if (x_fm) {
-    token_scales_fm(x, K, ld_x, scaled, sx, inv);
+    if (x_absmax)
+      token_scales_parts(x_absmax, omp_get_num_threads(), ld_x, scaled, sx, inv);
+    else
+      token_scales_fm(x, K, ld_x, scaled, sx, inv);
     if (w.layout == kBlocks) pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq); else pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq);
   } else {
     token_scales(x, M, K, sx, inv);
