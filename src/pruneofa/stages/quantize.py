@@ -25,16 +25,13 @@ from pruneofa import __version__
 from pruneofa.config.schema import QuantizeRecipe
 from pruneofa.errors import UserError
 from pruneofa.inspect import sparsity_of_model
-from pruneofa.models import check_same_vocab, load_tokenizer
 from pruneofa.quantization import prepare_qat, qat_layers, save_qat
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.stages.output import claim_output_dir
 from pruneofa.stages.task import (
     batch_maker,
-    check_positions,
     evaluate_splits,
-    load_task_data,
-    load_task_model,
+    load_training_inputs,
     scored_splits,
     task_objective,
 )
@@ -44,20 +41,9 @@ from pruneofa.train.loop import TrainingJob, fit
 
 
 def run_quantize_stage(recipe: QuantizeRecipe) -> Path:
-    tokenizer = load_tokenizer(recipe.model, recipe.trust_remote_code)
-    task = load_task_data(recipe.data, tokenizer)
-    if task.train is None:
-        raise UserError(f"data.task={recipe.data.task} has no training split", "set data.train_file")
-    if len(task.train) < recipe.train.batch_size:
-        raise UserError(f"only {len(task.train)} training examples for train.batch_size={recipe.train.batch_size}",
-                        "add data or lower train.batch_size")
     # the model is a finetune/transfer output: its task head is trained and must match the task
-    model = load_task_model(recipe.model, task, recipe.trust_remote_code, "model", trained_head=True)
-    check_positions(model, recipe.data.max_seq_len)
-    distill, teacher = recipe.distill, None
-    if distill.alpha_kd > 0 or distill.alpha_hidden > 0:
-        teacher = load_task_model(recipe.teacher, task, recipe.trust_remote_code, "teacher", trained_head=True)
-        check_same_vocab(model, teacher)
+    tokenizer, task, model, teacher = load_training_inputs(recipe, trained_head=True)
+    distill = recipe.distill
     if recipe.pruning.method == "gmp":
         raise UserError("pruning.method=gmp is not supported by quantize",
                         "prune first (finetune pruning.method=gmp or transfer), then quantize with pruning.method=lock")

@@ -267,20 +267,28 @@ def task_objective(task: Any, distill: DistillConfig) -> Callable:
     return compute_loss
 
 
-def run_task_stage(recipe: TaskRecipe) -> Path:
+def load_training_inputs(recipe: TaskRecipe, trained_head: bool) -> tuple[Any, Any, Any, Any]:
+    """(tokenizer, task, model, teacher) of a task-training recipe, every input checked before the
+    output dir is claimed. `trained_head`: the model must already carry this task's head."""
     tokenizer = load_tokenizer(recipe.model, recipe.trust_remote_code)
     task = load_task_data(recipe.data, tokenizer)
     if task.train is None:
         raise UserError(f"data.task={recipe.data.task} has no training split", "set data.train_file")
-    if len(task.train) < recipe.train.batch_size:  # checked before the output dir is claimed
+    if len(task.train) < recipe.train.batch_size:
         raise UserError(f"only {len(task.train)} training examples for train.batch_size={recipe.train.batch_size}",
                         "add data or lower train.batch_size")
-    model = load_task_model(recipe.model, task, recipe.trust_remote_code, "model", trained_head=False)
+    model = load_task_model(recipe.model, task, recipe.trust_remote_code, "model", trained_head=trained_head)
     check_positions(model, recipe.data.max_seq_len)
-    distill, teacher = recipe.distill, None
-    if distill.alpha_kd > 0 or distill.alpha_hidden > 0:
+    teacher = None
+    if recipe.distill.alpha_kd > 0 or recipe.distill.alpha_hidden > 0:
         teacher = load_task_model(recipe.teacher, task, recipe.trust_remote_code, "teacher", trained_head=True)
         check_same_vocab(model, teacher)
+    return tokenizer, task, model, teacher
+
+
+def run_task_stage(recipe: TaskRecipe) -> Path:
+    tokenizer, task, model, teacher = load_training_inputs(recipe, trained_head=False)
+    distill = recipe.distill
     pruner = None if recipe.pruning.method == "none" else Pruner(model, recipe.pruning)
     if recipe.pruning.method == "lock" and pruner.overall_sparsity() == 0:
         log.warning("pruning.method=lock on '%s', which has no zeros in its prunable layers: it stays dense", recipe.model)
