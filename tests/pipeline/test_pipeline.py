@@ -10,12 +10,14 @@ import yaml
 
 from pruneofa.cli import main
 from pruneofa.inspect import inspect_dir
+from pruneofa.pipeline.commands import COMMANDS
 from pruneofa.pipeline.report import fmt
 from pruneofa.pipeline.runner import PipelineRunner, load_pipeline
 
 SEQ = 32
 WORDS = "good bad great awful fine movie plot actor scene boring fun slow long short music".split()
-STEPS = ["teacher", "prune", "rt-teacher", "rt-sparse", "eval"]
+STEPS = ["teacher", "prune", "rt-teacher", "rt-sparse", "rt-int8", "export-sparse", "export-int8", "eval"]
+TRAINING_STEPS = STEPS[:5]
 
 
 def write_csv(path, seed, n):
@@ -55,6 +57,7 @@ def demo_overrides(model, corpus, files):
         "prune": {**lm_tiny(corpus), "pruning.target_step": 2, "pruning.stop_step": 3, "pruning.frequency": 1},
         "rt-teacher": {**task_tiny(files), "train.lr": 1e-3},
         "rt-sparse": task_tiny(files),
+        "rt-int8": task_tiny(files),
         "eval": {"data.max_eval_samples": "null"},
     }
     return [f"quick.{step}.{k}={v}" for step, values in per_step.items() for k, v in values.items()]
@@ -77,12 +80,18 @@ def test_demo_runs_every_step_in_order_and_passes_outputs_on(demo_run):
     state = json.loads((out / "pipeline.json").read_text())
     assert state["order"] == STEPS and state["quick"] is True
     assert all(state["steps"][s]["status"] == "done" for s in STEPS)
-    assert [meta(out / s)["stage"] for s in STEPS[:4]] == ["teacher", "prune", "finetune", "transfer"]
+    assert [meta(out / s)["stage"] for s in TRAINING_STEPS] == ["teacher", "prune", "finetune", "transfer", "quantize"]
     assert meta(out / "prune")["recipe"]["model"] == str(out / "teacher")
     assert meta(out / "rt-teacher")["recipe"]["model"] == str(out / "teacher")
     transfer = meta(out / "rt-sparse")["recipe"]
     assert transfer["model"] == str(out / "prune") and transfer["teacher"] == str(out / "rt-teacher")
     assert meta(out / "prune")["recipe"]["pruning"]["target_sparsity"] == 0.85  # from demo.yaml itself
+    quantize = meta(out / "rt-int8")["recipe"]
+    assert quantize["model"] == str(out / "rt-sparse") and quantize["teacher"] == str(out / "rt-teacher")
+    for step, model in (("export-sparse", "rt-sparse"), ("export-int8", "rt-int8")):
+        marker = json.loads((out / step / "export.json").read_text())
+        assert marker["model"] == str(out / model) and marker["format"] == "compressed"
+        assert list((out / step).glob("*.safetensors")) and not list(out.glob(f".{step}.partial-*"))
     scored = json.loads((out / "eval" / "eval_metrics.json").read_text())
     assert scored["test/accuracy"] == json.loads((out / "rt-sparse" / "metrics.json").read_text())["test/accuracy"]
 
@@ -96,27 +105,30 @@ def test_report_figures_match_report_json_and_the_stages_metrics(demo_run, capsy
     report = json.loads((report_dir / "report.json").read_text())
     md = (report_dir / "report.md").read_text()
     dense, sparse, int8 = report["rows"]
-    for row, step in ((dense, "rt-teacher"), (sparse, "rt-sparse")):
+    files = {"rt-teacher": out / "rt-teacher" / "model.safetensors", "rt-sparse": out / "export-sparse",
+             "rt-int8": out / "export-int8"}
+    for row, step in ((dense, "rt-teacher"), (sparse, "rt-sparse"), (int8, "rt-int8")):
         metrics = json.loads((out / step / "metrics.json").read_text())
         assert row["metric"] == "test/accuracy" and row["accuracy"] == metrics["test/accuracy"]
         assert row["sparsity"] == inspect_dir(out / step)["overall"]
-        assert row["size_mb"] == (out / step / "model.safetensors").stat().st_size / 1e6
+        weights = [files[step]] if files[step].is_file() else list(files[step].glob("*.safetensors"))
+        assert row["size_mb"] == sum(f.stat().st_size for f in weights) / 1e6
         table_row = next(line for line in md.splitlines() if line.startswith(f"| {row['label']} |"))
         for key in ("accuracy", "sparsity", "size_mb"):
             assert f"| {fmt(row[key], key)} |" in table_row
         assert f"| {fmt(row['ratio']['accuracy'], 'ratio')} |" in table_row
-    assert sparse["sparsity"] > 0.7 and dense["sparsity"] == 0.0
-    assert int8["accuracy"] is None and sparse["latency_ms"] is None
-    assert md.count("not measured") >= 4 and "sparse_int8.accuracy" in report["not_measured"]
+    assert sparse["sparsity"] > 0.7 and dense["sparsity"] == 0.0 and int8["sparsity"] == sparse["sparsity"]
+    assert int8["size_mb"] < sparse["size_mb"] < dense["size_mb"]  # the compressed exports really shrink
+    assert sparse["file"].startswith("compressed fp32") and int8["file"].startswith("compressed int8")
 
 
 def test_rerun_skips_every_finished_step(demo_run, capsys):
     out, argv = demo_run
-    before = {s: (out / s / "pruneofa.json").stat().st_mtime_ns for s in STEPS[:4]}
+    before = {s: (out / s / "pruneofa.json").stat().st_mtime_ns for s in TRAINING_STEPS}
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.err.count("done in an earlier run, skipped") == len(STEPS)
-    assert before == {s: (out / s / "pruneofa.json").stat().st_mtime_ns for s in STEPS[:4]}
+    assert before == {s: (out / s / "pruneofa.json").stat().st_mtime_ns for s in TRAINING_STEPS}
     assert "| dense (task teacher) |" in captured.out and f"report: {out / 'report' / 'report.md'}" in captured.out
 
 
@@ -198,6 +210,8 @@ def test_plan_passes_outputs_and_redoes_what_depends_on_a_changed_step(tmp_path)
     ({"a": {"stage": "teacher", "oops": 1}}, "unknown recipe key 'steps.a.oops'"),
     ({"a": {"stage": "quantize-everything"}}, "unknown stage 'quantize-everything'"),
     ({"a": {"stage": "teacher", "overrides": {"model": "${b}"}}, "b": {"stage": "teacher"}}, "names no earlier step"),
+    ({"a": {"stage": "export", "overrides": {"model": "m", "fromat": "hf"}}}, "unknown export option(s) fromat"),
+    ({"a": {"stage": "export", "recipe": "offline", "overrides": {"model": "m"}}}, "takes no recipe"),
 ])
 def test_bad_pipeline_recipes_are_refused_in_one_line(steps, message, tmp_path, capsys):
     recipe = write_pipeline(tmp_path / "p.yaml", steps, tmp_path / "out")
@@ -215,6 +229,6 @@ def test_the_shipped_demo_is_valid_and_fits_its_schedules():
 
     for quick in (False, True):
         for name, spec in pipeline.steps.items():
-            if spec.stage != "eval":
+            if spec.stage not in COMMANDS:
                 load_recipe(spec.stage, spec.recipe, as_args(resolve_step(pipeline, name, quick)))
     assert re.search(r"pruning.target_sparsity", str(pipeline.steps["prune"].overrides))

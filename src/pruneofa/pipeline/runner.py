@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from pruneofa.config.loader import apply_overrides, find_recipe, load_yaml, recipes_dir
 from pruneofa.errors import UserError
+from pruneofa.pipeline.commands import COMMANDS, run_command
 from pruneofa.pipeline.schema import REF, PipelineRecipe, validate_pipeline
 from pruneofa.train.checkpoint import atomic_write_text
 
@@ -69,8 +70,9 @@ def resolve_step(pipeline: PipelineRecipe, name: str, quick: bool) -> dict[str, 
 
     resolved = {k: subst(v) for k, v in merged.items()}
     resolved["output_dir"] = str(step_output(pipeline, name))
-    if spec.stage == "eval" and "model" not in resolved:
-        raise UserError(f"step '{name}' (eval) has no model", "set overrides: {model: ${step}} to the model to score")
+    if spec.stage in COMMANDS and "model" not in resolved:
+        raise UserError(f"step '{name}' ({spec.stage}) has no model",
+                        "set overrides: {model: ${step}} to the model it works on")
     return resolved
 
 
@@ -90,7 +92,7 @@ def inputs_of(pipeline: PipelineRecipe, name: str, quick: bool) -> set[str]:
 
 
 def is_complete(stage: str, out: Path) -> bool:
-    return (out / "eval_metrics.json").is_file() if stage == "eval" else (out / "pruneofa.json").is_file()
+    return (out / (COMMANDS[stage].marker if stage in COMMANDS else "pruneofa.json")).is_file()
 
 
 # --- cost estimate for the ETA line ------------------------------------------------------------
@@ -98,7 +100,7 @@ def is_complete(stage: str, out: Path) -> bool:
 def estimate_units(stage: str, recipe: str | None, values: dict[str, Any]) -> float:
     """Rough cost of a step in token-steps (x1.3 with a KD teacher) plus a fixed start-up cost; the ETA
     scales the sum by the seconds per unit measured on the finished steps of this run."""
-    if stage == "eval":
+    if stage in COMMANDS:
         return 3 * STAGE_OVERHEAD_UNITS
     try:
         data = apply_overrides(load_yaml(find_recipe(stage, recipe)), as_args(values))
@@ -128,15 +130,9 @@ def _now() -> str:
 
 
 def run_step(stage: str, recipe: str | None, values: dict[str, Any]) -> Path:
-    """Run one stage in this process, exactly as `pruneofa STAGE [RECIPE] key=value ...` would."""
-    if stage == "eval":
-        from pruneofa.stages.task import run_eval
-
-        values = dict(values)
-        model = values.pop("model")
-        output = Path(values.pop("output_dir"))
-        _, path = run_eval(model, recipe, as_args(values), str(output / "eval_metrics.json"))
-        return path.parent
+    """Run one step in this process, exactly as `pruneofa STAGE [RECIPE] key=value ...` (or the command) would."""
+    if stage in COMMANDS:
+        return run_command(stage, recipe, values)
     from pruneofa.cli import run_stage
 
     return run_stage(stage, ([recipe] if recipe else []) + as_args(values))
@@ -182,7 +178,7 @@ class PipelineRunner:
             user_set = {"resume", "overwrite"} & set(values)
             if done and same and not upstream:
                 action = "skip"
-            elif spec.stage == "eval" or user_set:
+            elif spec.stage in COMMANDS or user_set:
                 action = "run"
             elif done or (record and not same) or (upstream and (out / "run.json").is_file()):
                 action = "redo"

@@ -27,11 +27,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pruneofa.config.loader import format_validation_error
 from pruneofa.errors import UserError
+from pruneofa.pipeline.commands import COMMANDS, check_options
 from pruneofa.sparsity.config import StrictModel
 
 REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-EXTRA_STAGES = ("eval",)  # commands that the pipeline can run besides cli.STAGES
 
 
 def flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -51,7 +51,7 @@ def references(value: Any) -> list[str]:
 
 
 class StepSpec(StrictModel):
-    stage: str = Field(description="a registered CLI stage, or eval")
+    stage: str = Field(description="a registered CLI stage, or a command: eval, export, bench")
     recipe: str | None = Field(None, description="shipped recipe name or YAML path (default: the stage's offline recipe)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted or nested keys of the stage recipe")
 
@@ -60,7 +60,7 @@ class StepSpec(StrictModel):
     def _known_stage(cls, stage: str) -> str:
         from pruneofa.cli import STAGES
 
-        known = [*STAGES, *EXTRA_STAGES]
+        known = [*STAGES, *COMMANDS]
         if stage not in known:
             raise ValueError(f"unknown stage '{stage}' (this pruneofa has: {', '.join(known)})")
         return stage
@@ -70,11 +70,18 @@ class StepSpec(StrictModel):
     def _flat(cls, overrides: dict[str, Any]) -> dict[str, Any]:
         return flatten(overrides)
 
+    @model_validator(mode="after")
+    def _command_options(self) -> "StepSpec":
+        if self.stage in COMMANDS and self.stage != "eval" and self.recipe is not None:
+            raise ValueError(f"a {self.stage} step takes no recipe, only its options as overrides")
+        check_options(self.stage, list(self.overrides))
+        return self
+
 
 class ReportSpec(StrictModel):
     dense: str | None = Field(None, description="step of the dense task model (default: the last finetune step)")
     sparse: str | None = Field(None, description="step of the sparse task model (default: the last transfer step)")
-    sparse_int8: str | None = Field(None, description="step of the quantized sparse model (default: none)")
+    sparse_int8: str | None = Field(None, description="step of the quantized sparse model (default: the last quantize step)")
     pruning: str | None = Field(None, description="step of the student pruning (default: the last prune step)")
     bench: str | None = Field(None, description="step of a latency benchmark (default: the last bench step)")
 
@@ -116,7 +123,8 @@ class PipelineRecipe(StrictModel):
         named = getattr(self.report, role)
         if named:
             return named
-        by_stage = {"dense": "finetune", "sparse": "transfer", "pruning": "prune", "bench": "bench"}.get(role)
+        by_stage = {"dense": "finetune", "sparse": "transfer", "sparse_int8": "quantize", "pruning": "prune",
+                    "bench": "bench"}.get(role)
         found = [n for n, s in self.steps.items() if s.stage == by_stage]
         return found[-1] if found else None
 
