@@ -134,6 +134,14 @@ def _cmd_export(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    from pruneofa.bench.command import run_bench_command
+
+    print(run_bench_command(ns.model_dir, ns.batch_sizes, ns.seq_len, ns.engines, ns.rounds, ns.warmup, ns.threads,
+                            ns.json, ns.output_dir, not ns.no_memory))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -160,6 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, metavar="DIR")
     p.add_argument("--dtype", metavar="fp32|fp16|int8", help="value storage (compressed) or int8 QDQ (onnx)")
     p.add_argument("--int8", action="store_true", help="same as --dtype int8 (onnx: uses the QAT dir's scales)")
+    p = sub.add_parser("bench", help="latency, throughput, memory and size of every inference engine vs dense fp32 "
+                       "PyTorch", parents=[common])
+    p.add_argument("model_dir")
+    p.add_argument("--batch-sizes", default="1", metavar="1,8", help="comma-separated batch sizes (default: 1)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
+    p.add_argument("--engines", metavar="a,b", help="comma-separated engines (default: all; torch fp32 always runs)")
+    p.add_argument("--rounds", type=int, default=20, help="timed rounds, all engines interleaved (default: 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default: 3)")
+    p.add_argument("--threads", type=int, help="threads of every engine (default: the CPUs this process may use)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a markdown table")
+    p.add_argument("--output-dir", metavar="DIR", help="also write DIR/bench.json (atomically)")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-engine peak-memory subprocesses")
     p = sub.add_parser("run", help="run a pipeline recipe: its stages in order, resumable, then a report",
                        parents=[common])
     p.add_argument("args", nargs="*", metavar="PIPELINE [key=value]",
@@ -206,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ns.command}: wrote {out}")
             return 0
         commands = {"inspect": _cmd_inspect, "eval": _cmd_eval, "recipes": _cmd_recipes, "run": _cmd_run, "demo": _cmd_demo,
-                    "export": _cmd_export}
+                    "export": _cmd_export, "bench": _cmd_bench}
         return commands[ns.command](ns)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -54,9 +54,19 @@ def training_history(out: Path) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else []
 
 
-def latency_ms(bench_out: Path | None) -> float | None:
-    """Latency at batch 1, seq 128 from a bench step's output (bench.json or metrics.json), if any."""
+# report row -> the `pruneofa bench` summary key of its engine (dense fp32 PyTorch, sparse fp32, sparse int8)
+BENCH_LATENCY_KEYS = {"dense": "dense_fp32_ms", "sparse": "sparse_fp32_ms", "sparse_int8": "sparse_int8_ms"}
+
+
+def latency_ms(bench_out: Path | None, role: str = "sparse") -> float | None:
+    """Latency at batch 1, seq 128 of the report row `role` from a bench step's output, if any:
+    bench.json's summary (`pruneofa bench`), else a single figure in bench.json or metrics.json."""
     if bench_out is None:
+        return None
+    summary = read_json(bench_out / "bench.json").get("summary") or {}
+    if isinstance(summary.get(BENCH_LATENCY_KEYS.get(role, "")), (int, float)):
+        return float(summary[BENCH_LATENCY_KEYS[role]])
+    if role != "sparse":
         return None
     for name in ("bench.json", "metrics.json"):
         data = read_json(bench_out / name)
@@ -101,8 +111,7 @@ def model_row(pipeline: PipelineRecipe, role: str, label: str, dirs: dict[str, P
     exported = exported_file(pipeline, step, dirs)
     size, file = exported or (weights_size_mb(d), "model.safetensors")
     row.update(dir=str(d), sparsity=inspect_dir(d)["overall"], size_mb=size, file=file)
-    if role == "sparse":
-        row["latency_ms"] = latency
+    row["latency_ms"] = latency
     return row
 
 
@@ -249,8 +258,8 @@ def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
     out = Path(out)
     dirs = step_dirs(pipeline, out)
     bench = pipeline.step_for("bench")
-    latency = latency_ms(dirs.get(bench) if bench else None)
-    rows = [model_row(pipeline, role, label, dirs, latency) for role, label in ROWS]
+    bench_out = dirs.get(bench) if bench else None
+    rows = [model_row(pipeline, role, label, dirs, latency_ms(bench_out, role)) for role, label in ROWS]
     add_ratios(rows)
     sparse_dir = rows[1]["dir"]
     layers = inspect_dir(sparse_dir)["layers"] if sparse_dir else {}

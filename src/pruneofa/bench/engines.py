@@ -1,0 +1,118 @@
+"""The engines `pruneofa bench` compares, each loaded from its own artifact (artifacts.py).
+
+    torch        dense fp32 PyTorch eager, transformers' forward: the reference of every ratio
+    torch-int8   PyTorch dynamic int8 (fbgemm), transformers' forward    (pruneofa.runtime)
+    dense        dense fp32 in pruneofa.runtime's fused encoder
+    dense-int8   dense dynamic int8 in the fused encoder
+    sparse       pruneofa.runtime sparse fp32 kernels, from the compressed fp32 checkpoint
+    sparse-int8  pruneofa.runtime sparse int8 kernels, from the compressed int8 checkpoint
+    ort          onnxruntime fp32 (CPU provider, all graph optimizations)
+    ort-int8     onnxruntime int8 by its dynamic quantization (any model)
+    ort-qdq      onnxruntime int8 QDQ with the QAT scales (QAT dirs only)
+
+A loaded engine is bound to one batch of inputs and returns a zero-argument call, so that the
+timing loop measures the forward only; every call returns the model's primary output (`logits`,
+else `last_hidden_state`: what the ONNX export returns too).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+REFERENCE = "torch"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    artifact: str  # an artifacts.ARTIFACT_KINDS entry
+    precision: str  # "fp32" | "int8": chooses the accuracy tolerance
+    description: str
+
+
+_SPECS = [
+    EngineSpec("torch", "hf", "fp32", "dense fp32 PyTorch eager (transformers' forward)"),
+    EngineSpec("torch-int8", "hf", "int8", "PyTorch dynamic int8 (fbgemm), transformers' forward"),
+    EngineSpec("dense", "hf", "fp32", "dense fp32, pruneofa.runtime fused encoder"),
+    EngineSpec("dense-int8", "hf", "int8", "dense dynamic int8, pruneofa.runtime fused encoder"),
+    EngineSpec("sparse", "compressed-fp32", "fp32", "pruneofa.runtime sparse fp32 kernels"),
+    EngineSpec("sparse-int8", "compressed-int8", "int8", "pruneofa.runtime sparse int8 kernels + int8 attention"),
+    EngineSpec("ort", "onnx-fp32", "fp32", "onnxruntime fp32"),
+    EngineSpec("ort-int8", "onnx-int8-dynamic", "int8", "onnxruntime dynamic int8 (quantize_dynamic)"),
+    EngineSpec("ort-qdq", "onnx-qdq", "int8", "onnxruntime int8 QDQ with the QAT scales"),
+]
+ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in _SPECS}
+RUNTIME_ENGINES = ("torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why `name` cannot run on this machine at all (before any artifact is made), or None."""
+    from pruneofa.runtime.build import kernels_available
+    from pruneofa.runtime.dense_int8 import int8_backend_available
+
+    if name in ("sparse", "sparse-int8") and not kernels_available():
+        return "the sparse C++ kernels did not build on this machine (no working g++?)"
+    if ENGINES[name].precision == "int8" and name in RUNTIME_ENGINES and not int8_backend_available():
+        return "this torch build has no fbgemm/x86 quantized backend"
+    return None
+
+
+def primary_output(outputs: Any) -> torch.Tensor:
+    return outputs["logits"] if "logits" in outputs else outputs["last_hidden_state"]
+
+
+class TorchEngine:
+    """A transformers model (plain, or converted by pruneofa.runtime) called with keyword inputs."""
+
+    def __init__(self, model: Any, forward: Callable[..., Any]):
+        self.model = model
+        self.accepted = set(inspect.signature(forward).parameters)  # e.g. DistilBERT takes no token types
+
+    def bind(self, inputs: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+        kwargs = {k: v for k, v in inputs.items() if k in self.accepted}
+
+        def call() -> torch.Tensor:
+            with torch.no_grad():
+                return primary_output(self.model(**kwargs))
+
+        return call
+
+
+class OrtEngine:
+    def __init__(self, onnx_file: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def bind(self, inputs: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+        feed = {name: inputs[name].numpy() for name in self.input_names}
+        return lambda: torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def load_engine(name: str, artifact_path: Path, threads: int) -> TorchEngine | OrtEngine:
+    """Load engine `name` from its artifact (see artifacts.py), using `threads` threads."""
+    import pruneofa.runtime as rt
+    from pruneofa.export.compressed import load_compressed
+    from pruneofa.quantization.checkpoint import load_model_dir
+
+    if name.startswith("ort"):
+        return OrtEngine(artifact_path, threads)
+    if name == REFERENCE:
+        model: nn.Module = load_model_dir(artifact_path)
+        return TorchEngine(model, model.forward)
+    if name in ("sparse", "sparse-int8"):
+        runtime = rt.load(load_compressed(artifact_path), engine=name, threads=threads, copy_model=False)
+    else:
+        runtime = rt.load(artifact_path, engine=name, threads=threads)
+    return TorchEngine(runtime, runtime.model.forward)

@@ -1,0 +1,77 @@
+"""The benchmark result: the summary the pipeline report reads, the markdown table, bench.json.
+
+    {"model_dir", "model": {architecture, source, sparsity}, "settings": {...}, "environment": {...},
+     "rows": [{"engine", "batch", "median_ms", "p90_ms", "seq_per_s", "speedup_vs_torch", "size_mb",
+               "peak_mb", "max_abs_diff", "cosine", "rel_err", "matches_reference", "threads", ...}],
+     "skipped": [{"engine", "reason"}],
+     "summary": {"batch", "seq_len", "dense_fp32_ms", "sparse_fp32_ms", "sparse_int8_ms",
+                 "best_engine", "best_ms", "best_speedup"}}
+
+speedup_vs_torch is the ratio of medians, torch fp32 / engine, at the same batch size in the same
+run (above 1: faster than dense fp32 PyTorch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pruneofa.train.checkpoint import atomic_write_text
+
+BENCH_FILE = "bench.json"
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Latencies at the smallest batch size run (batch 1 by default), for the pipeline report:
+    dense_fp32_ms is the torch engine (sparsity does not change a dense engine's time, so it stands
+    for the dense model of the same shape), sparse_fp32_ms / sparse_int8_ms the sparse engines.
+    The best engine is the fastest one whose output matches the reference."""
+    if not rows:
+        return {}
+    batch = min(r["batch"] for r in rows)
+    at_batch = {r["engine"]: r for r in rows if r["batch"] == batch}
+    correct = [r for r in at_batch.values() if r["matches_reference"]]
+    best = min(correct, key=lambda r: r["median_ms"])
+    median = {name: r["median_ms"] for name, r in at_batch.items()}
+    return {"batch": batch, "seq_len": best["seq_len"], "dense_fp32_ms": median.get("torch"),
+            "sparse_fp32_ms": median.get("sparse"), "sparse_int8_ms": median.get("sparse-int8"),
+            "best_engine": best["engine"], "best_ms": best["median_ms"], "best_speedup": best["speedup_vs_torch"]}
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    settings, env, model = result["settings"], result["environment"], result["model"]
+    head = (f"pruneofa bench {result['model_dir']}: {model['architecture']} ({model['source']} dir), "
+            f"{100 * model['sparsity']:.1f}% zeros in the prunable layers, seq {settings['seq_len']}, "
+            f"{settings['threads']} threads, {settings['rounds']} interleaved rounds after {settings['warmup']} "
+            f"warm-up; torch {env['torch']}, onnxruntime {env['onnxruntime']}; load average (1 min) "
+            f"{env['loadavg_before'][0]:.2f} before, {env['loadavg_after'][0]:.2f} after")
+    lines = [head, "",
+             "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | size MB | peak MB | max diff | rel err "
+             "| matches |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['engine']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['seq_per_s']:.1f} | "
+                     f"{r['speedup_vs_torch']:.2f} | {r['size_mb']:.1f} | {_num(r.get('peak_mb'), '.0f')} | "
+                     f"{r['max_abs_diff']:.1e} | {r['rel_err']:.1e} | {'yes' if r['matches_reference'] else 'NO'} |")
+    lines.append("")
+    lines += [f"skipped {s['engine']}: {s['reason']}" for s in result["skipped"]]
+    lines.append(f"peak MB: {settings['memory']}")
+    summary = result["summary"]
+    if summary:
+        lines.append(f"batch {summary['batch']}: dense fp32 {summary['dense_fp32_ms']:.2f} ms, best {summary['best_engine']} "
+                     f"{summary['best_ms']:.2f} ms ({summary['best_speedup']:.2f}x)")
+    return "\n".join(lines)
+
+
+def write_bench_json(result: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write out_dir/bench.json atomically (a reader sees the old file or the whole new one)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / BENCH_FILE
+    atomic_write_text(path, json.dumps(result, indent=1))
+    return path

@@ -1,0 +1,169 @@
+"""`run_benchmark`: every engine on one model directory, timed interleaved, checked against fp32.
+
+Order of work: load the model dir, make each engine's artifact, load the engines, check each
+output against the reference at every batch size, time all engines interleaved per batch size,
+then (optionally) measure each engine's peak memory in its own subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pruneofa.bench import accuracy, memory, timing
+from pruneofa.bench.artifacts import Artifact, ArtifactStore, Unavailable, load_source
+from pruneofa.bench.engines import ENGINES, REFERENCE, load_engine, unavailable_reason
+from pruneofa.bench.inputs import make_inputs, model_input_names
+from pruneofa.bench.results import summarize
+from pruneofa.errors import UserError
+
+
+def check_settings(batch_sizes: tuple[int, ...], seq_len: int, engines: list[str] | None, rounds: int, warmup: int,
+                   threads: int | None) -> list[str]:
+    """The engines to run (the reference first, always), after refusing impossible settings."""
+    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise UserError(f"bad batch sizes {list(batch_sizes)}", "pass positive integers, e.g. --batch-sizes 1,8")
+    if seq_len < 1:
+        raise UserError(f"sequence length {seq_len} is not positive", "pass e.g. --seq-len 128")
+    if rounds < 1 or warmup < 0:
+        raise UserError(f"rounds={rounds}, warmup={warmup}", "pass --rounds 1 or more and --warmup 0 or more")
+    if threads is not None and threads < 1:
+        raise UserError(f"threads={threads}", "pass --threads 1 or more, or leave it out to use the machine's CPUs")
+    names = list(ENGINES) if engines is None else list(dict.fromkeys(engines))
+    unknown = [e for e in names if e not in ENGINES]
+    if unknown:
+        raise UserError(f"unknown engine '{unknown[0]}'", f"choose from {', '.join(ENGINES)}")
+    return [REFERENCE] + [e for e in names if e != REFERENCE]
+
+
+def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), seq_len: int = 128,
+                  engines: list[str] | None = None, rounds: int = 20, warmup: int = 3, threads: int | None = None,
+                  measure_memory: bool = True, work_dir: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+    """Benchmark every applicable engine on `model_dir`; returns the result dict (see results.py).
+
+    engines: names from `ENGINES` (default: all); the fp32 reference "torch" is always run. Engines
+    that cannot apply are listed under "skipped" with the reason. threads: default
+    `pruneofa.runtime.default_threads()`, used by torch, the sparse kernels and onnxruntime alike.
+    work_dir: where the artifacts go (default: a temporary directory removed afterwards)."""
+    from pruneofa.runtime import default_threads
+
+    names = check_settings(tuple(batch_sizes), seq_len, engines, rounds, warmup, threads)
+    threads = threads or default_threads()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pruneofa-bench-") as tmp:
+            return _run(Path(model_dir), tuple(batch_sizes), seq_len, names, rounds, warmup, threads, measure_memory,
+                        Path(work_dir) if work_dir else Path(tmp), seed)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: list[str], rounds: int, warmup: int,
+         threads: int, measure_memory: bool, work_dir: Path, seed: int) -> dict[str, Any]:
+    from pruneofa.inspect import sparsity_of_model
+
+    load_before = os.getloadavg()
+    source = load_source(model_dir)
+    config = source.plain.config
+    max_len = getattr(config, "max_position_embeddings", None)
+    if max_len is not None and seq_len > max_len:
+        raise UserError(f"--seq-len {seq_len} is longer than the model's {max_len} positions",
+                        f"pass --seq-len {max_len} or less")
+    model_info = {"architecture": type(source.plain).__name__, "source": source.kind,
+                  "sparsity": sparsity_of_model(source.plain)["overall"]}
+    store = ArtifactStore(source, work_dir)
+    loaded, artifacts, skipped = {}, {}, []
+    for name in names:
+        reason = unavailable_reason(name)
+        try:
+            if reason is not None:
+                raise Unavailable(reason)
+            artifacts[name] = store.get(ENGINES[name].artifact)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's eager-quantization deprecation notice, and the like
+                loaded[name] = load_engine(name, artifacts[name].path, threads)
+        except Unavailable as err:
+            skipped.append({"engine": name, "reason": str(err)})
+        except Exception as err:  # noqa: BLE001 - one engine failing to load must not hide the others
+            if name == REFERENCE:
+                raise
+            skipped.append({"engine": name, "reason": f"failed to load: {type(err).__name__}: {err}".splitlines()[0]})
+    del source, store  # the engines hold their own weights; the loader's copies would only inflate memory
+
+    names_in = model_input_names(config)
+    rows = []
+    rng = random.Random(seed)
+    for batch in batch_sizes:
+        inputs = make_inputs(config.vocab_size, names_in, batch, seq_len, seed)
+        calls = {name: engine.bind(inputs) for name, engine in loaded.items()}
+        reference = calls[REFERENCE]()
+        checks = {}
+        for name in list(calls):
+            try:
+                checks[name] = accuracy.compare(calls[name](), reference, ENGINES[name].precision)
+            except Exception as err:  # noqa: BLE001 - an engine that cannot run this batch is reported, not fatal
+                del calls[name], loaded[name]
+                skipped.append({"engine": name, "reason": f"failed at batch {batch}: {type(err).__name__}: "
+                                                          f"{err}".splitlines()[0]})
+        load_start = os.getloadavg()[0]
+        times = timing.interleaved(calls, rounds, warmup, rng)
+        load_end = os.getloadavg()[0]
+        base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
+        for name in calls:
+            stats = timing.latency_stats(times[name], batch)
+            rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **stats,
+                         "speedup_vs_torch": base / stats["median_ms"], **checks[name],
+                         "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
+                         "threads": threads, "loadavg_1min": [load_start, load_end],
+                         "description": ENGINES[name].description, **_layers(loaded[name])})
+    del loaded, calls
+    if measure_memory:
+        _add_memory(rows, artifacts, threads, config.vocab_size, names_in)
+    return {
+        "model_dir": str(model_dir), "model": model_info,
+        "settings": {"batch_sizes": list(batch_sizes), "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
+                     "threads": threads, "clock": "wall (time.perf_counter)", "order": "shuffled every round",
+                     "inputs": "random token ids of the vocabulary, full attention mask, one segment",
+                     "accuracy_tolerance_rel_err": accuracy.TOLERANCE,
+                     "memory": memory.METHOD if measure_memory else "not measured"},
+        "environment": _environment(load_before),
+        "rows": rows, "skipped": skipped, "summary": summarize(rows),
+    }
+
+
+def _layers(engine: Any) -> dict[str, str]:
+    report = getattr(getattr(engine, "model", None), "report", None)  # a pruneofa.runtime model: per-layer paths
+    return {"layers": report.summary()} if report is not None else {}
+
+
+def _add_memory(rows: list[dict[str, Any]], artifacts: dict[str, Artifact], threads: int, vocab_size: int,
+                input_names: list[str]) -> None:
+    for row in rows:
+        measured = memory.measure_in_subprocess(row["engine"], artifacts[row["engine"]].path, threads, row["batch"],
+                                                row["seq_len"], vocab_size, input_names)
+        row["peak_mb"] = measured.get("peak_mb")
+        row["peak_rss_mb"] = measured.get("peak_rss_mb")
+        if "error" in measured:
+            row["peak_error"] = measured["error"]
+
+
+def _environment(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    import onnxruntime
+    import transformers
+
+    from pruneofa import __version__
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__,
+            "pruneofa": __version__, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}

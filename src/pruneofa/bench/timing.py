@@ -1,0 +1,37 @@
+"""Latency by interleaved rounds: every round runs each engine once, in a new random order, so that
+load from other processes on a shared machine falls on all engines alike (and ratios of medians
+taken in the same run stay meaningful when absolute times do not)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from typing import Any, Callable
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int,
+                rng: random.Random) -> dict[str, list[float]]:
+    """Wall-clock seconds of each call over `rounds` rounds, after `warmup` rounds not recorded."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    for i in range(warmup + rounds):
+        rng.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            calls[name]()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def p90(values: list[float]) -> float:
+    """The 90th percentile by nearest rank (the largest value for fewer than 10 samples)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+def latency_stats(seconds: list[float], batch: int) -> dict[str, float]:
+    median = statistics.median(seconds)
+    return {"median_ms": 1e3 * median, "p90_ms": 1e3 * p90(seconds), "min_ms": 1e3 * min(seconds),
+            "seq_per_s": batch / median}

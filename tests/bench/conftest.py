@@ -1,0 +1,31 @@
+"""Tiny 90%-sparse BERTs saved as the model directories `pruneofa bench` reads: a plain one (as
+finetune/transfer write) and a QAT one (as `pruneofa quantize` writes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pruneofa.quantization.checkpoint import save_qat
+from tests.export.helpers import prune, qat_train, tiny_bert
+
+SEQ = 16  # the tiny config has 64 positions
+
+
+@pytest.fixture(scope="session")
+def sparse_dir(tmp_path_factory) -> Path:
+    model = tiny_bert()
+    prune(model).finalize()
+    path = tmp_path_factory.mktemp("bench") / "sparse"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def qat_dir(tmp_path_factory) -> Path:
+    model = tiny_bert(seed=1)
+    prune(model)
+    path = tmp_path_factory.mktemp("bench") / "qat"
+    save_qat(qat_train(model, steps=2), path)
+    return path
