@@ -1,4 +1,4 @@
-"""Build the C++ kernels (csrc/) with the machine's compiler at first use, cache the library, load it.
+"""Build the C++ kernels (runtime/csrc/) with the machine's compiler at first use, cache the library, load it.
 
 The library is plain C ABI + OpenMP, loaded with ctypes: no torch headers, so a build takes a
 few seconds and needs no network. It links `libgomp.so.1`, the same soname torch's OpenMP
@@ -34,10 +34,10 @@ class KernelBuildError(RuntimeError):
 
 
 def source_dir() -> Path:
-    """csrc/ at the repository root (override with PRUNEOFA_CSRC)."""
+    """csrc/ beside this file, shipped as package data so a wheel builds too (override with PRUNEOFA_CSRC)."""
     if env := os.environ.get("PRUNEOFA_CSRC"):
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "csrc"
+    return Path(__file__).resolve().parent / "csrc"
 
 
 def cache_dir() -> Path:
