@@ -1,10 +1,13 @@
-"""Tiny models, batches, pruning and QAT for the export tests."""
+"""Tiny models, batches, pruning and QAT for the export tests; bit-for-bit comparisons, expected errors."""
 
+import pytest
 import torch
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from pruneofa import Pruner
+from pruneofa.errors import UserError
+from pruneofa.export import load_compressed
 from pruneofa.quantization import prepare_qat
 
 
@@ -53,3 +56,20 @@ def qat_train(model, steps: int = 3, **config):
         opt.step()
         opt.zero_grad()
     return model.eval()
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bit pattern, so that comparisons are bit for bit (0.0 and -0.0 differ)."""
+    return t.contiguous().view({4: torch.int32, 8: torch.int64, 2: torch.int16, 1: torch.int8}[t.element_size()])
+
+
+def assert_bit_equal(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(bits(a[k]), bits(b[k])), k
+
+
+def expect_error(path, match: str):
+    with pytest.raises(UserError, match=match) as err:
+        load_compressed(path)
+    assert "\n" not in str(err.value)

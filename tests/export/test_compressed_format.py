@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from tests.export.helpers import prune, tiny_bert
+from tests.export.helpers import assert_bit_equal, bits, expect_error, prune, tiny_bert
 from safetensors.torch import load_file
 
 from pruneofa.errors import UserError
@@ -11,17 +11,6 @@ from pruneofa.export import compressed_sizes, decompress_to_hf, load_compressed,
 from pruneofa.quantization import quantized_weights
 from pruneofa.quantization.checkpoint import plain_model_copy
 from pruneofa.quantization.fake_quant import dequantize_symmetric, quantize_symmetric, symmetric_scale
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    """The raw bit pattern, so that comparisons are bit for bit (0.0 and -0.0 differ)."""
-    return t.contiguous().view({4: torch.int32, 8: torch.int64, 2: torch.int16, 1: torch.int8}[t.element_size()])
-
-
-def assert_bit_equal(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].dtype == b[k].dtype and torch.equal(bits(a[k]), bits(b[k])), k
 
 
 @pytest.fixture
@@ -86,7 +75,7 @@ def test_sizes_follow_the_bitmask_formula(sparse_bert, tmp_path):
     assert nnz / numel < 0.12  # the classifier head stays dense
     sizes = {}
     for dtype in ("fp32", "fp16", "int8"):
-        save_compressed(sparse_bert, tmp_path / dtype, dtype)
+        save_compressed(sparse_bert, tmp_path / dtype, dtype, codec="none")
         sizes[dtype] = compressed_sizes(tmp_path / dtype)["roles"]["linear"]
         assert sizes[dtype]["fp32_bytes"] == 4 * numel
     packed = sum(math.ceil(w.numel() / 8) for w in linear.values())
@@ -97,7 +86,7 @@ def test_sizes_follow_the_bitmask_formula(sparse_bert, tmp_path):
 
 
 def test_int8_embeddings_take_a_quarter_plus_row_scales(sparse_bert, tmp_path):
-    save_compressed(sparse_bert, tmp_path, "int8", int8_embeddings=True, dense_dtype="fp16")
+    save_compressed(sparse_bert, tmp_path, "int8", int8_embeddings=True, dense_dtype="fp16", codec="none")
     report = compressed_sizes(tmp_path)["roles"]
     rows = sum(m.weight.shape[0] for m in sparse_bert.modules() if isinstance(m, torch.nn.Embedding))
     assert report["embedding"]["stored_bytes"] == report["embedding"]["fp32_bytes"] // 4 + 4 * rows
@@ -125,12 +114,6 @@ def test_decompress_to_hf_writes_a_plain_checkpoint(sparse_bert, tmp_path):
 def saved(sparse_bert, tmp_path):
     save_compressed(sparse_bert, tmp_path, "int8")
     return tmp_path / "compressed.safetensors"
-
-
-def expect_error(path, match: str):
-    with pytest.raises(UserError, match=match) as err:
-        load_compressed(path)
-    assert "\n" not in str(err.value)
 
 
 def test_truncated_file_is_rejected(saved):

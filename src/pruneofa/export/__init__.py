@@ -2,7 +2,7 @@
 
 - `export_hf`: a plain transformers checkpoint (masks folded, QAT weights dequantized).
 - `save_compressed` / `load_compressed` / `decompress_to_hf`: bitmask + non-zeros in one
-  safetensors file with checksums; fp32, fp16 or int8 values.
+  safetensors file with checksums; fp32, fp16 or int8 values, entropy coded (zstd by default).
 - `export_onnx`: fp32 ONNX, or int8 QDQ ONNX with the QAT scales, for onnxruntime.
 """
 

@@ -3,7 +3,8 @@
 MODEL_DIR: any model directory pruneofa writes (finetune/transfer, a QAT dir from `quantize`, a
 compressed dir) or a plain save_pretrained directory.
   hf          plain transformers checkpoint (masks folded, QAT weights dequantized)
-  compressed  bitmask + non-zeros safetensors; --dtype fp32|fp16|int8 (int8 uses the QAT scales of a QAT dir)
+  compressed  bitmask + non-zeros safetensors; --dtype fp32|fp16|int8 (int8 uses the QAT scales of a QAT dir);
+              --codec zstd|lzma|none: lossless entropy coding of the stored tensors (default zstd)
   onnx        DIR/model.onnx, fp32; --int8 (or --dtype int8): QDQ with the QAT scales (needs a QAT dir)
 Bad input is refused before anything is written; a failed export leaves no output directory behind.
 """
@@ -19,10 +20,16 @@ FORMATS = ("hf", "compressed", "onnx")
 DTYPES = ("fp32", "fp16", "int8")
 
 
-def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = None, int8: bool = False) -> Path:
+def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = None, int8: bool = False,
+               *, codec: str | None = None) -> Path:
     """Export MODEL_DIR; returns the written file or directory."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'", f"use --format {'|'.join(FORMATS)}")
+    if codec is not None and fmt != "compressed":
+        raise UserError(f"--codec applies to --format compressed, not {fmt}", "drop --codec")
+    from pruneofa.export.codecs import DEFAULT_CODEC, check_codec
+
+    codec = check_codec(codec or DEFAULT_CODEC)
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'", f"use --dtype {'|'.join(DTYPES)}")
     if int8:
@@ -45,20 +52,20 @@ def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = No
         raise UserError("--output-dir is MODEL_DIR", "pass another --output-dir")
     created = not out.exists()
     try:
-        return _export(src, fmt, out, dtype)
+        return _export(src, fmt, out, dtype, codec=codec)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _export(src: Path, fmt: str, out: Path, dtype: str) -> Path:
+def _export(src: Path, fmt: str, out: Path, dtype: str, *, codec: str) -> Path:
     from pruneofa import export
 
     if fmt == "hf":
         return export.export_hf(src, out)
     if fmt == "compressed":
-        return export.save_compressed(src, out, dtype)  # type: ignore[arg-type]
+        return export.save_compressed(src, out, dtype, codec=codec)  # type: ignore[arg-type]
     from pruneofa.export.sources import write_tokenizer
 
     tokenizer = _tokenizer_or_none(src)
