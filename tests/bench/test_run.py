@@ -53,7 +53,9 @@ def test_qdq_is_skipped_with_its_reason_and_memory_is_measured_per_row(sparse_di
     assert [r["engine"] for r in result["rows"]] == ["torch"]  # the reference always runs
     assert result["skipped"][0]["engine"] == "ort-qdq" and "QAT" in result["skipped"][0]["reason"]
     row = result["rows"][0]
-    assert row["peak_mb"] > 0 and row["peak_rss_mb"] > row["peak_mb"], row.get("peak_error")
+    assert row["peak_rss_mb"] > row["peak_mb"] > 0, row.get("peak_error")
+    # the engine's own memory (tiny weights, buffers), not the benchmark process's RSS carried over the fork
+    assert row["peak_mb"] < 100
 
 
 @pytest.mark.parametrize("kwargs", [dict(batch_sizes=(0,)), dict(batch_sizes=()), dict(engines=["cuda"]),

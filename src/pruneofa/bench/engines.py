@@ -6,7 +6,7 @@
     dense-int8   dense dynamic int8 in the fused encoder
     sparse       pruneofa.runtime sparse fp32 kernels, from the compressed fp32 checkpoint
     sparse-int8  pruneofa.runtime sparse int8 kernels, from the compressed int8 checkpoint
-    ort          onnxruntime fp32 (CPU provider, all graph optimizations)
+    ort          onnxruntime fp32 (CPU provider, all graph optimizations, no spinning between calls)
     ort-int8     onnxruntime int8 by its dynamic quantization (any model)
     ort-qdq      onnxruntime int8 QDQ with the QAT scales (QAT dirs only)
 
@@ -92,6 +92,9 @@ class OrtEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # onnxruntime's own thread pool keeps spinning after a call; interleaved with the other engines
+        # (torch's OpenMP pool) on few cores that would steal the next engine's CPU, so it sleeps instead
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 

@@ -1,12 +1,14 @@
 """Peak memory of one engine: a fresh subprocess loads the engine's artifact and runs one batch.
 
-    peak_mb = ru_maxrss at exit - RSS after the imports (torch, transformers and its model class,
-              onnxruntime, pruneofa with the sparse kernels' library)
+    peak_mb = peak RSS (VmHWM, reset after the imports) - RSS after the imports (torch, transformers
+              and its model class, onnxruntime, pruneofa with the sparse kernels' library)
 
 So it counts the weights as the engine holds them, its runtime buffers, the activations of the
 batch and allocator overhead, and not the libraries' code, which every engine shares. One process
 per engine and batch size: in the timing process the engines share one heap, and memory one
 engine frees is reused by the next, so in-process RSS growth cannot be attributed to an engine.
+Not ru_maxrss: after fork + exec it starts from the parent's RSS at the fork (the kernel carries
+the old address space's peak over), which would charge the benchmark's own memory to every engine.
 The subprocess uses the same loader, threads and inputs as the timing process.
 
 Run as `python -m pruneofa.bench.memory SPEC_JSON`; prints one JSON line.
@@ -15,29 +17,33 @@ Run as `python -m pruneofa.bench.memory SPEC_JSON`; prints one JSON line.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-METHOD = ("peak RSS of a fresh process that loads the engine's artifact and runs one batch (ru_maxrss), "
+METHOD = ("peak RSS (VmHWM) of a fresh process while it loads the engine's artifact and runs one batch, "
           "minus its RSS after importing the libraries (torch, transformers' model class, onnxruntime, pruneofa)")
 
 
-def _current_rss_mb() -> float:
+def _status_mb(field: str) -> float | None:
+    """A VmRSS / VmHWM line of /proc/self/status in MB, or None where there is no procfs."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return _max_rss_mb()  # not Linux: the peak so far, an upper bound of the current RSS
+    return None
 
 
-def _max_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+def _reset_peak() -> bool:
+    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux, `5 > /proc/self/clear_refs`)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def measure_in_subprocess(engine: str, artifact_path: Path, threads: int, batch: int, seq_len: int,
@@ -84,10 +90,12 @@ def _child(spec: dict[str, Any]) -> dict[str, float]:
     _import_libraries(Path(spec["artifact"]))
     torch.set_num_threads(spec["threads"])
     inputs = make_inputs(spec["vocab_size"], spec["input_names"], spec["batch"], spec["seq_len"])
-    start = _current_rss_mb()
+    start = _status_mb("VmRSS")
+    if start is None or not _reset_peak():
+        return {"error": "needs Linux procfs (/proc/self/status and clear_refs) to measure a peak"}
     engine = load_engine(spec["engine"], Path(spec["artifact"]), spec["threads"])
     engine.bind(inputs)()
-    peak = _max_rss_mb()
+    peak = _status_mb("VmHWM")
     return {"peak_mb": peak - start, "peak_rss_mb": peak, "start_rss_mb": start}
 
 
