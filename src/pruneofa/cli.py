@@ -129,7 +129,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 def _cmd_export(ns: argparse.Namespace) -> int:
     from pruneofa.stages.export_cmd import run_export
 
-    path = run_export(ns.model_dir, ns.format, ns.output_dir, ns.dtype, ns.int8, codec=ns.codec)
+    path = run_export(ns.model_dir, ns.format, ns.output_dir, ns.dtype, ns.int8, ns.compact, codec=ns.codec)
     print(f"export: wrote {path}")
     return 0
 
@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", metavar="fp32|fp16|int8", help="value storage (compressed) or int8 QDQ (onnx)")
     p.add_argument("--int8", action="store_true", help="same as --dtype int8 (onnx: uses the QAT dir's scales)")
     p.add_argument("--codec", metavar="zstd|lzma|none", help="compressed: lossless entropy coding (default: zstd)")
+    p.add_argument("--compact", action="store_true",
+                   help="hf: drop zero attention heads and FFN neurons (structured pruning): a smaller dense model")
     p = sub.add_parser("bench", help="latency, throughput, memory and size of every inference engine vs dense fp32 "
                        "PyTorch", parents=[common])
     p.add_argument("model_dir")

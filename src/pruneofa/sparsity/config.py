@@ -23,9 +23,14 @@ class PruningConfig(StrictModel):
         "gmp", description="gmp: gradual magnitude pruning; oneshot: all at start_step; "
         "lock: keep the current zero pattern fixed (sparse transfer); none: dense"
     )
-    pattern: str = Field("unstructured", description="unstructured | block:RxC | nm:N:M")
+    pattern: str = Field("unstructured", description="unstructured | block:RxC | nm:N:M | structured | hybrid")
     scope: Literal["layer", "global"] = Field("layer", description="layer: every matrix hits the target")
-    target_sparsity: float = Field(0.9, ge=0.0, lt=1.0)
+    target_sparsity: float = Field(0.9, ge=0.0, lt=1.0, description="final weight sparsity; structured: the "
+                                   "default of ffn_sparsity and head_sparsity")
+    ffn_sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="structured/hybrid: fraction of FFN "
+                                       "neurons removed in every block (structured: default target_sparsity)")
+    head_sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="structured/hybrid: fraction of "
+                                        "attention heads removed in every block (structured: default target_sparsity)")
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     start_step: int = Field(0, ge=0, description="t0: first mask update")
     target_step: int = Field(1000, ge=0, description="t1: the target is reached here")
@@ -54,7 +59,33 @@ class PruningConfig(StrictModel):
             )
         if self.method in ("gmp", "oneshot"):
             check_pattern_fits(parse_pattern(self.pattern), self.target_sparsity)
+        self._check_group_targets()
         return self
+
+    def _check_group_targets(self) -> None:
+        pattern = self.pattern
+        if not parse_pattern(pattern).grouped:
+            if self.ffn_sparsity is not None or self.head_sparsity is not None:
+                raise ValueError(f"pruning.ffn_sparsity and pruning.head_sparsity apply to pattern structured or "
+                                 f"hybrid, not {pattern}")
+            return
+        if self.scope != "layer":
+            raise ValueError(f"pattern {pattern} prunes the same share of every block: use pruning.scope=layer")
+        if self.method in ("gmp", "oneshot") and self.target_sparsity == 0:
+            raise ValueError(f"pattern {pattern} follows the schedule of pruning.target_sparsity: set it above 0")
+        if pattern == "hybrid" and (self.ffn_sparsity is None or self.head_sparsity is None):
+            raise ValueError("pattern hybrid needs pruning.ffn_sparsity and pruning.head_sparsity (the groups); "
+                             "pruning.target_sparsity is then the weight sparsity of every layer")
+
+    @property
+    def ffn_target(self) -> float:
+        """Final fraction of FFN neurons pruned (structured/hybrid)."""
+        return self.target_sparsity if self.ffn_sparsity is None else self.ffn_sparsity
+
+    @property
+    def head_target(self) -> float:
+        """Final fraction of attention heads pruned (structured/hybrid)."""
+        return self.target_sparsity if self.head_sparsity is None else self.head_sparsity
 
     @property
     def last_update_step(self) -> int:

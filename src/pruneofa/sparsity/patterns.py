@@ -9,6 +9,8 @@ Patterns, as written in recipes (`pruning.pattern`):
 - ``block:RxC``: whole R x C tiles go together (score = mean |w| of the tile), e.g. 1x4, 4x1, 4x4.
 - ``nm:N:M``: in every group of M consecutive inputs of an output row, at most N stay (2:4 is
   what sparse tensor cores run). The final sparsity is (M - N) / M.
+- ``structured``: whole FFN neurons and attention heads, groups that span several layers
+  (`sparsity.groups`, `sparsity.structured`); ``hybrid``: those groups, then unstructured on the rest.
 
 Pruned entries carry a score of -inf so that a mask only ever shrinks: a weight pruned earlier
 can never come back, even when other weights are exactly zero.
@@ -27,7 +29,7 @@ from pruneofa.errors import UserError
 
 @dataclass(frozen=True)
 class Pattern:
-    kind: str  # "unstructured" | "block" | "nm"
+    kind: str  # "unstructured" | "block" | "nm" | "structured" | "hybrid"
     rows: int = 1  # block height
     cols: int = 1  # block width
     n: int = 0  # N of N:M (kept per group)
@@ -41,19 +43,25 @@ class Pattern:
         return self.kind
 
     @property
+    def grouped(self) -> bool:
+        """Whether masks come from groups spanning several layers (FFN neurons, attention heads)."""
+        return self.kind in GROUP_PATTERNS
+
+    @property
     def nm_sparsity(self) -> float:
         """The sparsity an N:M pattern ends at: (M - N) / M."""
         return (self.m - self.n) / self.m
 
 
+GROUP_PATTERNS = ("structured", "hybrid")
 _BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
 _NM = re.compile(r"^nm:(\d+):(\d+)$")
 
 
 def parse_pattern(text: str) -> Pattern:
-    """Parse `unstructured`, `block:RxC` or `nm:N:M`; raise UserError otherwise."""
+    """Parse `unstructured`, `block:RxC`, `nm:N:M`, `structured` or `hybrid`; raise UserError otherwise."""
     text = str(text).strip().lower()
-    if text == "unstructured":
+    if text in ("unstructured", *GROUP_PATTERNS):
         return Pattern(text)
     if match := _BLOCK.match(text):
         rows, cols = int(match[1]), int(match[2])
@@ -71,11 +79,11 @@ def parse_pattern(text: str) -> Pattern:
         return Pattern("nm", n=n, m=m)
     raise UserError(
         f"unknown sparsity pattern '{text}'",
-        "use unstructured, block:RxC (e.g. block:1x4) or nm:N:M (e.g. nm:2:4)",
+        "use unstructured, block:RxC (e.g. block:1x4), nm:N:M (e.g. nm:2:4), structured or hybrid",
     )
 
 
-def _keep_top(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
+def keep_top(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
     """Keep-mask (same shape as scores) with exactly `n_prune` of the lowest scores removed.
 
     topk returns exactly k indices even among equal scores, so the count is exact; it is several
@@ -127,11 +135,13 @@ def layer_mask(weight: torch.Tensor, mask: torch.Tensor, sparsity: float, patter
     block:RxC: exactly round(sparsity * n_tiles) tiles are pruned.
     nm:N:M: in each group of M inputs, round(sparsity * M) entries are pruned (at most M - N).
     """
+    if pattern.grouped:
+        raise ValueError(f"pattern {pattern} spans layers: its masks come from sparsity.structured")
     if pattern.kind == "nm":
         return _nm_mask(weight, mask, sparsity, pattern)
     scores = pattern_scores(weight, mask, pattern)
     n_prune = round(sparsity * scores.numel())
-    return units_to_mask(_keep_top(scores, n_prune), pattern, weight.shape)
+    return units_to_mask(keep_top(scores, n_prune), pattern, weight.shape)
 
 
 def _nm_mask(weight: torch.Tensor, mask: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
@@ -163,7 +173,7 @@ def global_masks(
         raise UserError(f"pattern {pattern} cannot be pruned globally", "use pruning.scope=layer")
     scores = {name: pattern_scores(weights[name], masks[name], pattern) for name in weights}
     pooled = torch.cat([s.flatten() for s in scores.values()])
-    keep_flat = _keep_top(pooled, round(sparsity * pooled.numel()))
+    keep_flat = keep_top(pooled, round(sparsity * pooled.numel()))
     result, offset = {}, 0
     for name, s in scores.items():
         unit_keep = keep_flat[offset : offset + s.numel()].view_as(s)

@@ -1,8 +1,9 @@
 """`Pruner`: puts masks on a model and moves them along a schedule.
 
 It joins the three separate concerns: *which* layers (`selection`), *what shape* of zeros
-(`patterns`) and *when* (`schedules`). Sparse transfer is the same object with
-`method="lock"`: the mask is the current zero pattern and never changes.
+(`patterns`, and `structured` for groups spanning layers: FFN neurons, attention heads) and *when*
+(`schedules`). Sparse transfer is the same object with `method="lock"`: the mask is the current
+zero pattern and never changes.
 
     pruner = Pruner(model, PruningConfig(target_sparsity=0.9, target_step=5000, frequency=100))
     for step, batch in enumerate(batches, start=1):
@@ -22,8 +23,10 @@ from torch import nn
 from pruneofa.errors import UserError
 from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.config import PruningConfig
+from pruneofa.sparsity.groups import Block, find_blocks
 from pruneofa.sparsity.patterns import global_masks, layer_mask, parse_pattern
 from pruneofa.sparsity.schedules import gmp_sparsity, is_update_step, one_shot_sparsity
+from pruneofa.sparsity.structured import hybrid_masks, structured_masks
 
 
 class Pruner:
@@ -37,6 +40,7 @@ class Pruner:
         self.pattern = parse_pattern(config.pattern)
         self.model = model
         self.layers: dict[str, nn.Module] = {}
+        self.blocks: list[Block] = []
         if config.method == "none":
             return
         from pruneofa.sparsity.selection import select_prunable
@@ -47,6 +51,13 @@ class Pruner:
                 "no layer matches pruning.include/pruning.exclude",
                 "check the regexes against the module names (pruneofa inspect lists them)",
             )
+        if self.pattern.grouped and config.method in ("gmp", "oneshot"):
+            self.blocks = find_blocks(model, self.layers)
+            if not self.blocks:
+                raise UserError(
+                    f"pattern {self.pattern} found no transformer block with all its attention and FFN layers selected",
+                    "it knows BERT, RoBERTa, DistilBERT and GPT-2 blocks; check pruning.include/pruning.exclude",
+                )
         for module in self.layers.values():
             current = M.get_mask(module) if M.has_mask(module) else None
             if config.method == "lock":
@@ -81,14 +92,26 @@ class Pruner:
         return True
 
     # --- masks --------------------------------------------------------------------------------
+    def group_fractions(self, sparsity: float) -> tuple[float, float]:
+        """(FFN neurons, heads) pruned when the schedule is at `sparsity`: every target follows the
+        schedule in proportion, at the same share s(t) / target_sparsity of its final value."""
+        c = self.config
+        progress = sparsity / c.target_sparsity if c.target_sparsity > 0 else 1.0
+        return c.ffn_target * progress, c.head_target * progress
+
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
-        """Recompute every mask at `sparsity` by magnitude; pruned weights never come back."""
+        """Recompute every mask at `sparsity` by magnitude; pruned weights never come back.
+        Structured/hybrid: the groups go to `group_fractions(sparsity)`; hybrid weights to `sparsity`."""
         views = {
             name: (M.as_out_in(mod, M.original_weight(mod)), M.as_out_in(mod, M.get_mask(mod)))
             for name, mod in self.layers.items()
         }
-        if self.config.scope == "global":
+        if self.pattern.kind == "structured":
+            new = structured_masks(views, self.blocks, *self.group_fractions(sparsity))
+        elif self.pattern.kind == "hybrid":
+            new = hybrid_masks(views, self.blocks, *self.group_fractions(sparsity), sparsity)
+        elif self.config.scope == "global":
             new = global_masks({n: w for n, (w, _) in views.items()}, {n: m for n, (_, m) in views.items()},
                                sparsity, self.pattern)
         else:

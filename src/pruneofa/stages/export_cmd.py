@@ -1,8 +1,9 @@
-"""`pruneofa export MODEL_DIR --format hf|compressed|onnx --output-dir DIR [--dtype ...] [--int8]`.
+"""`pruneofa export MODEL_DIR --format hf|compressed|onnx --output-dir DIR [--dtype ...] [--int8] [--compact]`.
 
 MODEL_DIR: any model directory pruneofa writes (finetune/transfer, a QAT dir from `quantize`, a
 compressed dir) or a plain save_pretrained directory.
-  hf          plain transformers checkpoint (masks folded, QAT weights dequantized)
+  hf          plain transformers checkpoint (masks folded, QAT weights dequantized); --compact: without
+              its zero heads and FFN neurons, physically smaller (export.compact)
   compressed  bitmask + non-zeros safetensors; --dtype fp32|fp16|int8 (int8 uses the QAT scales of a QAT dir);
               --codec zstd|lzma|none: lossless entropy coding of the stored tensors (default zstd)
   onnx        DIR/model.onnx, fp32; --int8 (or --dtype int8): QDQ with the QAT scales (needs a QAT dir)
@@ -21,10 +22,12 @@ DTYPES = ("fp32", "fp16", "int8")
 
 
 def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = None, int8: bool = False,
-               *, codec: str | None = None) -> Path:
+               compact: bool = False, *, codec: str | None = None) -> Path:
     """Export MODEL_DIR; returns the written file or directory."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'", f"use --format {'|'.join(FORMATS)}")
+    if compact and fmt != "hf":
+        raise UserError(f"--compact writes a transformers checkpoint, not {fmt}", "use --format hf with --compact")
     if codec is not None and fmt != "compressed":
         raise UserError(f"--codec applies to --format compressed, not {fmt}", "drop --codec")
     from pruneofa.export.codecs import DEFAULT_CODEC, check_codec
@@ -52,16 +55,20 @@ def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = No
         raise UserError("--output-dir is MODEL_DIR", "pass another --output-dir")
     created = not out.exists()
     try:
-        return _export(src, fmt, out, dtype, codec=codec)
+        return _export(src, fmt, out, dtype, compact, codec=codec)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _export(src: Path, fmt: str, out: Path, dtype: str, *, codec: str) -> Path:
+def _export(src: Path, fmt: str, out: Path, dtype: str, compact: bool, *, codec: str) -> Path:
     from pruneofa import export
 
+    if compact:
+        from pruneofa.export.compact import export_compact_hf
+
+        return export_compact_hf(src, out)
     if fmt == "hf":
         return export.export_hf(src, out)
     if fmt == "compressed":

@@ -1,0 +1,177 @@
+"""Compaction: a model pruned by whole FFN neurons and attention heads, rebuilt physically smaller
+with the same outputs.
+
+A neuron whose FFN-out column is zero, or a head whose attention-output columns are zero, adds
+nothing to its block (`sparsity.groups`), so its rows and columns are cut out of every weight it
+spans; the model that stays is dense and smaller, with outputs equal to the pruned one's up to the
+order of float sums. Which groups go is read from the zeros themselves, so a masked, folded,
+transferred or QAT model all compact alike.
+
+The checkpoint (`export_compact_hf`):
+- every block keeps all its heads and the same number of neurons: a stock transformers checkpoint
+  with a smaller `intermediate_size` (`hidden_dim` for DistilBERT), for any `from_pretrained`;
+- fewer heads, or FFN widths that differ by block: stock transformers has no config for it (see
+  `modeling_compact`). The config keeps the dense shape, records per block the heads and FFN width
+  under `compact`, and names `modeling_compact.py`, copied beside it, in `auto_map`:
+  `AutoModel...from_pretrained(DIR, trust_remote_code=True)`, with no pruneofa installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruneofa.errors import UserError
+from pruneofa.export import modeling_compact
+from pruneofa.sparsity.groups import Block, GroupSet, find_blocks
+
+MODELING_FILE = "modeling_compact.py"
+
+
+@dataclass(frozen=True)
+class BlockCut:
+    block: Block
+    heads: torch.Tensor  # indices of the kept heads
+    neurons: torch.Tensor  # indices of the kept FFN neurons
+
+
+def _kept(groups: GroupSet, layers: dict[str, nn.Linear]) -> torch.Tensor:
+    """Groups with a non-zero output-side column; at least one (a zero group is exact to keep)."""
+    alive = torch.zeros(groups.size, dtype=torch.bool)
+    for member in groups.output_side:
+        nonzero_columns = (layers[member.layer].weight != 0).any(dim=0)
+        alive |= nonzero_columns[member.index].any(dim=-1)
+    if not alive.any():
+        alive[0] = True
+    return alive.nonzero().flatten()
+
+
+@torch.no_grad()
+def _sliced(linear: nn.Linear, axis: int, units: torch.Tensor) -> nn.Linear:
+    weight = linear.weight.index_select(axis, units)
+    bias = linear.bias if linear.bias is None or axis == 1 else linear.bias.index_select(0, units)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    new.weight.copy_(weight)
+    if bias is not None:
+        new.bias.copy_(bias)
+    return new
+
+
+def _cut(model: nn.Module, cut: BlockCut, layers: dict[str, nn.Linear]) -> None:
+    block = cut.block
+    for groups, kept in ((block.heads, cut.heads), (block.ffn, cut.neurons)):
+        for member in groups.members:
+            parent, _, attr = member.layer.rpartition(".")
+            setattr(model.get_submodule(parent), attr, _sliced(layers[member.layer], member.axis,
+                                                             member.index[kept].flatten()))
+    attention = model.get_submodule(block.path(block.layout.attention))
+    setattr(attention, block.layout.heads_attr, len(cut.heads))
+    if hasattr(attention, "all_head_size"):
+        attention.all_head_size = len(cut.heads) * block.head_dim
+
+
+def plan_cuts(model: nn.Module) -> list[BlockCut]:
+    """Per block of a plain (masks folded) model: the heads and FFN neurons that stay."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    blocks = find_blocks(model, layers)
+    if not blocks:
+        raise UserError(f"{type(model).__name__} has no BERT, RoBERTa or DistilBERT block to compact",
+                        "compaction rebuilds Linear attention and FFN layers (GPT-2's Conv1D is not supported)")
+    if any(not b.layout.compactable for b in blocks):
+        raise UserError(f"{blocks[0].layout.family} blocks cannot be compacted",
+                        "compaction supports BERT, RoBERTa and DistilBERT; export without --compact")
+    return [BlockCut(b, _kept(b.heads, layers), _kept(b.ffn, layers)) for b in blocks]
+
+
+def compact_model(model: nn.Module) -> nn.Module:
+    """A physically smaller copy of `model` (masks folded, QAT weights dequantized) without its
+    zero heads and FFN neurons; `model` is not modified."""
+    from pruneofa.quantization.checkpoint import plain_model_copy
+
+    plain = plain_model_copy(model, keep_quantized_values=True).eval()
+    cuts = plan_cuts(plain)
+    layers = {name: m for name, m in plain.named_modules() if isinstance(m, nn.Linear)}
+    for cut in cuts:
+        _cut(plain, cut, layers)
+    widths = {len(c.neurons) for c in cuts}
+    if all(len(c.heads) == c.block.heads.size for c in cuts) and len(widths) == 1:
+        setattr(plain.config, cuts[0].block.layout.ffn_config_key, widths.pop())
+        return plain
+    return _with_compact_config(plain, cuts)
+
+
+def _relative(name: str, prefix: str) -> str:
+    return name[len(prefix) + 1:] if prefix else name
+
+
+def compact_record(model: nn.Module, cuts: list[BlockCut]) -> dict[str, Any]:
+    """`config.compact`: per block heads and FFN width, and what `modeling_compact.shrink` rebuilds."""
+    base = next(name for name, m in model.named_modules() if m is model.base_model)
+    shapes, attributes = {}, {}
+    for cut in cuts:
+        block = cut.block
+        for groups in (block.heads, block.ffn):
+            for member in groups.members:
+                weight = model.get_submodule(member.layer).weight
+                shapes[_relative(member.layer, base)] = list(weight.shape)
+        attention = block.path(block.layout.attention)
+        attrs = {block.layout.heads_attr: len(cut.heads)}
+        if hasattr(model.get_submodule(attention), "all_head_size"):
+            attrs["all_head_size"] = len(cut.heads) * block.head_dim
+        attributes[_relative(attention, base)] = attrs
+    return {"attention_heads": [len(c.heads) for c in cuts], "ffn_sizes": [len(c.neurons) for c in cuts],
+            "head_dim": cuts[0].block.head_dim, "linear_shapes": shapes, "module_attributes": attributes}
+
+
+def _with_compact_config(plain: nn.Module, cuts: list[BlockCut]) -> nn.Module:
+    family = type(plain.config).__name__.removesuffix("Config")
+    model_class = getattr(modeling_compact, f"Compact{type(plain).__name__}", None)
+    if family not in modeling_compact.FAMILIES or model_class is None:
+        raise UserError(f"a compacted {type(plain).__name__} with fewer heads has no checkpoint class",
+                        f"compaction with heads removed supports {', '.join(modeling_compact.FAMILIES)} models")
+    auto_map = {"AutoConfig": f"{Path(MODELING_FILE).stem}.Compact{family}Config"}
+    for suffix, auto_class in modeling_compact.AUTO_CLASSES.items():
+        if hasattr(modeling_compact, f"Compact{family}{suffix}"):
+            auto_map[auto_class] = f"{Path(MODELING_FILE).stem}.Compact{family}{suffix}"
+    settings = {k: v for k, v in plain.config.to_dict().items()
+                if k not in ("model_type", "transformers_version", "architectures", "auto_map")}
+    config = model_class.config_class(**settings, auto_map=auto_map,
+                                      **{modeling_compact.COMPACT_KEY: compact_record(plain, cuts)})
+    compact = model_class(config)
+    compact.load_state_dict(plain.state_dict())
+    return compact.eval()
+
+
+def is_compact_dir(path: str | Path) -> bool:
+    """Whether `path` holds a checkpoint that needs `modeling_compact` (fewer heads than its config)."""
+    config = Path(path) / "config.json"
+    return config.is_file() and modeling_compact.COMPACT_KEY in json.loads(config.read_text())
+
+
+def load_compact(path: str | Path) -> nn.Module:
+    """Load a compact checkpoint with pruneofa's own copy of `modeling_compact` (no remote code)."""
+    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    model_class = getattr(modeling_compact, architectures[0], None) if architectures else None
+    if model_class is None:
+        raise UserError(f"{path}: unknown compact architecture {architectures}", "re-export it with --compact")
+    return model_class.from_pretrained(path).eval()
+
+
+def export_compact_hf(model_or_dir: nn.Module | str | Path, out_dir: str | Path, tokenizer: Any = None) -> Path:
+    """Write the compacted model as a transformers checkpoint (see the module docstring). Returns `out_dir`."""
+    from pruneofa.export.sources import resolve_model, write_tokenizer
+
+    model, source_dir = resolve_model(model_or_dir)
+    out = Path(out_dir)
+    compact = compact_model(model)
+    compact.save_pretrained(out)
+    if hasattr(compact.config, modeling_compact.COMPACT_KEY):
+        shutil.copyfile(modeling_compact.__file__, out / MODELING_FILE)
+    write_tokenizer(out, tokenizer, source_dir)
+    return out

@@ -1,0 +1,75 @@
+"""Compacted BERT, RoBERTa and DistilBERT: attention layers with fewer heads and FFNs with fewer
+neurons than their config's dense shape, for stock transformers.
+
+pruneofa's `export --format hf --compact` copies this file beside a compacted checkpoint and names
+its classes in the config's `auto_map`, so the checkpoint loads with torch and transformers alone:
+
+    AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)
+
+Why a file at all: transformers' attention gives every head hidden_size / num_attention_heads
+channels and all heads together hidden_size, and transformers 5 has no `prune_heads`, so a layer
+with fewer heads of the same width has no stock config. The config keeps the dense shape the model
+was compacted from; `config.compact` names the Linear layers to rebuild smaller (`linear_shapes`:
+module name under the base model -> [out, in]) and the head counts to set on the attention modules
+(`module_attributes`). The forward passes are transformers' own, unchanged: they read the head
+count and width from the attention modules.
+
+This file must import nothing but torch and transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import transformers
+from torch import nn
+
+COMPACT_KEY = "compact"
+FAMILIES = ("Bert", "Roberta", "DistilBert")
+AUTO_CLASSES = {  # architecture suffix -> the Auto class that loads it
+    "Model": "AutoModel",
+    "ForMaskedLM": "AutoModelForMaskedLM",
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "ForMultipleChoice": "AutoModelForMultipleChoice",
+    "ForPreTraining": "AutoModelForPreTraining",
+}
+
+
+def shrink(base_model: nn.Module, compact: dict[str, Any]) -> None:
+    """Rebuild the Linear layers listed in `compact` at their smaller shapes and set the attention
+    modules' head counts. The new layers are uninitialised: the checkpoint's weights fill them."""
+    for name, (out_features, in_features) in compact["linear_shapes"].items():
+        old = base_model.get_submodule(name)
+        parent, _, attr = name.rpartition(".")
+        new = nn.Linear(in_features, out_features, bias=old.bias is not None,
+                        device=old.weight.device, dtype=old.weight.dtype)
+        setattr(base_model.get_submodule(parent) if parent else base_model, attr, new)
+    for name, attributes in compact["module_attributes"].items():
+        module = base_model.get_submodule(name)
+        for key, value in attributes.items():
+            setattr(module, key, value)
+
+
+def _config_class(stock: type) -> type:
+    return type(f"Compact{stock.__name__}", (stock,), {"model_type": f"compact_{stock.model_type}",
+                                                      "__module__": __name__})
+
+
+def _model_class(stock: type, config_class: type) -> type:
+    def __init__(self, config, *args, **kwargs):
+        stock.__init__(self, config, *args, **kwargs)
+        shrink(self.base_model, getattr(config, COMPACT_KEY))
+
+    return type(f"Compact{stock.__name__}", (stock,), {"config_class": config_class, "__init__": __init__,
+                                                      "__module__": __name__})
+
+
+for _family in FAMILIES:
+    _config = _config_class(getattr(transformers, f"{_family}Config"))
+    globals()[_config.__name__] = _config
+    for _suffix in AUTO_CLASSES:
+        _stock = getattr(transformers, f"{_family}{_suffix}", None)
+        if _stock is not None:
+            globals()[f"Compact{_family}{_suffix}"] = _model_class(_stock, _config)

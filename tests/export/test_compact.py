@@ -1,0 +1,141 @@
+"""Compaction: structurally pruned models rebuilt smaller, equal outputs, reloadable without pruneofa."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers
+
+from pruneofa import Pruner
+from pruneofa.cli import main
+from pruneofa.errors import UserError
+from pruneofa.export.compact import compact_model, export_compact_hf, is_compact_dir
+from pruneofa.quantization.checkpoint import fold_masks, load_model_dir
+
+FAMILIES = ["bert", "distilbert", "roberta"]
+FFN_ONLY, WITH_HEADS = dict(ffn_sparsity=0.5, head_sparsity=0.0), dict(ffn_sparsity=0.75, head_sparsity=0.5)
+
+LOAD_WITHOUT_PRUNEOFA = """
+import json, sys, torch, transformers
+results = []
+for path, trust, inputs in json.loads(sys.argv[1]):
+    model, info = transformers.AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust,
+                                                                    output_loading_info=True)
+    with torch.no_grad():
+        logits = model.eval()(**{k: torch.tensor(v) for k, v in inputs.items()}).logits
+    results.append({"logits": logits.tolist(), "problems": sum(len(v) for v in info.values()),
+                    "class": type(model).__name__})
+print(json.dumps({"results": results, "pruneofa_loaded": any(m.startswith("pruneofa") for m in sys.modules)}))
+"""
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 2000, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # padding: the attention mask must act on the kept heads alike
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def pruned(path, **fractions):
+    model = transformers.AutoModelForMaskedLM.from_pretrained(path).eval()
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, **fractions)
+    return model
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("fractions", [FFN_ONLY, WITH_HEADS], ids=["ffn-only", "with-heads"])
+def test_compacted_model_is_smaller_and_computes_the_masked_models_outputs(family, fractions, tiny_models):
+    dense = transformers.AutoModelForMaskedLM.from_pretrained(tiny_models[family]).eval()
+    model = pruned(tiny_models[family], **fractions)
+    compact = compact_model(model)
+    batch = inputs()
+    torch.testing.assert_close(logits(compact, batch), logits(model, batch), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(logits(dense, batch), logits(model, batch), atol=1e-3)  # pruning did change it
+    # tiny models: width 32, 4 heads of 8, FFN 64, 2 blocks; a neuron is an FFN-in row (+ bias) and an
+    # FFN-out column, a head channel a row (+ bias) of Q, K and V and a column of the output projection
+    neurons, channels = round(fractions["ffn_sparsity"] * 64), round(fractions["head_sparsity"] * 4) * 8
+    removed = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in compact.parameters())
+    assert removed == 2 * (neurons * (2 * 32 + 1) + channels * (3 * (32 + 1) + 32))
+    assert any("parametrizations" in n for n, _ in model.named_parameters())  # the input keeps its masks
+
+
+@pytest.mark.slow
+def test_exports_reload_with_transformers_alone_ffn_only_as_stock_checkpoints(tiny_models, tmp_path):
+    jobs, expected = [], []
+    for family in FAMILIES:
+        for name, fractions in (("ffn-only", FFN_ONLY), ("with-heads", WITH_HEADS)):
+            model = pruned(tiny_models[family], **fractions)
+            out = export_compact_hf(model, tmp_path / family / name)
+            config = json.loads((out / "config.json").read_text())
+            if fractions is FFN_ONLY:  # stock: a smaller FFN width in the config, no code beside it
+                assert config[{"distilbert": "hidden_dim"}.get(family, "intermediate_size")] == 32
+                assert not is_compact_dir(out) and "auto_map" not in config
+                assert not (out / "modeling_compact.py").exists()
+            else:  # the head counts have no stock config: recorded, and the checkpoint's own modeling file
+                assert config["compact"]["attention_heads"] == [2, 2] and config["compact"]["ffn_sizes"] == [16, 16]
+                assert config["model_type"] == f"compact_{family}" and (out / "modeling_compact.py").is_file()
+                reloaded = load_model_dir(out)  # pruneofa's own loaders read it without remote code
+                torch.testing.assert_close(logits(reloaded, inputs(2)), logits(model, inputs(2)), rtol=1e-5, atol=1e-5)
+            jobs.append((str(out), fractions is WITH_HEADS, {k: v.tolist() for k, v in inputs(2).items()}))
+            expected.append(logits(model, inputs(2)))
+    run = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_PRUNEOFA, json.dumps(jobs)], capture_output=True,
+                         text=True, check=True, env=hf_env(tmp_path))
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not loaded["pruneofa_loaded"]
+    for result, (_, with_heads, _), ref in zip(loaded["results"], jobs, expected):
+        assert result["problems"] == 0 and result["class"].startswith("Compact") == with_heads
+        torch.testing.assert_close(torch.tensor(result["logits"]), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fewer_heads_without_trust_remote_code_is_refused_clearly(tiny_models, tmp_path):
+    out = export_compact_hf(pruned(tiny_models["bert"], **WITH_HEADS), tmp_path / "c")
+    proc = subprocess.run([sys.executable, "-c", "import sys, transformers; "
+                           "transformers.AutoModelForMaskedLM.from_pretrained(sys.argv[1])", str(out)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, env=hf_env(tmp_path))
+    assert proc.returncode != 0 and "trust_remote_code=True" in proc.stderr
+
+
+def hf_env(tmp_path):
+    return {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
+
+
+def test_cli_export_compact_and_its_refusals(tiny_models, tokenizer, tmp_path, capsys):
+    src = tmp_path / "pruned"
+    fold_masks(pruned(tiny_models["bert"], **WITH_HEADS)).save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    assert main(["export", str(src), "--format", "hf", "--compact", "--output-dir", str(tmp_path / "c")]) == 0
+    assert is_compact_dir(tmp_path / "c") and (tmp_path / "c" / "tokenizer_config.json").is_file()
+    capsys.readouterr()
+    for args in (["--format", "onnx", "--compact"], ["--format", "compressed", "--compact"]):
+        out = tmp_path / "refused"
+        assert main(["export", str(src), *args, "--output-dir", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and "--compact" in err and not out.exists()
+
+
+def test_gpt2_compaction_is_a_user_error(tiny_models):
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_models["gpt2"])
+    with pytest.raises(UserError, match="compact"):
+        compact_model(model)
+
+
+@pytest.mark.parametrize("engine", ["torch-int8", "dense", "dense-int8"])
+def test_runtime_engines_run_the_compacted_model(engine, tiny_models):
+    import pruneofa.runtime as rt
+
+    model = pruned(tiny_models["bert"], **WITH_HEADS)
+    compact = compact_model(model)
+    batch = inputs(3)
+    out = rt.load(compact, engine=engine, threads=1)(**batch).logits
+    ref = logits(model, batch)
+    assert ((out - ref).norm() / ref.norm()).item() < (1e-4 if engine == "dense" else 0.05)
