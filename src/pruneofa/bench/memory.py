@@ -48,7 +48,8 @@ def _reset_peak() -> bool:
 
 def measure_in_subprocess(engine: str, artifact_path: Path, threads: int, batch: int, seq_len: int,
                           vocab_size: int, input_names: list[str], timeout_s: float = 600) -> dict[str, Any]:
-    """{"peak_mb", "peak_rss_mb", "start_rss_mb"} or {"error": one line}."""
+    """{"peak_mb", "held_mb", "peak_rss_mb", "start_rss_mb"} or {"error": one line}. held_mb: RSS after the
+    call, less the start: what the engine keeps once loading's temporary buffers are gone."""
     spec = {"engine": engine, "artifact": str(artifact_path), "threads": threads, "batch": batch,
             "seq_len": seq_len, "vocab_size": vocab_size, "input_names": input_names}
     try:
@@ -95,8 +96,8 @@ def _child(spec: dict[str, Any]) -> dict[str, float]:
         return {"error": "needs Linux procfs (/proc/self/status and clear_refs) to measure a peak"}
     engine = load_engine(spec["engine"], Path(spec["artifact"]), spec["threads"])
     engine.bind(inputs)()
-    peak = _status_mb("VmHWM")
-    return {"peak_mb": peak - start, "peak_rss_mb": peak, "start_rss_mb": start}
+    peak, held = _status_mb("VmHWM"), _status_mb("VmRSS")
+    return {"peak_mb": peak - start, "held_mb": held - start, "peak_rss_mb": peak, "start_rss_mb": start}
 
 
 if __name__ == "__main__":

@@ -51,16 +51,17 @@ def format_table(result: dict[str, Any]) -> str:
             f"warm-up; torch {env['torch']}, onnxruntime {env['onnxruntime']}; load average (1 min) "
             f"{env['loadavg_before'][0]:.2f} before, {env['loadavg_after'][0]:.2f} after")
     lines = [head, "",
-             "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | size MB | peak MB | max diff | rel err "
-             "| matches |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | size MB | peak MB | held MB | max diff "
+             "| rel err | matches |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['engine']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['seq_per_s']:.1f} | "
                      f"{r['speedup_vs_torch']:.2f} | {r['size_mb']:.1f} | {_num(r.get('peak_mb'), '.0f')} | "
+                     f"{_num(r.get('held_mb'), '.0f')} | "
                      f"{r['max_abs_diff']:.1e} | {r['rel_err']:.1e} | {'yes' if r['matches_reference'] else 'NO'} |")
     lines.append("")
     lines += [f"skipped {s['engine']}: {s['reason']}" for s in result["skipped"]]
-    lines.append(f"peak MB: {settings['memory']}")
+    lines.append(f"peak MB: {settings['memory']}; held MB: the same process's RSS after the call, less the start")
     summary = result["summary"]
     if summary:
         lines.append(f"batch {summary['batch']}: dense fp32 {summary['dense_fp32_ms']:.2f} ms, best {summary['best_engine']} "

@@ -7,6 +7,7 @@ then (optionally) measure each engine's peak memory in its own subprocess.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import random
@@ -98,6 +99,7 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
                 raise
             skipped.append({"engine": name, "reason": f"failed to load: {type(err).__name__}: {err}".splitlines()[0]})
     del source, store  # the engines hold their own weights; the loader's copies would only inflate memory
+    gc.collect()
 
     names_in = model_input_names(config)
     rows = []
@@ -151,6 +153,7 @@ def _add_memory(rows: list[dict[str, Any]], artifacts: dict[str, Artifact], thre
         measured = memory.measure_in_subprocess(row["engine"], artifacts[row["engine"]].path, threads, row["batch"],
                                                 row["seq_len"], vocab_size, input_names)
         row["peak_mb"] = measured.get("peak_mb")
+        row["held_mb"] = measured.get("held_mb")
         row["peak_rss_mb"] = measured.get("peak_rss_mb")
         if "error" in measured:
             row["peak_error"] = measured["error"]
