@@ -138,9 +138,12 @@ def test_runtime_engines_run_the_compacted_model(pattern, engine, tiny_models):
     Pruner(model, pattern=pattern, method="oneshot", start_step=0, target_sparsity=0.8, **WITH_HEADS)
     compact = compact_model(model)
     batch = inputs(3)
-    # hybrid: every layer on the sparse kernels, so the whole encoder could be one native call (it must not
-    # be: that call takes the attention width to be the model width)
+    # hybrid: every layer on the sparse kernels, so the whole encoder is one native call, with an attention
+    # width (2 heads x 8) below the model width (32)
     options = {"sparse_threshold": 0.0} if pattern == "hybrid" else {}
-    out = rt.load(compact, engine=engine, threads=1, **options)(**batch).logits
+    runtime = rt.load(compact, engine=engine, threads=1, **options)
+    encoder = runtime.model.bert.encoder
+    assert (getattr(encoder, "native", None) is not None) == (pattern == "hybrid")
+    out = runtime(**batch).logits
     ref = logits(model, batch)
     assert ((out - ref).norm() / ref.norm()).item() < (1e-4 if engine in ("dense", "sparse") else 0.05)

@@ -124,7 +124,7 @@ class FusedEncoder(nn.Module):
         self.native = None
         if NativeEncoder.supports(self.fused_layers):
             first = self.fused_layers[0]
-            self.native = NativeEncoder(self.fused_layers, first.heads * first.head_dim, first.qkv.threads,
+            self.native = NativeEncoder(self.fused_layers, first.out_attn.n_out, first.qkv.threads,
                                         int8_attention)
         self.train(encoder.training)  # a new module starts in training mode, which would disable the fast path
 

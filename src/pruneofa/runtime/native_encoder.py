@@ -65,10 +65,8 @@ class NativeEncoder:
 
     @staticmethod
     def supports(layers: list) -> bool:
-        # the C++ encoder takes the attention width (heads x head_dim) to be the model width; a compacted
-        # model with fewer heads (export.compact) runs the per-layer path instead
-        return all(layer.feature_major and layer.heads * layer.head_dim == layer.out_attn.n_out for layer in layers
-                   ) and len({type(layer.qkv) for layer in layers}) == 1
+        return all(layer.feature_major for layer in layers) and len(
+            {type(layer.qkv) for layer in layers}) == 1
 
     def _layer_desc(self, layer) -> LayerDesc:
         int8_attention = self.int8_attention and layer.head_dim % 4 == 0

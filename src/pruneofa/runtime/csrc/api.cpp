@@ -86,14 +86,18 @@ void matmul(const MatrixDesc& m, const float* x, int x_fm, int ld_x, int M, Work
 
 // x: token-major input [B*S][H]; y: token-major output [B*S][H] (may alias x). Inside, activations are
 // feature-major [features][ld], ld = round_up(B*S, 64). mask: additive, kind 0 none, 1 per key
-// [B][S], 2 full key-major [B][S_key][S_query].
+// [B][S], 2 full key-major [B][S_key][S_query]. A layer's attention width (heads x head_dim, a third of
+// its QKV outputs) may be below H: a compacted model with heads removed.
 extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float* x, float* y, int B, int S, int H,
                              const float* mask, int mask_kind, int threads) {
   const int M = B * S, ld = round_up(M, 64), Sp = round_up(S, 16);
-  int widest = 0;
-  for (int l = 0; l < n_layers; ++l) widest = std::max(widest, layers[l].ffn_in.n_out);
-  const size_t n_act = (size_t)ld * (H + 3 * H + H + H + widest);  // h, qkv, ctx, h1, f
-  const size_t xq_bytes = i8_scratch_bytes(std::max(widest, 3 * H), ld);
+  int widest = 0, widest_attn = 0;
+  for (int l = 0; l < n_layers; ++l) {
+    widest = std::max(widest, layers[l].ffn_in.n_out);
+    widest_attn = std::max(widest_attn, layers[l].qkv.n_out / 3);
+  }
+  const size_t n_act = (size_t)ld * (H + 3 * widest_attn + widest_attn + H + widest);  // h, qkv, ctx, h1, f
+  const size_t xq_bytes = i8_scratch_bytes(std::max(widest, 3 * std::max(H, widest_attn)), ld);
   size_t attn_per_thread = (size_t)S * Sp;
 #ifdef POFA_VNNI
   for (int l = 0; l < n_layers; ++l)
@@ -103,7 +107,8 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
   const size_t sx_floats = 2 * (size_t)ld, attn_floats = (size_t)threads * attn_per_thread;
   const size_t absmax_floats = 3 * (size_t)threads * ld;  // running maxima of h, h1, f (int8 only)
   float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats + absmax_floats) * sizeof(float) + xq_bytes + 64);
-  float *h = base, *qkv = h + (size_t)H * ld, *ctx = qkv + (size_t)3 * H * ld, *h1 = ctx + (size_t)H * ld;
+  float *h = base, *qkv = h + (size_t)H * ld, *ctx = qkv + (size_t)3 * widest_attn * ld;
+  float* h1 = ctx + (size_t)widest_attn * ld;
   float* f = h1 + (size_t)H * ld;
   Workspace ws{nullptr, f + (size_t)widest * ld};
   float* attn = ws.sx + sx_floats;
@@ -121,11 +126,12 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
       const bool track = L.ffn_in.kind == 1 && L.ffn_out.kind == 1 && L.qkv.kind == 1;
       const bool h_tracked = track && l > 0 && layers[l - 1].ffn_out.kind == 1 && layers[l - 1].qkv.kind == 1 &&
                              layers[l - 1].ffn_in.kind == 1;
-      matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, 3 * H}, none, h_tracked ? am_h : nullptr);
+      const int A = L.qkv.n_out / 3;  // attention width
+      matmul(L.qkv, h, 1, ld, M, ws, Output{qkv, 1, ld, L.qkv.n_out}, none, h_tracked ? am_h : nullptr);
       if (L.attention_int8)
-        attention_i8_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, masks, attn);
+        attention_i8_team(qkv, ctx, ld, B, S, A, L.head_dim, L.scale, masks, attn);
       else
-        attention_f32_team(qkv, ctx, ld, B, S, H, L.head_dim, L.scale, masks, attn);
+        attention_f32_team(qkv, ctx, ld, B, S, A, L.head_dim, L.scale, masks, attn);
       matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H, track ? am_h1 : nullptr},
              AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps}, nullptr);
       matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out, track ? am_f : nullptr}, none,
