@@ -16,7 +16,7 @@ from pruneofa.pipeline.runner import PipelineRunner, load_pipeline
 
 SEQ = 32
 WORDS = "good bad great awful fine movie plot actor scene boring fun slow long short music".split()
-STEPS = ["teacher", "prune", "rt-teacher", "rt-sparse", "rt-int8", "export-sparse", "export-int8", "eval"]
+STEPS = ["teacher", "prune", "rt-teacher", "rt-sparse", "rt-int8", "export-sparse", "export-int8", "eval", "bench"]
 TRAINING_STEPS = STEPS[:5]
 
 
@@ -59,6 +59,7 @@ def demo_overrides(model, corpus, files):
         "rt-sparse": task_tiny(files),
         "rt-int8": task_tiny(files),
         "eval": {"data.max_eval_samples": "null"},
+        "bench": {"seq_len": SEQ, "rounds": 2, "warmup": 1},
     }
     return [f"quick.{step}.{k}={v}" for step, values in per_step.items() for k, v in values.items()]
 
@@ -120,6 +121,12 @@ def test_report_figures_match_report_json_and_the_stages_metrics(demo_run, capsy
     assert sparse["sparsity"] > 0.7 and dense["sparsity"] == 0.0 and int8["sparsity"] == sparse["sparsity"]
     assert int8["size_mb"] < sparse["size_mb"] < dense["size_mb"]  # the compressed exports really shrink
     assert sparse["file"].startswith("compressed fp32") and int8["file"].startswith("compressed int8")
+    summary = json.loads((out / "bench" / "bench.json").read_text())["summary"]
+    assert f"latency b1 s{SEQ} (ms)" in md
+    for row, key in ((dense, "dense_fp32_ms"), (sparse, "sparse_fp32_ms"), (int8, "sparse_int8_ms")):
+        assert row["latency_ms"] == summary[key] > 0
+        table_row = next(line for line in md.splitlines() if line.startswith(f"| {row['label']} |"))
+        assert f"| {fmt(row['latency_ms'], 'latency_ms')} |" in table_row
 
 
 def test_rerun_skips_every_finished_step(demo_run, capsys):

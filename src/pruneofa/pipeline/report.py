@@ -76,6 +76,12 @@ def latency_ms(bench_out: Path | None, role: str = "sparse") -> float | None:
     return None
 
 
+def bench_shape(bench_out: Path | None) -> str:
+    """"b<batch> s<seq_len>" of the bench summary the latency column comes from."""
+    summary = read_json(bench_out / "bench.json").get("summary") or {} if bench_out else {}
+    return f"b{summary.get('batch', 1)} s{summary.get('seq_len', 128)}"
+
+
 def step_dirs(pipeline: PipelineRecipe, out: Path) -> dict[str, Path]:
     state = read_json(out / "pipeline.json").get("steps", {})
     return {name: Path(rec["output"]) for name, rec in state.items()
@@ -133,10 +139,10 @@ def fmt(value: float | None, kind: str) -> str:
             "latency_ms": f"{value:.2f}", "ratio": f"{value:.3f}x"}[kind]
 
 
-def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+def table_lines(rows: list[dict[str, Any]], shape: str = "b1 s128") -> list[str]:
     metric = next((r["metric"] for r in rows if r["metric"]), "test/accuracy")
     lines = [f"| model | {metric} (%) | vs dense | sparsity | file | size (MB) | vs dense | "
-             "latency b1 s128 (ms) | vs dense |",
+             f"latency {shape} (ms) | vs dense |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r.get("ratio", {})
@@ -280,7 +286,7 @@ def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
           "Like the paper's Table 1: the task metric on the test split, overall sparsity of the prunable layers "
           "(pruneofa inspect), size of the file a deployment loads (model.safetensors, or the compressed export "
           "when the pipeline made one) and latency, each with its ratio to the dense model.", "",
-          *table_lines(rows), "", "## Reading", "", *[f"- {t}" for t in text], ""]
+          *table_lines(rows, bench_shape(bench_out)), "", "## Reading", "", *[f"- {t}" for t in text], ""]
     if evals:
         md += ["## Eval steps", ""]
         md += [f"- {name}: " + ", ".join(f"{k} = {v:.4f}" for k, v in m.items() if isinstance(v, (int, float)))
