@@ -211,11 +211,30 @@ def test_eval_reproduces_the_trained_metrics(teacher, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((teacher / "eval_metrics.json").read_text())
     trained = metrics(teacher)
-    assert printed == written and set(written) == set(trained) - {"step"}
+    assert printed == written and set(written) == set(trained) - {"step"} | {"engine"}
+    assert written.pop("engine") == "torch"
     for key, value in written.items():
         assert value == pytest.approx(trained[key], abs=1e-6), key
     assert main(["eval", str(teacher), "data.max_eval_samples=5", "--output", str(tmp_path / "m.json")]) == 0
-    assert json.loads((tmp_path / "m.json").read_text()).keys() == written.keys()
+    assert json.loads((tmp_path / "m.json").read_text()).keys() == written.keys() | {"engine"}
+
+
+@pytest.mark.parametrize("engine", ["ort", "sparse"])
+def test_eval_through_a_deployment_engine_scores_like_pytorch(engine, teacher, tmp_path, capsys):
+    """onnxruntime fp32 and the sparse fp32 kernels compute the same logits, so the same predictions."""
+    out = tmp_path / f"{engine}.json"
+    assert main(["eval", str(teacher), f"engine={engine}", "threads=1", "--output", str(out)]) == 0
+    scored, trained = json.loads(out.read_text()), metrics(teacher)
+    assert scored["engine"] == engine
+    for key in ("validation/accuracy", "test/accuracy", "sparsity"):
+        assert scored[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_eval_with_an_unknown_engine_is_refused_in_one_line(teacher, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(teacher), "engine=tensorrt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "unknown engine 'tensorrt'" in err, err
 
 
 def expect_refusal(capsys, argv, out, needle):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pruneofa.data.corpus import CorpusConfig
 from pruneofa.distill import DistillConfig
@@ -117,6 +117,18 @@ class EvalRecipe(StrictModel):
     data: TaskDataConfig | None = Field(None, description="default: the task recorded in the model's pruneofa.json")
     batch_size: int = Field(64, ge=1)
     trust_remote_code: bool = False
+    engine: str = Field("torch", description="torch (transformers' forward), or any `pruneofa bench` engine: "
+                                           "the metric as onnxruntime or the sparse kernels compute it")
+    threads: int | None = Field(None, ge=1, description="threads of a non-torch engine (default: the machine's)")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        from pruneofa.bench.engines import ENGINES
+
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine '{engine}' (one of: {', '.join(ENGINES)})")
+        return engine
 
 
 STAGE_SCHEMAS: dict[str, type[RecipeBase]] = {"teacher": TeacherRecipe, "prune": PruneRecipe}

@@ -228,7 +228,7 @@ def forward_all(model, dataset, batch_size: int, tokenizer, outputs: tuple[str, 
     """Run `model` over every row of `dataset` in order; the named outputs, concatenated."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = getattr(model, "device", None) or next(model.parameters()).device
     make_batch = batch_maker(dataset, tokenizer, model)
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for start in range(0, len(dataset), batch_size):
@@ -348,10 +348,17 @@ def run_eval(model_dir: str, recipe: str | None = None, overrides: list[str] | N
     task = load_task_data(r.data, tokenizer, with_train=False)
     model = load_task_model(r.model, task, r.trust_remote_code, "model", trained_head=True)
     check_positions(model, r.data.max_seq_len)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    sparsity = sparsity_of_model(model, recorded_recipe(model_dir) or None)["overall"]
+    if r.engine != "torch":  # the same data and metric code, through the deployed engine
+        from pruneofa.bench.task_model import engine_task_model
+
+        model = engine_task_model(r.model, r.engine, r.threads)
+    else:
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
     metrics = evaluate_splits(task, model, scored_splits(task, with_test=True), r.batch_size, tokenizer)
-    metrics["sparsity"] = sparsity_of_model(model, recorded_recipe(model_dir) or None)["overall"]
-    path = Path(output) if output else Path(model_dir) / "eval_metrics.json"
+    metrics.update(sparsity=sparsity, engine=r.engine)
+    default = "eval_metrics.json" if r.engine == "torch" else f"eval_metrics-{r.engine}.json"
+    path = Path(output) if output else Path(model_dir) / default
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(metrics, indent=1))
     return metrics, path
