@@ -81,7 +81,46 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
                         f"pass --seq-len {max_len} or less")
     model_info = {"architecture": type(source.plain).__name__, "source": source.kind,
                   "sparsity": sparsity_of_model(source.plain)["overall"]}
-    store = ArtifactStore(source, work_dir)
+    loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads)
+    del source  # the engines hold their own weights; the loader's copies would only inflate memory
+    gc.collect()
+
+    names_in = model_input_names(config)
+    rows = []
+    rng = random.Random(seed)
+    for batch in batch_sizes:
+        inputs = make_inputs(config.vocab_size, names_in, batch, seq_len, seed)
+        calls = {name: engine.bind(inputs) for name, engine in loaded.items()}
+        checks = _check_outputs(calls, batch, skipped)
+        load_start = os.getloadavg()[0]
+        times = timing.interleaved(calls, rounds, warmup, rng)
+        load_end = os.getloadavg()[0]
+        base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
+        for name in calls:
+            stats = timing.latency_stats(times[name], batch)
+            rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **stats,
+                         "speedup_vs_torch": base / stats["median_ms"], **checks[name],
+                         "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
+                         "threads": threads, "loadavg_1min": [load_start, load_end],
+                         "description": ENGINES[name].description, **_layers(loaded[name])})
+        loaded = {name: loaded[name] for name in calls}  # an engine that failed this batch is not run again
+    del loaded, calls  # free the engines before the memory subprocesses start
+    if measure_memory:
+        _add_memory(rows, artifacts, threads, config.vocab_size, names_in)
+    return {
+        "model_dir": str(model_dir), "model": model_info,
+        "settings": {"batch_sizes": list(batch_sizes), "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
+                     "threads": threads, "clock": "wall (time.perf_counter)", "order": "shuffled every round",
+                     "inputs": "random token ids of the vocabulary, full attention mask, one segment",
+                     "accuracy_tolerance_rel_err": accuracy.TOLERANCE,
+                     "memory": memory.METHOD if measure_memory else "not measured"},
+        "environment": _environment(load_before),
+        "rows": rows, "skipped": skipped, "summary": summarize(rows),
+    }
+
+
+def _load_engines(store: ArtifactStore, names: list[str], threads: int) -> tuple[dict, dict, list[dict[str, str]]]:
+    """(engine name -> loaded engine, engine name -> its artifact, skipped engines with the reason)."""
     loaded, artifacts, skipped = {}, {}, []
     for name in names:
         reason = unavailable_reason(name)
@@ -98,48 +137,22 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
             if name == REFERENCE:
                 raise
             skipped.append({"engine": name, "reason": f"failed to load: {type(err).__name__}: {err}".splitlines()[0]})
-    del source, store  # the engines hold their own weights; the loader's copies would only inflate memory
-    gc.collect()
+    return loaded, artifacts, skipped
 
-    names_in = model_input_names(config)
-    rows = []
-    rng = random.Random(seed)
-    for batch in batch_sizes:
-        inputs = make_inputs(config.vocab_size, names_in, batch, seq_len, seed)
-        calls = {name: engine.bind(inputs) for name, engine in loaded.items()}
-        reference = calls[REFERENCE]()
-        checks = {}
-        for name in list(calls):
-            try:
-                checks[name] = accuracy.compare(calls[name](), reference, ENGINES[name].precision)
-            except Exception as err:  # noqa: BLE001 - an engine that cannot run this batch is reported, not fatal
-                del calls[name], loaded[name]
-                skipped.append({"engine": name, "reason": f"failed at batch {batch}: {type(err).__name__}: "
-                                                          f"{err}".splitlines()[0]})
-        load_start = os.getloadavg()[0]
-        times = timing.interleaved(calls, rounds, warmup, rng)
-        load_end = os.getloadavg()[0]
-        base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
-        for name in calls:
-            stats = timing.latency_stats(times[name], batch)
-            rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **stats,
-                         "speedup_vs_torch": base / stats["median_ms"], **checks[name],
-                         "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
-                         "threads": threads, "loadavg_1min": [load_start, load_end],
-                         "description": ENGINES[name].description, **_layers(loaded[name])})
-    del loaded, calls
-    if measure_memory:
-        _add_memory(rows, artifacts, threads, config.vocab_size, names_in)
-    return {
-        "model_dir": str(model_dir), "model": model_info,
-        "settings": {"batch_sizes": list(batch_sizes), "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
-                     "threads": threads, "clock": "wall (time.perf_counter)", "order": "shuffled every round",
-                     "inputs": "random token ids of the vocabulary, full attention mask, one segment",
-                     "accuracy_tolerance_rel_err": accuracy.TOLERANCE,
-                     "memory": memory.METHOD if measure_memory else "not measured"},
-        "environment": _environment(load_before),
-        "rows": rows, "skipped": skipped, "summary": summarize(rows),
-    }
+
+def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """Each engine's output against the reference's; an engine that fails here leaves `calls` and is
+    listed in `skipped` (the reference failing is an error)."""
+    reference = calls[REFERENCE]()
+    checks = {}
+    for name in list(calls):
+        try:
+            checks[name] = accuracy.compare(calls[name](), reference, ENGINES[name].precision)
+        except Exception as err:  # noqa: BLE001 - an engine that cannot run this batch is reported, not fatal
+            del calls[name]
+            skipped.append({"engine": name, "reason": f"failed at batch {batch}: {type(err).__name__}: "
+                                                      f"{err}".splitlines()[0]})
+    return checks
 
 
 def _layers(engine: Any) -> dict[str, str]:
