@@ -5,8 +5,14 @@
     .venv/bin/python bench/runtime_speed.py --break-even         # per-layer break-even sparsities
     .venv/bin/python bench/runtime_speed.py --threads 1 --clock thread   # CPU time: robust on a busy machine
     .venv/bin/python bench/runtime_speed.py --priority           # own scheduler group, raised weight
+    .venv/bin/python bench/runtime_speed.py --pattern structured --ffn-sparsity 0.6667 --head-sparsity 0.5 \
+        --sparsity 0.5 --compact --engines torch-int8 dense dense-int8     # whole neurons/heads, compacted
 
 Random-weight BERT shapes pruned one-shot (unstructured, per layer) with pruneofa.Pruner.
+--pattern structured|hybrid prunes whole FFN neurons and heads (--ffn-sparsity, --head-sparsity;
+--sparsity is then the schedule reference, the weight sparsity for hybrid); --compact runs every
+engine on the compacted model (export.compact) and adds "torch-compact", its transformers eager
+forward, while the baseline stays the model before compaction: dense fp32 cost.
 Batch 1, sequence 128. The engines run interleaved (a shuffled order every round) after a
 warm-up, so that load from other processes hits all of them alike; the table gives medians,
 p90, min, and the ratio of medians (and of minima) to dense fp32 PyTorch eager ("torch": the unconverted transformers
@@ -45,10 +51,17 @@ ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8"
 # which picks its shuffle-free 1x4-block layout for dense weights: a dense VNNI GEMM). Against it,
 # "sparse-int8" shows what sparsity alone buys inside the same engine.
 NATIVE_DENSE_INT8 = "dense-int8-native"
+TORCH_COMPACT = "torch-compact"  # with --compact: transformers eager fp32 on the compacted model
+# Pseudo-engine: the served model with every layer on the runtime's own int8 kernel (sparse_threshold=0:
+# dense weights in its 1x4-block layout), the whole encoder in one C++ call with int8 attention. For a
+# compacted structured model, whose weights are dense, the runtime's fastest int8 path.
+NATIVE_INT8 = "native-int8"
 LAYER_SHAPES = [(384, 384), (384, 1536), (1536, 384), (768, 768), (768, 3072), (3072, 768)]
 
 
-def pruned_bert(shape: str, sparsity: float, pattern: str = "unstructured", seed: int = 0) -> torch.nn.Module:
+def pruned_bert(shape: str, sparsity: float, pattern: str = "unstructured", seed: int = 0,
+                groups: dict | None = None) -> torch.nn.Module:
+    """groups: ffn_sparsity / head_sparsity, for the structured and hybrid patterns."""
     from transformers import BertConfig, BertModel
 
     from pruneofa import Pruner
@@ -56,7 +69,8 @@ def pruned_bert(shape: str, sparsity: float, pattern: str = "unstructured", seed
     torch.manual_seed(seed)
     model = BertModel(BertConfig(**SHAPES[shape])).eval()
     if sparsity > 0:
-        pruner = Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0, pattern=pattern)
+        pruner = Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0, pattern=pattern,
+                        **(groups or {}))
         pruner.finalize()
     return model
 
@@ -112,22 +126,29 @@ def p90(values: list[float]) -> float:
 
 
 def bench_models(shapes: list[str], sparsities: list[float], engines: list[str], rounds: int, warmup: int,
-                 threads: int, pattern: str, clock: str, wait_idle: float) -> list[dict]:
+                 threads: int, pattern: str, clock: str, wait_idle: float, groups: dict | None = None,
+                 compact: bool = False) -> list[dict]:
     import pruneofa.runtime as rt
+    from pruneofa.export.compact import compact_model
 
     rows = []
     ids = torch.randint(1000, 20000, (1, 128))
     inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
     for shape in shapes:
         for sparsity in sparsities:
-            model = pruned_bert(shape, sparsity, pattern)
+            model = pruned_bert(shape, sparsity, pattern, groups=groups)
+            served = compact_model(model) if compact else model
 
             def eager(model=model):  # the baseline: transformers' own forward, plain PyTorch eager
                 with torch.no_grad():
                     return model(**inputs)
 
-            runtimes = {e: rt.load(model, engine=e, threads=threads) for e in engines
-                        if e not in ("torch", NATIVE_DENSE_INT8)}
+            runtimes = {e: rt.load(served, engine=e, threads=threads) for e in engines
+                        if e not in ("torch", NATIVE_DENSE_INT8, NATIVE_INT8)}
+            if NATIVE_INT8 in engines:
+                runtimes[NATIVE_INT8] = rt.load(served, engine="sparse-int8", threads=threads, sparse_threshold=0.0)
+            if compact:
+                runtimes[TORCH_COMPACT] = rt.load(served, engine="torch", threads=threads)
             references = {}
             if NATIVE_DENSE_INT8 in engines:
                 dense = pruned_bert(shape, 0.0)
@@ -145,7 +166,8 @@ def bench_models(shapes: list[str], sparsities: list[float], engines: list[str],
             for e, call in calls.items():
                 out, ref = call().last_hidden_state, references.get(e, reference)
                 med = statistics.median(times[e])
-                rows.append(dict(shape=shape, sparsity=sparsity, pattern=pattern, engine=e, median_ms=med * 1e3,
+                rows.append(dict(shape=shape, sparsity=sparsity, pattern=pattern, groups=groups, compact=compact,
+                                 engine=e, median_ms=med * 1e3,
                                  p90_ms=p90(times[e]) * 1e3, min_ms=min(times[e]) * 1e3, speedup=base / med,
                                  speedup_of_min=base_min / min(times[e]),
                                  max_abs_diff=(out - ref).abs().max().item(),
@@ -213,8 +235,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--sparsity", nargs="+", type=float, default=[0.9])
-    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=[*ENGINES, NATIVE_DENSE_INT8])
-    ap.add_argument("--pattern", default="unstructured", help="pruning pattern, e.g. block:1x4")
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=[*ENGINES, NATIVE_DENSE_INT8, NATIVE_INT8])
+    ap.add_argument("--pattern", default="unstructured", help="pruning pattern, e.g. block:1x4, structured")
+    ap.add_argument("--ffn-sparsity", type=float, help="structured/hybrid: fraction of FFN neurons removed")
+    ap.add_argument("--head-sparsity", type=float, help="structured/hybrid: fraction of attention heads removed")
+    ap.add_argument("--compact", action="store_true", help="run the engines on the compacted model (export.compact)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="default: pruneofa.runtime.default_threads()")
@@ -252,8 +277,10 @@ def main() -> None:
             print(f"| {r['shape'][0]}→{r['shape'][1]} | {r['engine']} | {be} | {s[0.5]:.2f} / {s[0.7]:.2f} / {s[0.9]:.2f} |")
         out = args.out.with_name(args.out.stem + "_break_even.json")
     else:
+        groups = {k: v for k, v in (("ffn_sparsity", args.ffn_sparsity), ("head_sparsity", args.head_sparsity))
+                  if v is not None}
         rows = bench_models(args.shapes, args.sparsity, args.engines, args.rounds, args.warmup, threads, args.pattern,
-                            args.clock, args.wait_idle)
+                            args.clock, args.wait_idle, groups, args.compact)
         result = dict(meta=meta, results=rows)
         print(table(rows))
         print(f"loadavg before/after each measurement: {[r['loadavg'] for r in rows if r['engine'] == 'torch']}")
