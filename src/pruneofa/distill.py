@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from pruneofa.deferred_logits import forward_deferring_logits
 from pruneofa.sparsity.config import StrictModel
+from pruneofa.token_loss import IGNORE, LogitSource, token_loss
 
 
 class DistillConfig(StrictModel):
@@ -26,48 +28,6 @@ class DistillConfig(StrictModel):
     alpha_hidden: float = Field(0.0, ge=0.0, description="weight of an MSE between hidden states (needs equal widths)")
 
 
-KD_CHUNK_ROWS = 256  # positions per chunk: bounds the vocabulary-sized temporaries of the KD term
-
-
-def _kd_rows(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Weighted sum over rows of KL(softmax(t/T) ‖ softmax(s/T))."""
-    log_p_student = F.log_softmax(student.float() / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher.float() / temperature, dim=-1)
-    per_row = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none").sum(-1)
-    return (per_row * weight).sum()
-
-
-class _ChunkedKL(torch.autograd.Function):
-    """Σ_rows w · KL(softmax(t/T) ‖ softmax(s/T)), computed KD_CHUNK_ROWS rows at a time.
-
-    For an LM the softmaxes are vocabulary-sized for every token; autograd would keep several of
-    them alive until the backward pass. Here nothing but the inputs is kept, and the backward pass
-    writes the closed-form gradient  ∂/∂s = w · (softmax(s/T) − softmax(t/T)) / T  chunk by chunk
-    into one buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, student, teacher, weight, temperature):
-        ctx.save_for_backward(student, teacher, weight)
-        ctx.temperature = temperature
-        total = student.new_zeros((), dtype=torch.float32)
-        for start in range(0, student.shape[0], KD_CHUNK_ROWS):
-            rows = slice(start, start + KD_CHUNK_ROWS)
-            total += _kd_rows(student[rows], teacher[rows], weight[rows], temperature)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_total):
-        student, teacher, weight = ctx.saved_tensors
-        temperature = ctx.temperature
-        grad = torch.empty_like(student)
-        for start in range(0, student.shape[0], KD_CHUNK_ROWS):
-            rows = slice(start, start + KD_CHUNK_ROWS)
-            diff = F.softmax(student[rows].float() / temperature, -1) - F.softmax(teacher[rows].float() / temperature, -1)
-            grad[rows] = (diff * (weight[rows, None] * grad_total / temperature)).to(grad.dtype)
-        return grad, None, None, None
-
-
 def kd_divergence(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -75,11 +35,47 @@ def kd_divergence(
 
     `mask` (broadcastable to the leading dims, e.g. the attention mask) says which positions count.
     """
-    vocab = student_logits.shape[-1]
-    student, teacher = student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab).detach()
-    weight = (torch.ones(student_logits.shape[:-1], device=student.device) if mask is None
-              else mask.to(torch.float32).expand(student_logits.shape[:-1])).reshape(-1)
-    return temperature**2 * _ChunkedKL.apply(student, teacher, weight, temperature) / weight.sum().clamp_min(1.0)
+    rows = student_logits.shape[:-1]
+    weight = (torch.ones(rows, device=student_logits.device) if mask is None
+              else mask.to(torch.float32).expand(rows))
+    no_targets = torch.full(rows, IGNORE, device=student_logits.device)
+    scale = temperature**2 / float(weight.sum().clamp_min(1.0))
+    kd, _, _ = token_loss(LogitSource(student_logits), LogitSource(teacher_logits.detach()), no_targets, weight,
+                          0.0, scale, temperature)
+    return kd
+
+
+def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Each position's causal-LM target, the next token's label; the last position has none."""
+    return torch.cat([labels[..., 1:], torch.full_like(labels[..., :1], IGNORE)], dim=-1)
+
+
+def token_distillation_loss(
+    student: LogitSource, teacher: LogitSource | None, labels: torch.Tensor, config: DistillConfig,
+    mask: torch.Tensor | None = None, causal: bool = False, num_items_in_batch: Any = None,
+) -> dict[str, torch.Tensor]:
+    """α_ce · CE + α_kd · T² · KL over a language model's tokens, both from the same logits, a chunk
+    of tokens at a time (`pruneofa.token_loss`): no [tokens, vocab] temporary is ever built.
+
+    CE counts the labelled positions (labels != -100: the masked tokens of an MLM; for a causal LM
+    each position predicts the next token's label), averaged over their number or over
+    `num_items_in_batch` (the Trainer's count across accumulated micro-batches). KD counts every
+    position the attention `mask` keeps. Without a teacher (or with α_kd = α_hidden = 0) the loss is
+    the CE alone. Returns {"loss", "ce"[, "kd"]}.
+    """
+    targets = next_token_targets(labels) if causal else labels
+    # counts as Python numbers: exact scales whatever the logits' dtype (one device sync per batch)
+    n_labelled = float(num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE).sum().clamp_min(1))
+    if teacher is None or (config.alpha_kd == 0 and config.alpha_hidden == 0):
+        loss, ce_sum, _ = token_loss(student, None, targets, None, 1.0 / n_labelled, 0.0, config.temperature)
+        return {"loss": loss, "ce": ce_sum / n_labelled}
+    rows = labels.shape
+    weight = torch.ones(rows, device=labels.device) if mask is None else mask.to(torch.float32).expand(rows)
+    n_counted = float(weight.sum().clamp_min(1.0))
+    kd_scale = config.temperature**2 / n_counted
+    loss, ce_sum, kd_sum = token_loss(student, teacher, targets, weight, config.alpha_ce / n_labelled,
+                                      config.alpha_kd * kd_scale, config.temperature)
+    return {"loss": loss, "ce": ce_sum / n_labelled, "kd": kd_sum * kd_scale}
 
 
 def hidden_state_mse(student_hidden: tuple[torch.Tensor, ...], teacher_hidden: tuple[torch.Tensor, ...],
@@ -97,26 +93,39 @@ def hidden_state_mse(student_hidden: tuple[torch.Tensor, ...], teacher_hidden: t
 
 
 def distillation_loss(
-    student_out: Any, teacher_out: Any | None, config: DistillConfig, mask: torch.Tensor | None = None
+    student_out: Any, teacher_out: Any | None, config: DistillConfig, mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None, causal: bool = False, num_items_in_batch: Any = None,
 ) -> dict[str, torch.Tensor]:
-    """Combine the student's own loss (`student_out.loss`) with KD against `teacher_out`.
+    """Combine the student's own loss with KD against `teacher_out`.
 
-    Returns {"loss", "ce", "kd"[, "hidden"]}; "loss" is what to backpropagate.
+    The student's loss is `student_out.loss`, or, when `labels` are given, computed here from its
+    logits. For a language model pass `labels` and run the student without them: CE and KD then
+    come from the same logits a chunk of tokens at a time (`token_distillation_loss`), and no
+    [tokens, vocab] log-softmax is kept for backward (transformers' own LM loss keeps one).
+
+    Returns {"loss", "ce"[, "kd", "hidden"]}; "loss" is what to backpropagate.
     """
-    ce = student_out.loss
-    parts = {"ce": ce.detach()}
-    if teacher_out is None or (config.alpha_kd == 0 and config.alpha_hidden == 0):
-        parts["loss"] = ce
-        return parts
-    kd = kd_divergence(student_out.logits, teacher_out.logits, config.temperature, mask)
-    loss = config.alpha_ce * ce + config.alpha_kd * kd
-    parts["kd"] = kd.detach()
-    if config.alpha_hidden > 0:
+    if labels is not None and student_out.logits.dim() == 3:
+        teacher = None if teacher_out is None else LogitSource(teacher_out.logits)
+        parts = token_distillation_loss(LogitSource(student_out.logits), teacher, labels, config, mask, causal,
+                                        num_items_in_batch)
+    else:
+        ce = student_out.loss if labels is None else task_loss(student_out.logits, labels, causal, num_items_in_batch)
+        parts = {"loss": ce, "ce": ce}
+        if teacher_out is not None and (config.alpha_kd > 0 or config.alpha_hidden > 0):
+            kd = kd_divergence(student_out.logits, teacher_out.logits, config.temperature, mask)
+            parts.update(loss=config.alpha_ce * ce + config.alpha_kd * kd, kd=kd)
+    return with_hidden_term(parts, student_out, teacher_out, config, mask)
+
+
+def with_hidden_term(parts: dict[str, torch.Tensor], student_out: Any, teacher_out: Any | None, config: DistillConfig,
+                     mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`parts` with α_hidden · MSE(hidden states) added to its "loss" when a teacher ran and α_hidden > 0;
+    every part but "loss" detached (they are for logging)."""
+    if teacher_out is not None and config.alpha_hidden > 0:
         hidden = hidden_state_mse(student_out.hidden_states, teacher_out.hidden_states, mask)
-        loss = loss + config.alpha_hidden * hidden
-        parts["hidden"] = hidden.detach()
-    parts["loss"] = loss
-    return parts
+        parts = {**parts, "loss": parts["loss"] + config.alpha_hidden * hidden, "hidden": hidden}
+    return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
 
 
 class DistillationLoss:
@@ -126,13 +135,16 @@ class DistillationLoss:
         trainer = Trainer(model=model, ..., compute_loss_func=kd)
 
     `attach` registers a forward pre-hook on the student that runs the frozen teacher on the same
-    inputs during training, so the Trainer's own loss plumbing stays untouched.
+    inputs during training, so the Trainer's own loss plumbing stays untouched. A language-model
+    teacher runs without its output layer (`forward_deferring_logits`): its logits are built a chunk
+    of tokens at a time inside the loss.
     """
 
     def __init__(self, teacher: nn.Module, config: DistillConfig | None = None, **kwargs: Any):
         self.teacher = teacher.eval().requires_grad_(False)
         self.config = config or DistillConfig(**kwargs)
         self._teacher_out: Any = None
+        self._teacher_logits: LogitSource | None = None
         self._mask: torch.Tensor | None = None
 
     def attach(self, student: nn.Module) -> "DistillationLoss":
@@ -145,31 +157,42 @@ class DistillationLoss:
     @torch.no_grad()
     def _run_teacher(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if not module.training:
-            self._teacher_out = None
+            self._teacher_out = self._teacher_logits = None
             return
         inputs = {k: v for k, v in kwargs.items() if k not in ("labels", "num_items_in_batch")}
-        self._teacher_out = self.teacher(*args, **inputs)
+        self._teacher_out, self._teacher_logits = forward_deferring_logits(self.teacher, *args, **inputs)
         self._mask = kwargs.get("attention_mask")
 
     def __call__(self, outputs: Any, labels: torch.Tensor | None, num_items_in_batch: Any = None) -> torch.Tensor:
+        teacher_out, teacher_logits = self._teacher_out, self._teacher_logits
+        self._teacher_out = self._teacher_logits = None
         # the Trainer pops `labels` before the forward when a compute_loss_func is set
-        if outputs.get("loss") is None:
-            if labels is None:
-                raise ValueError("DistillationLoss needs labels: keep the Trainer's default label_names")
-            outputs["loss"] = task_loss(outputs.logits, labels, self._causal, num_items_in_batch)
-        teacher_out, self._teacher_out = self._teacher_out, None
+        own_loss = outputs.get("loss") is not None
+        if not own_loss and labels is None:
+            raise ValueError("DistillationLoss needs labels: keep the Trainer's default label_names")
+        if outputs.logits.dim() == 3 and not own_loss:
+            teacher = teacher_logits if teacher_out is not None else None
+            parts = token_distillation_loss(LogitSource(outputs.logits), teacher, labels, self.config, self._mask,
+                                            self._causal, num_items_in_batch)
+            return with_hidden_term(parts, outputs, teacher_out, self.config, self._mask)["loss"]
+        if teacher_out is not None and teacher_logits is not None:
+            teacher_out["logits"] = teacher_logits.materialize()
         mask = self._mask if outputs.logits.dim() == 3 else None
-        return distillation_loss(outputs, teacher_out, self.config, mask)["loss"]
+        return distillation_loss(outputs, teacher_out, self.config, mask, labels=None if own_loss else labels,
+                                 causal=self._causal, num_items_in_batch=num_items_in_batch)["loss"]
+
+
+CE_ONLY = DistillConfig(alpha_ce=1.0, alpha_kd=0.0)
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool, num_items_in_batch: Any = None) -> torch.Tensor:
-    """The model's own loss from logits: token CE (shifted for causal LMs), class CE, or MSE for regression."""
-    if logits.dim() == 2 and logits.shape[-1] == 1:
+    """The model's own loss from logits: token CE (of the next token for causal LMs), class CE, or
+    MSE for regression."""
+    if logits.dim() == 3:
+        return token_distillation_loss(LogitSource(logits), None, labels, CE_ONLY, causal=causal,
+                                       num_items_in_batch=num_items_in_batch)["loss"]
+    if logits.shape[-1] == 1:
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    if causal:
-        logits, labels = logits[..., :-1, :], labels[..., 1:]
-    # only the labelled positions (15% for MLM): a full-vocabulary log-softmax over every token would
-    # cost as much memory as the logits themselves
-    counted = labels != -100
+    counted = labels != IGNORE
     loss = F.cross_entropy(logits[counted].float(), labels[counted], reduction="sum")
     return loss / (num_items_in_batch if num_items_in_batch is not None else counted.sum().clamp_min(1))

@@ -18,7 +18,8 @@ from transformers import DataCollatorForLanguageModeling
 
 from pruneofa.config.schema import PruneRecipe, TeacherRecipe
 from pruneofa.data.corpus import build_lm_blocks
-from pruneofa.distill import DistillConfig, distillation_loss, task_loss
+from pruneofa.deferred_logits import forward_deferring_logits
+from pruneofa.distill import CE_ONLY, DistillConfig, token_distillation_loss, with_hidden_term
 from pruneofa.errors import UserError
 from pruneofa.models import check_same_vocab, is_causal_lm, load_lm, load_tokenizer
 from pruneofa.sparsity.pruner import Pruner
@@ -40,7 +41,12 @@ def _batch(collator, blocks: torch.Tensor, indices: list[int]) -> dict[str, torc
 
 
 def lm_evaluator(tokenizer, causal: bool, recipe, blocks: torch.Tensor):
-    """Validation LM loss and perplexity, on a fixed masking of the held-out blocks."""
+    """Validation LM loss and perplexity, on a fixed masking of the held-out blocks.
+
+    The loss is transformers' LM loss (mean CE over the labelled tokens), computed as in training
+    without building the [tokens, vocab] logits: at the end of a run, with the optimizer state
+    alive, a full-vocabulary evaluation would otherwise set the run's peak memory.
+    """
     batch_size = max(1, recipe.train.batch_size // recipe.train.grad_accum)
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
@@ -51,11 +57,37 @@ def lm_evaluator(tokenizer, causal: bool, recipe, blocks: torch.Tensor):
         losses = []
         for start in range(0, min(len(blocks), batch_size * recipe.train.eval_batches), batch_size):
             batch = _batch(collator, blocks, list(range(start, min(start + batch_size, len(blocks)))))
-            losses.append(model(**{k: v.to(device) for k, v in batch.items()}).loss.item())
+            batch = {k: v.to(device) for k, v in batch.items()}
+            _, logits = forward_deferring_logits(model, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            losses.append(token_distillation_loss(logits, None, batch["labels"], CE_ONLY, causal=causal)["loss"].item())
         loss = sum(losses) / len(losses)
         return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
 
     return evaluate
+
+
+def lm_objective(distill: DistillConfig, causal: bool):
+    """`compute_loss` for `fit`: CE on the labelled tokens + KD on every non-padding token.
+
+    Neither model builds its [tokens, vocab] logits: both run without their output layer and
+    `token_distillation_loss` computes CE and KD from the features entering it, a chunk of tokens
+    at a time. The student runs without labels, as transformers' own LM loss would keep a
+    full-vocabulary log-softmax for every token.
+    """
+    hidden = distill.alpha_hidden > 0
+
+    def compute_loss(student, frozen_teacher, batch):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        out_s, logits_s = forward_deferring_logits(student, **inputs, output_hidden_states=hidden)
+        out_t = logits_t = None
+        if frozen_teacher is not None:
+            with torch.no_grad():
+                out_t, logits_t = forward_deferring_logits(frozen_teacher, **inputs, output_hidden_states=hidden)
+        mask = batch["attention_mask"]
+        parts = token_distillation_loss(logits_s, logits_t, batch["labels"], distill, mask, causal)
+        return with_hidden_term(parts, out_s, out_t, distill, mask)
+
+    return compute_loss
 
 
 def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
@@ -79,19 +111,7 @@ def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
     out = claim_output_dir(recipe)
 
     collator = _collator(tokenizer, causal, recipe.train.mlm_probability)
-    hidden = distill.alpha_hidden > 0
-
-    def compute_loss(student, frozen_teacher, batch):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        # the student runs without labels and its LM loss is taken on the labelled positions only:
-        # transformers' own loss would hold a full-vocabulary log-softmax for every token
-        out_s = student(**inputs, output_hidden_states=hidden)
-        out_s["loss"] = task_loss(out_s.logits, batch["labels"], causal)
-        out_t = None
-        if frozen_teacher is not None:
-            with torch.no_grad():
-                out_t = frozen_teacher(**inputs, output_hidden_states=hidden)
-        return distillation_loss(out_s, out_t, distill, mask=batch["attention_mask"])
+    compute_loss = lm_objective(distill, causal)
 
     hold_until = recipe.pruning.target_step if pruning else None
     job = TrainingJob(

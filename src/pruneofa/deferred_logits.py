@@ -1,0 +1,60 @@
+"""Run a language model without its output layer, so that its logits can be built a chunk at a time.
+
+An LM's last step maps every token's features to a vocabulary-sized row of logits: [tokens, vocab]
+values, 250 MB in fp32 at 16 x 128 tokens and a 30k vocabulary, more than the rest of a small
+model's activations. `pruneofa.token_loss` needs only a chunk of those rows at a time, so the
+layer is skipped here and its input, weight and bias are handed over instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from torch import nn
+
+from pruneofa.token_loss import LogitSource
+
+log = logging.getLogger(__name__)
+_NOT_SKIPPABLE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # models whose logits are more than the layer's output
+
+
+def forward_deferring_logits(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, LogitSource]:
+    """`model(*args, **kwargs)` and where its logits come from.
+
+    When the model's last step is a plain linear output layer (`get_output_embeddings()`), that
+    layer is skipped: the returned outputs have `logits` None and the source is the layer's input
+    with its weight and bias. Otherwise (no such layer, a layer with its own forward or hooks, or
+    logits post-processed after it, e.g. soft-capped) the model runs as usual and the source is its
+    logits; a model found to post-process is remembered and not tried again.
+    """
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    layer = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if not _skippable(layer) or inner in _NOT_SKIPPABLE:
+        out = model(*args, **kwargs)
+        return out, LogitSource(out.logits)
+    inputs = []
+
+    def skip(features):
+        inputs.append(features)
+        return features
+
+    layer.forward = skip  # an instance attribute: shadows nn.Linear.forward for this call only
+    try:
+        out = model(*args, **kwargs)
+    finally:
+        del layer.forward
+    if len(inputs) == 1 and out.logits is inputs[0]:
+        out["logits"] = None
+        return out, LogitSource(inputs[0], layer.weight, layer.bias)
+    log.warning("%s changes its logits after the output layer: computing them in full", type(inner).__name__)
+    _NOT_SKIPPABLE.add(inner)
+    out = model(*args, **kwargs)
+    return out, LogitSource(out.logits)
+
+
+def _skippable(layer: nn.Module | None) -> bool:
+    # a subclass with its own forward (fake quantization, ...) or a hook would be bypassed by the skip
+    return (isinstance(layer, nn.Linear) and type(layer).forward is nn.Linear.forward
+            and not (layer._forward_hooks or layer._forward_pre_hooks))
