@@ -1,20 +1,21 @@
 """Peak memory of student pruning vs plain training of the same model with the teacher run alongside.
 
-    .venv/bin/python bench/memory_prune.py [--batch-size 16] [--seq-len 128] [--steps 20] [--prototype] [--json out.json]
+    .venv/bin/python bench/memory_prune.py [--batch-size 16] [--seq-len 128] [--steps 20] [--logits-path] [--json out.json]
 
 Both runs are the offline default model (`offline/minilm-l6`, the bare MiniLM-L6 encoder, given an
 MLM head as the stages do), trained by the project's own loop (`pruneofa.train.loop.fit`) on the
 offline corpus, each in a fresh subprocess:
 
   prune   `pruneofa prune` itself (run_lm_stage): GMP to 85% (masks updated every 2 steps, the
-          target reached half-way) + KD from the frozen teacher (alpha_ce = alpha_kd = 0.5, T = 2)
+          target reached half-way) + KD from the frozen teacher (alpha_ce = alpha_kd = 0.5, T = 2),
+          the loss from `stages.lm.lm_objective`: both models run without their output layer and
+          CE + KD are computed from its input a chunk of tokens at a time
   dense   the same model, data, optimizer and loop with no masks and KD off, but the teacher still
           loaded and run on every batch (its output discarded), so the two differ only by what
-          pruning and distillation themselves add
-
-  fused   (--prototype) masks + KD as `prune`, but the loss computed by FusedLMDistillLoss below,
-          a chunked CE + KD with a closed-form gradient: what the KD memory would be if
-          pruneofa.distill / stages.lm adopted it (same loss and gradient, checked at the end)
+          pruning and distillation themselves add; the student's loss is transformers' own
+  logits  (--logits-path) masks + KD as `prune`, but through the public
+          `distillation_loss(..., labels=...)` on both models' full logits: what a plain training
+          loop using the library gets (the chunked loss without the skipped output layers)
 
 Peak RSS is the subprocess's ru_maxrss from os.wait4 (the whole process: Python, torch, both
 models, optimizer, activations); the final checkpoint and model writes are included in both.
@@ -53,85 +54,13 @@ def child_prune(overrides: list[str]) -> None:
     run_lm_stage(load_recipe("prune", "offline", overrides))
 
 
-class FusedLMDistillLoss:
-    """PROTOTYPE (not used by the stages): alpha_ce * CE + alpha_kd * T^2 * KL as one chunked autograd op.
-
-    Same loss and gradient as `pruneofa.distill.distillation_loss` on packed blocks (checked against
-    it in `check_fused`), but it never materialises a logits-sized temporary: the vocabulary
-    softmaxes are taken 64 positions at a time, the closed-form gradient
-        alpha_kd * T / n * (softmax(s/T) - softmax(t/T)) + alpha_ce / n_lab * (softmax(s) - onehot(y))
-    is written into the teacher's logits buffer (no longer needed), and the student runs without
-    labels, so transformers' own CE (a full log-softmax kept for backward) is not computed either.
-    """
-
-    @staticmethod
-    def function():
-        import torch
-        import torch.nn.functional as F
-
-        class Fused(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, s, t, labels, a_ce, a_kd, temperature, chunk=64):
-                s2, t2, y = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), labels.reshape(-1)
-                n, n_lab = s2.shape[0], max(1, int((y != -100).sum()))
-                ce, kd = s.new_zeros((), dtype=torch.float32), s.new_zeros((), dtype=torch.float32)
-                for i in range(0, n, chunk):
-                    sc = s2[i:i + chunk].float()
-                    log_ps = F.log_softmax(sc / temperature, -1)
-                    log_pt = F.log_softmax(t2[i:i + chunk].float() / temperature, -1)
-                    pt = log_pt.exp()
-                    kd += (pt * (log_pt - log_ps)).sum()
-                    grad = log_ps.exp_().sub_(pt).mul_(a_kd * temperature / n)
-                    del pt, log_pt
-                    yc = y[i:i + chunk]
-                    rows = (yc != -100).nonzero().squeeze(-1)
-                    if rows.numel():
-                        log_p1 = F.log_softmax(sc[rows], -1)
-                        ce -= log_p1.gather(1, yc[rows, None]).sum()
-                        g1 = log_p1.exp_()
-                        g1[torch.arange(len(rows)), yc[rows]] -= 1
-                        grad[rows] += g1.mul_(a_ce / n_lab)
-                    t2[i:i + chunk] = grad
-                ce, kd = ce / n_lab, kd * temperature**2 / n
-                ctx.buffer = t
-                ctx.mark_non_differentiable(ce, kd)
-                return a_ce * ce + a_kd * kd, ce, kd
-
-            @staticmethod
-            def backward(ctx, g, _ce, _kd):
-                buffer, ctx.buffer = ctx.buffer, None
-                return buffer.mul_(g), None, None, None, None, None, None
-
-        return Fused
-
-
-def check_fused() -> float:
-    """Max |gradient difference| of the prototype against distillation_loss (float64, random inputs)."""
-    import torch
-    import torch.nn.functional as F
-
-    from pruneofa.distill import DistillConfig, kd_divergence
-
-    torch.manual_seed(0)
-    s = torch.randn(2, 5, 11, dtype=torch.float64, requires_grad=True)
-    t = torch.randn(2, 5, 11, dtype=torch.float64)
-    y = torch.full((2, 5), -100)
-    y[0, 1], y[1, 4] = 3, 7
-    cfg = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0)
-    ref = cfg.alpha_ce * F.cross_entropy(s.reshape(-1, 11), y.reshape(-1)) + cfg.alpha_kd * kd_divergence(s, t, 2.0)
-    (g_ref,) = torch.autograd.grad(ref, s)
-    total, _, _ = FusedLMDistillLoss.function().apply(s, t.clone(), y, 0.5, 0.5, 2.0, 3)
-    (g,) = torch.autograd.grad(total, s)
-    assert abs(float(total.detach()) - float(ref.detach())) < 1e-6
-    return float((g - g_ref).abs().max())
-
-
 def child_custom(overrides: list[str], variant: str) -> None:
     """run_lm_stage's setup and loop with another objective: `dense` (no masks, teacher run, KD off)
-    or `fused` (masks + KD as the stage, through the FusedLMDistillLoss prototype)."""
+    or `logits` (masks + KD as the stage, through distillation_loss on full logits)."""
     import torch
 
     from pruneofa.config.loader import load_recipe
+    from pruneofa.distill import distillation_loss
     from pruneofa.data.corpus import build_lm_blocks
     from pruneofa.models import is_causal_lm, load_lm, load_tokenizer
     from pruneofa.sparsity.pruner import Pruner
@@ -144,11 +73,10 @@ def child_custom(overrides: list[str], variant: str) -> None:
     tokenizer = load_tokenizer(recipe.model)
     teacher = load_lm(recipe.model)
     causal = is_causal_lm(model.config)
-    pruner = Pruner(model, recipe.pruning) if variant == "fused" else None
+    pruner = Pruner(model, recipe.pruning) if variant == "logits" else None
     train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len, recipe.seed)
     out = claim_output_dir(recipe)
     collator = _collator(tokenizer, causal, recipe.train.mlm_probability)
-    fused, d = FusedLMDistillLoss.function(), recipe.distill
 
     def dense_loss(student, frozen_teacher, batch):
         out_s = student(**batch)
@@ -157,17 +85,17 @@ def child_custom(overrides: list[str], variant: str) -> None:
         del out_t  # run, not used: KD off
         return {"loss": out_s.loss, "ce": out_s.loss.detach()}
 
-    def fused_loss(student, frozen_teacher, batch):
+    def logits_loss(student, frozen_teacher, batch):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = student(**inputs).logits
+        out_s = student(**inputs)
         with torch.no_grad():
-            teacher_logits = frozen_teacher(**inputs).logits
-        loss, ce, kd = fused.apply(logits, teacher_logits, batch["labels"], d.alpha_ce, d.alpha_kd, d.temperature)
-        return {"loss": loss, "ce": ce, "kd": kd}
+            out_t = frozen_teacher(**inputs)
+        return distillation_loss(out_s, out_t, recipe.distill, batch["attention_mask"], labels=batch["labels"],
+                                 causal=causal)
 
     job = TrainingJob(
         model=model, n_examples=len(train_blocks), make_batch=lambda idx: _batch(collator, train_blocks, idx),
-        compute_loss=dense_loss if variant == "dense" else fused_loss,
+        compute_loss=dense_loss if variant == "dense" else logits_loss,
         lr_at=lambda s: recipe.train.lr_at(s, recipe.pruning.target_step), config=recipe.train, output_dir=out,
         seed=recipe.seed, teacher=teacher, pruner=pruner, evaluate=lm_evaluator(tokenizer, causal, recipe, val_blocks),
         description=variant)
@@ -207,9 +135,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the runs (0: torch's default)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "memory_prune.json"))
-    parser.add_argument("--prototype", action="store_true",
-                        help="also measure pruning + KD through the FusedLMDistillLoss prototype")
-    parser.add_argument("--child", choices=["prune", "dense", "fused"], help=argparse.SUPPRESS)
+    parser.add_argument("--logits-path", action="store_true",
+                        help="also measure pruning + KD through distillation_loss on full logits")
+    parser.add_argument("--child", choices=["prune", "dense", "logits"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -219,7 +147,7 @@ def main() -> None:
             child_custom(args.overrides, args.child)
         return
 
-    modes = ("dense", "prune", "fused") if args.prototype else ("dense", "prune")
+    modes = ("dense", "prune", "logits") if args.logits_path else ("dense", "prune")
     with tempfile.TemporaryDirectory(prefix="memory_prune-") as tmp:
         rows = [measure(mode, args, Path(tmp)) for mode in modes]
     dense, prune = rows[0], rows[1]
@@ -230,14 +158,12 @@ def main() -> None:
     print("| run | peak RSS (MiB) | x dense | wall (s) | CPU (s) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     labels = {"dense": "dense training + teacher forward (no masks, KD off)",
-              "prune": "`pruneofa prune`: GMP 85% + KD (distillation_loss)",
-              "fused": "GMP 85% + KD via the FusedLMDistillLoss prototype"}
+              "prune": "`pruneofa prune`: GMP 85% + KD (lm_objective, output layers skipped)",
+              "logits": "GMP 85% + KD via distillation_loss on full logits"}
     for row in rows:
         print(f"| {labels[row['mode']]} | {row['peak_rss_mib']:.0f} | {row['ratio_to_dense']:.2f} | "
               f"{row['wall_s']:.0f} | {row['cpu_s']:.0f} |")
     print(f"\nratio prune / dense: {ratio:.3f}x (target <= 1.15x); final sparsity {prune['final_sparsity']:.3f}")
-    if args.prototype:
-        print(f"prototype: max |gradient - distillation_loss gradient| = {check_fused():.2e}")
     result = {"model": MODEL, "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
               "threads": args.threads or None, "rows": rows, "ratio": ratio, "target": 1.15,
               "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
