@@ -44,7 +44,8 @@ def study_pipeline(args: argparse.Namespace) -> dict:
     task_train = {"max_steps": args.task_steps, "batch_size": args.task_batch,
                   "warmup_steps": max(1, args.task_steps // 10), "save_every": max(1, args.task_steps // 2),
                   "eval_every": 0, "log_every": max(1, args.task_steps // 20)}
-    task_data = {"max_eval_samples": args.max_eval_samples} if args.max_eval_samples else {}
+    # an empty `data: {}` would replace the recipe's whole data section, so it is left out
+    task_data = {"data": {"max_eval_samples": args.max_eval_samples}} if args.max_eval_samples else {}
     prune_steps = args.prune_steps
     steps: dict[str, dict] = {
         "teacher": {"stage": "teacher", "overrides": {"model": "offline/minilm-l6",
@@ -56,7 +57,7 @@ def study_pipeline(args: argparse.Namespace) -> dict:
             "pruning": {"target_sparsity": s / 100, "target_step": prune_steps // 2,
                         "stop_step": (4 * prune_steps) // 5, "frequency": max(1, prune_steps // 20)}}}
     for seed in args.seeds:
-        common = {"seed": seed, "train": task_train, "data": task_data}
+        common = {"seed": seed, "train": task_train, **task_data}
         steps[f"dense-s{seed}"] = {"stage": "finetune", "overrides": {"model": "${teacher}", **common}}
         for s in SPARSITIES:
             steps[f"ofa-{s}-s{seed}"] = {"stage": "transfer", "overrides": {
