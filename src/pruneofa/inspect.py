@@ -59,11 +59,11 @@ def inspect_dir(model_dir: str | Path) -> dict[str, Any]:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"'{model_dir}' is not a transformers model directory (no config.json)", "pass a model directory")
-    config = transformers.AutoConfig.from_pretrained(model_dir)
-    arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
-    cls = getattr(transformers, arch, None)
+    from pruneofa.export.compact import config_and_class
+
+    config, cls = config_and_class(model_dir)  # a compacted checkpoint (export --compact) has its own class
     with torch.device("meta"):
-        model = cls(config) if cls is not None and arch != "AutoModel" else transformers.AutoModel.from_config(config)
+        model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
     meta = model_dir / "pruneofa.json"
     recipe = json.loads(meta.read_text()).get("recipe") if meta.is_file() else None
     names = select_prunable(model, *_selection(recipe))

@@ -147,3 +147,17 @@ def test_runtime_engines_run_the_compacted_model(pattern, engine, tiny_models):
     out = runtime(**batch).logits
     ref = logits(model, batch)
     assert ((out - ref).norm() / ref.norm()).item() < (1e-4 if engine in ("dense", "sparse") else 0.05)
+
+
+def test_pruneofas_own_readers_take_a_compact_dir(tiny_models, tmp_path):
+    import pruneofa.runtime as rt
+    from pruneofa.export import load_compressed, save_compressed
+    from pruneofa.inspect import inspect_dir
+
+    model = pruned(tiny_models["bert"], **WITH_HEADS)
+    out = export_compact_hf(model, tmp_path / "c")
+    assert len(inspect_dir(out)["layers"]) == 2 * 6  # the pooler of the MLM model is not there
+    ref = logits(model, inputs(4))
+    torch.testing.assert_close(rt.load(out, engine="dense")(**inputs(4)).logits, ref, rtol=1e-4, atol=1e-4)
+    save_compressed(out, tmp_path / "z", "fp32")
+    torch.testing.assert_close(logits(load_compressed(tmp_path / "z"), inputs(4)), ref, rtol=1e-5, atol=1e-5)

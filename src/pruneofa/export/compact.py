@@ -154,13 +154,20 @@ def is_compact_dir(path: str | Path) -> bool:
     return config.is_file() and modeling_compact.COMPACT_KEY in json.loads(config.read_text())
 
 
-def load_compact(path: str | Path) -> nn.Module:
-    """Load a compact checkpoint with pruneofa's own copy of `modeling_compact` (no remote code)."""
+def config_and_class(path: str | Path) -> tuple[Any, type | None]:
+    """(config, model class) of a model directory: pruneofa's own `modeling_compact` classes for a
+    compact checkpoint (no remote code), else AutoConfig and the transformers class named in
+    config.json (None when transformers has no such class)."""
+    import transformers
+
     architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    if not is_compact_dir(path):
+        config = transformers.AutoConfig.from_pretrained(path)
+        return config, getattr(transformers, architectures[0], None) if architectures else None
     model_class = getattr(modeling_compact, architectures[0], None) if architectures else None
     if model_class is None:
         raise UserError(f"{path}: unknown compact architecture {architectures}", "re-export it with --compact")
-    return model_class.from_pretrained(path).eval()
+    return model_class.config_class.from_pretrained(path), model_class
 
 
 def export_compact_hf(model_or_dir: nn.Module | str | Path, out_dir: str | Path, tokenizer: Any = None) -> Path:

@@ -196,8 +196,11 @@ def load_compressed(path: str | Path) -> nn.Module:
     stored, manifest, _ = read_container(file)
     if not (file.parent / "config.json").is_file():
         raise UserError(f"no config.json beside {file}", "keep the files save_compressed wrote together")
-    config = transformers.AutoConfig.from_pretrained(file.parent)
-    model_class = getattr(transformers, str(manifest.get("architecture")), None)
+    from pruneofa.export.compact import config_and_class
+
+    config, named = config_and_class(file.parent)  # a compacted model (export --compact) has its own class
+    arch = str(manifest.get("architecture"))
+    model_class = named if named is not None and named.__name__ == arch else getattr(transformers, arch, None)
     if model_class is None:
         raise UserError(f"{file.name}: unknown model class '{manifest.get('architecture')}'",
                         "install a transformers version that has it")

@@ -93,16 +93,10 @@ def load_model_dir(path: str | Path) -> nn.Module:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise UserError(f"{path} has no config.json", "pass a directory written by save_pretrained or pruneofa")
-    from pruneofa.export.compact import is_compact_dir, load_compact
+    from pruneofa.export.compact import config_and_class
 
-    if is_compact_dir(path):  # fewer heads than its config: pruneofa's own copy of the checkpoint's modeling file
-        return load_compact(path)
-    config = transformers.AutoConfig.from_pretrained(path)
-    arch = (config.architectures or [None])[0]
-    model_class = getattr(transformers, arch, None) if arch else None
-    if model_class is None:
-        model_class = transformers.AutoModel
-    return model_class.from_pretrained(path).eval()
+    config, model_class = config_and_class(path)  # a compacted checkpoint (export --compact) has its own class
+    return (model_class or transformers.AutoModel).from_pretrained(path, config=config).eval()
 
 
 def load_qat(path: str | Path, lock_sparsity: bool = True) -> nn.Module:

@@ -71,15 +71,11 @@ class RuntimeModel:
 
 
 def _from_pretrained(path: str | Path) -> nn.Module:
-    """The architecture named in config.json (e.g. BertForSequenceClassification), else AutoModel."""
-    import transformers
+    """The architecture named in config.json (e.g. BertForSequenceClassification), else AutoModel; a
+    compacted checkpoint (export --compact) with its own class."""
+    from pruneofa.quantization.checkpoint import load_model_dir
 
-    config = transformers.AutoConfig.from_pretrained(path)
-    for arch in config.architectures or []:
-        cls = getattr(transformers, arch, None)
-        if cls is not None:
-            return cls.from_pretrained(path)
-    return transformers.AutoModel.from_pretrained(path)
+    return load_model_dir(path)
 
 
 def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: int | None = None,
