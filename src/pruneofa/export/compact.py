@@ -150,8 +150,10 @@ def _with_compact_config(plain: nn.Module, cuts: list[BlockCut]) -> nn.Module:
 
 def is_compact_dir(path: str | Path) -> bool:
     """Whether `path` holds a checkpoint that needs `modeling_compact` (fewer heads than its config)."""
-    config = Path(path) / "config.json"
-    return config.is_file() and modeling_compact.COMPACT_KEY in json.loads(config.read_text())
+    try:
+        return modeling_compact.COMPACT_KEY in json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):  # no or unreadable config.json: the caller's own checks report it
+        return False
 
 
 def config_and_class(path: str | Path) -> tuple[Any, type | None]:
@@ -160,10 +162,11 @@ def config_and_class(path: str | Path) -> tuple[Any, type | None]:
     config.json (None when transformers has no such class)."""
     import transformers
 
-    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
     if not is_compact_dir(path):
         config = transformers.AutoConfig.from_pretrained(path)
+        architectures = config.architectures or []
         return config, getattr(transformers, architectures[0], None) if architectures else None
+    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
     model_class = getattr(modeling_compact, architectures[0], None) if architectures else None
     if model_class is None:
         raise UserError(f"{path}: unknown compact architecture {architectures}", "re-export it with --compact")
