@@ -161,3 +161,18 @@ def test_pruneofas_own_readers_take_a_compact_dir(tiny_models, tmp_path):
     torch.testing.assert_close(rt.load(out, engine="dense")(**inputs(4)).logits, ref, rtol=1e-4, atol=1e-4)
     save_compressed(out, tmp_path / "z", "fp32")
     torch.testing.assert_close(logits(load_compressed(tmp_path / "z"), inputs(4)), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_structured_qat_model_compacts_to_its_dequantized_weights():
+    from pruneofa.quantization.checkpoint import plain_model_copy
+    from tests.export.helpers import batch, qat_train, tiny_bert
+
+    model = tiny_bert(weight_std=0.2)
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.5, head_sparsity=0.5)
+    Pruner(model, method="lock")
+    qat_train(model)
+    compact = compact_model(model)
+    assert compact.config.compact["attention_heads"] == [1, 1] and compact.config.compact["ffn_sizes"] == [32, 32]
+    expected = plain_model_copy(model, keep_quantized_values=True)
+    torch.testing.assert_close(logits(compact, batch(5, labels=False)), logits(expected, batch(5, labels=False)),
+                               rtol=1e-5, atol=1e-5)
