@@ -176,3 +176,13 @@ def test_a_structured_qat_model_compacts_to_its_dequantized_weights():
     expected = plain_model_copy(model, keep_quantized_values=True)
     torch.testing.assert_close(logits(compact, batch(5, labels=False)), logits(expected, batch(5, labels=False)),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_a_compacted_model_pruned_further_compacts_again(tiny_models, tmp_path):
+    model = pruned(tiny_models["bert"], **WITH_HEADS)
+    once = compact_model(model)
+    Pruner(once, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.5, head_sparsity=0.5)
+    out = export_compact_hf(once, tmp_path / "twice")
+    config = json.loads((out / "config.json").read_text())
+    assert config["compact"]["attention_heads"] == [1, 1] and config["compact"]["ffn_sizes"] == [8, 8]
+    torch.testing.assert_close(logits(load_model_dir(out), inputs(6)), logits(once, inputs(6)), rtol=1e-5, atol=1e-5)

@@ -100,7 +100,8 @@ def compact_model(model: nn.Module) -> nn.Module:
     for cut in cuts:
         _cut(plain, cut, layers)
     widths = {len(c.neurons) for c in cuts}
-    if all(len(c.heads) == c.block.heads.size for c in cuts) and len(widths) == 1:
+    already_compact = modeling_compact.COMPACT_KEY in plain.config.to_dict()  # its record must be rewritten
+    if not already_compact and all(len(c.heads) == c.block.heads.size for c in cuts) and len(widths) == 1:
         setattr(plain.config, cuts[0].block.layout.ffn_config_key, widths.pop())
         return plain
     return _with_compact_config(plain, cuts)
@@ -130,17 +131,20 @@ def compact_record(model: nn.Module, cuts: list[BlockCut]) -> dict[str, Any]:
 
 
 def _with_compact_config(plain: nn.Module, cuts: list[BlockCut]) -> nn.Module:
-    family = type(plain.config).__name__.removesuffix("Config")
-    model_class = getattr(modeling_compact, f"Compact{type(plain).__name__}", None)
+    # a model compacted before is a Compact<stock class> already
+    family = type(plain.config).__name__.removesuffix("Config").removeprefix("Compact")
+    architecture = type(plain).__name__.removeprefix("Compact")
+    model_class = getattr(modeling_compact, f"Compact{architecture}", None)
     if family not in modeling_compact.FAMILIES or model_class is None:
-        raise UserError(f"a compacted {type(plain).__name__} with fewer heads has no checkpoint class",
+        raise UserError(f"a compacted {architecture} with fewer heads has no checkpoint class",
                         f"compaction with heads removed supports {', '.join(modeling_compact.FAMILIES)} models")
     auto_map = {"AutoConfig": f"{Path(MODELING_FILE).stem}.Compact{family}Config"}
     for suffix, auto_class in modeling_compact.AUTO_CLASSES.items():
         if hasattr(modeling_compact, f"Compact{family}{suffix}"):
             auto_map[auto_class] = f"{Path(MODELING_FILE).stem}.Compact{family}{suffix}"
     settings = {k: v for k, v in plain.config.to_dict().items()
-                if k not in ("model_type", "transformers_version", "architectures", "auto_map")}
+                if k not in ("model_type", "transformers_version", "architectures", "auto_map",
+                             modeling_compact.COMPACT_KEY)}
     config = model_class.config_class(**settings, auto_map=auto_map,
                                       **{modeling_compact.COMPACT_KEY: compact_record(plain, cuts)})
     compact = model_class(config)
