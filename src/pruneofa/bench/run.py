@@ -72,7 +72,7 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
          threads: int, measure_memory: bool, work_dir: Path, seed: int) -> dict[str, Any]:
     from pruneofa.inspect import sparsity_of_model
 
-    load_before = os.getloadavg()
+    load_before, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M %Z")
     source = load_source(model_dir)
     config = source.plain.config
     max_len = getattr(config, "max_position_embeddings", None)
@@ -114,7 +114,7 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
                      "inputs": "random token ids of the vocabulary, full attention mask, one segment",
                      "accuracy_tolerance_rel_err": accuracy.TOLERANCE,
                      "memory": memory.METHOD if measure_memory else "not measured"},
-        "environment": _environment(load_before),
+        "environment": _environment(load_before, started),
         "rows": rows, "skipped": skipped, "summary": summarize(rows),
     }
 
@@ -172,7 +172,7 @@ def _add_memory(rows: list[dict[str, Any]], artifacts: dict[str, Artifact], thre
             row["peak_error"] = measured["error"]
 
 
-def _environment(load_before: tuple[float, float, float]) -> dict[str, Any]:
+def _environment(load_before: tuple[float, float, float], started: str) -> dict[str, Any]:
     import onnxruntime
     import transformers
 
@@ -181,5 +181,5 @@ def _environment(load_before: tuple[float, float, float]) -> dict[str, Any]:
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__,
             "pruneofa": __version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "started": started, "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
             "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}
