@@ -13,7 +13,7 @@ The checkpoint (`export_compact_hf`):
 - fewer heads, or FFN widths that differ by block: stock transformers has no config for it (see
   `modeling_compact`). The config keeps the dense shape, records per block the heads and FFN width
   under `compact`, and names `modeling_compact.py`, copied beside it, in `auto_map`:
-  `AutoModel...from_pretrained(DIR, trust_remote_code=True)`, with no pruneofa installed.
+  `AutoModel...from_pretrained(DIR)` with remote code trusted by the user, and no pruneofa installed.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ neurons than their config's dense shape, for stock transformers.
 pruneofa's `export --format hf --compact` copies this file beside a compacted checkpoint and names
 its classes in the config's `auto_map`, so the checkpoint loads with torch and transformers alone:
 
-    AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)
+    AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=...)   # the user passes True
 
 Why a file at all: transformers' attention gives every head hidden_size / num_attention_heads
 channels and all heads together hidden_size, and transformers 5 has no `prune_heads`, so a layer
