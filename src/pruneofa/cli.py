@@ -129,7 +129,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 def _cmd_export(ns: argparse.Namespace) -> int:
     from pruneofa.stages.export_cmd import run_export
 
-    path = run_export(ns.model_dir, ns.format, ns.output_dir, ns.dtype, ns.int8, ns.compact, codec=ns.codec)
+    path = run_export(ns.model_dir, ns.format, ns.output_dir, ns.dtype, ns.int8, ns.compact, codec=ns.codec,
+                      int8_embeddings=ns.int8_embeddings, dense_dtype=ns.dense_dtype)
     print(f"export: wrote {path}")
     return 0
 
@@ -169,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", metavar="fp32|fp16|int8", help="value storage (compressed) or int8 QDQ (onnx)")
     p.add_argument("--int8", action="store_true", help="same as --dtype int8 (onnx: uses the QAT dir's scales)")
     p.add_argument("--codec", metavar="zstd|lzma|none", help="compressed: lossless entropy coding (default: zstd)")
+    p.add_argument("--int8-embeddings", action="store_true",
+                   help="compressed: embedding tables in int8 too (per-row scales; not trained for, so check accuracy)")
+    p.add_argument("--dense-dtype", metavar="fp32|fp16", help="compressed: storage of the unpruned rest (default: fp32)")
     p.add_argument("--compact", action="store_true",
                    help="hf: drop zero attention heads and FFN neurons (structured pruning): a smaller dense model")
     p = sub.add_parser("bench", help="latency, throughput, memory and size of every inference engine vs dense fp32 "

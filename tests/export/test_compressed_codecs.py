@@ -175,3 +175,25 @@ def test_unknown_codec_is_a_user_error(sparse_bert, tmp_path, capsys):
     assert main(["export", str(model_dir), "--format", "hf", "--codec", "zstd", "--output-dir", str(out)]) == 2
     assert main(["export", str(model_dir), "--format", "compressed", "--codec", "lzma", "--output-dir", str(out)]) == 0
     assert json.loads(metadata_of(out / "compressed.safetensors")["manifest"])["codec"] == "lzma"
+
+
+def test_cli_int8_embeddings_and_fp16_dense_parts_shrink_the_file(sparse_bert, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    sparse_bert.save_pretrained(model_dir)
+    sizes = {}
+    for name, extra in (("plain", []), ("small", ["--int8-embeddings", "--dense-dtype", "fp16"])):
+        out = tmp_path / name
+        assert main(["export", str(model_dir), "--format", "compressed", "--dtype", "int8", *extra,
+                     "--output-dir", str(out)]) == 0
+        sizes[name] = (out / "compressed.safetensors").stat().st_size
+        restored = load_compressed(out)
+        embeddings = restored.get_input_embeddings().weight
+        original = sparse_bert.get_input_embeddings().weight
+        step = original.abs().amax(dim=1, keepdim=True) / 127  # one int8 step per token row
+        assert torch.all((embeddings - original).abs() <= step / 2 + 1e-6) if extra else torch.equal(embeddings, original)
+    assert sizes["small"] < sizes["plain"]
+    capsys.readouterr()
+    for args in (["--format", "hf", "--int8-embeddings"], ["--format", "compressed", "--dense-dtype", "bf16"]):
+        assert main(["export", str(model_dir), *args, "--output-dir", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and not (tmp_path / "bad").exists()

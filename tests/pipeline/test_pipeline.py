@@ -123,6 +123,7 @@ def test_report_figures_match_report_json_and_the_stages_metrics(demo_run, capsy
     assert sparse["file"].startswith("compressed fp32") and int8["file"].startswith("compressed int8")
     summary = json.loads((out / "bench" / "bench.json").read_text())["summary"]
     assert f"latency b1 s{SEQ} (ms)" in md
+    assert f"sparse int8 engine runs {summary['dense_fp32_ms'] / summary['sparse_int8_ms']:.2f}x" in md
     for row, key in ((dense, "dense_fp32_ms"), (sparse, "sparse_fp32_ms"), (int8, "sparse_int8_ms")):
         assert row["latency_ms"] == summary[key] > 0
         table_row = next(line for line in md.splitlines() if line.startswith(f"| {row['label']} |"))

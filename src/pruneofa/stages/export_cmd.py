@@ -22,14 +22,21 @@ DTYPES = ("fp32", "fp16", "int8")
 
 
 def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = None, int8: bool = False,
-               compact: bool = False, *, codec: str | None = None) -> Path:
-    """Export MODEL_DIR; returns the written file or directory."""
+               compact: bool = False, *, codec: str | None = None, int8_embeddings: bool = False,
+               dense_dtype: str | None = None) -> Path:
+    """Export MODEL_DIR; returns the written file or directory. compressed only: `int8_embeddings` stores the
+    embedding tables in int8 too (the method leaves them dense, and they dominate small models' files),
+    `dense_dtype` fp16 stores the unpruned rest (LayerNorm, biases, heads) in half precision."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}'", f"use --format {'|'.join(FORMATS)}")
     if compact and fmt != "hf":
         raise UserError(f"--compact writes a transformers checkpoint, not {fmt}", "use --format hf with --compact")
-    if codec is not None and fmt != "compressed":
-        raise UserError(f"--codec applies to --format compressed, not {fmt}", "drop --codec")
+    for given, flag in ((codec is not None, "--codec"), (int8_embeddings, "--int8-embeddings"),
+                        (dense_dtype is not None, "--dense-dtype")):
+        if given and fmt != "compressed":
+            raise UserError(f"{flag} applies to --format compressed, not {fmt}", f"drop {flag}")
+    if dense_dtype not in (None, "fp32", "fp16"):
+        raise UserError(f"unknown --dense-dtype '{dense_dtype}'", "use --dense-dtype fp32|fp16")
     from pruneofa.export.codecs import DEFAULT_CODEC, check_codec
 
     codec = check_codec(codec or DEFAULT_CODEC)
@@ -55,14 +62,16 @@ def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = No
         raise UserError("--output-dir is MODEL_DIR", "pass another --output-dir")
     created = not out.exists()
     try:
-        return _export(src, fmt, out, dtype, compact, codec=codec)
+        return _export(src, fmt, out, dtype, compact, codec=codec,
+                       compressed_options={"int8_embeddings": int8_embeddings, "dense_dtype": dense_dtype})
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _export(src: Path, fmt: str, out: Path, dtype: str, compact: bool, *, codec: str) -> Path:
+def _export(src: Path, fmt: str, out: Path, dtype: str, compact: bool, *, codec: str,
+            compressed_options: dict) -> Path:
     from pruneofa import export
 
     if compact:
@@ -72,7 +81,7 @@ def _export(src: Path, fmt: str, out: Path, dtype: str, compact: bool, *, codec:
     if fmt == "hf":
         return export.export_hf(src, out)
     if fmt == "compressed":
-        return export.save_compressed(src, out, dtype, codec=codec)  # type: ignore[arg-type]
+        return export.save_compressed(src, out, dtype, codec=codec, **compressed_options)  # type: ignore[arg-type]
     from pruneofa.export.sources import write_tokenizer
 
     tokenizer = _tokenizer_or_none(src)
