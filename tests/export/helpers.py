@@ -73,3 +73,10 @@ def expect_error(path, match: str):
     with pytest.raises(UserError, match=match) as err:
         load_compressed(path)
     assert "\n" not in str(err.value)
+
+
+def flip_byte(path, offset: int = -10) -> None:
+    """Damage one byte of a written file in place (a bit flip near its end, inside the tensor data)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tests.export.helpers import assert_bit_equal, bits, expect_error, prune
+from tests.export.helpers import assert_bit_equal, bits, expect_error, flip_byte, prune
 from transformers import BertConfig, BertForSequenceClassification
 
 from pruneofa.cli import main
@@ -158,9 +158,7 @@ def test_wrong_raw_checksum_and_unknown_codec_in_a_file_are_rejected(coded_file)
 
 
 def test_tampered_file_byte_still_fails_the_stored_checksum(coded_file):
-    data = bytearray(coded_file.read_bytes())
-    data[-10] ^= 0x01
-    coded_file.write_bytes(bytes(data))
+    flip_byte(coded_file)
     expect_error(coded_file.parent, "checksum mismatch")
 
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from tests.export.helpers import assert_bit_equal, bits, expect_error, prune, tiny_bert
+from tests.export.helpers import assert_bit_equal, bits, expect_error, flip_byte, prune, tiny_bert
 from safetensors.torch import load_file
 
 from pruneofa.errors import UserError
@@ -125,9 +125,7 @@ def test_truncated_file_is_rejected(saved):
 
 
 def test_tampered_byte_fails_the_checksum(saved):
-    data = bytearray(saved.read_bytes())
-    data[-10] ^= 0x01
-    saved.write_bytes(bytes(data))
+    flip_byte(saved)
     expect_error(saved.parent, "checksum mismatch")
 
 
