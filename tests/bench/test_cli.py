@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pruneofa.cli import main
-from pruneofa.pipeline.report import latency_ms
+from pruneofa.pipeline.report import bench_summary, latency_ms
 
 from .conftest import SEQ
 
@@ -35,7 +35,7 @@ def test_pipeline_report_reads_each_model_latency(tmp_path):
 
     summary = {"dense_fp32_ms": 20.0, "sparse_fp32_ms": 5.0, "sparse_int8_ms": 2.5}
     write_bench_json({"rows": [], "summary": summary}, tmp_path)
-    assert [latency_ms(tmp_path, role) for role in ("dense", "sparse", "sparse_int8")] == [20.0, 5.0, 2.5]
+    assert [latency_ms(bench_summary(tmp_path), role) for role in ("dense", "sparse", "sparse_int8")] == [20.0, 5.0, 2.5]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from pruneofa.bench.artifacts import ArtifactStore, Unavailable, load_source
-from pruneofa.bench.engines import ENGINES, OrtEngine, load_engine, unavailable_reason
+from pruneofa.bench.engines import ENGINES, load_engine, unavailable_reason
 from pruneofa.errors import UserError
 
 
 class EngineTaskModel(nn.Module):
-    """Called like a transformers sequence classifier (keyword inputs -> {"logits": ...}); only the
-    inputs the engine takes are passed on (a DistilBERT ONNX graph has no token_type_ids)."""
+    """Called like a transformers sequence classifier (keyword inputs -> {"logits": ...}). The engine's
+    own `bind` passes on only the inputs it takes (a DistilBERT ONNX graph has no token_type_ids)."""
 
     def __init__(self, engine: Any, config: Any, work_dir: tempfile.TemporaryDirectory):
         super().__init__()
@@ -32,12 +32,7 @@ class EngineTaskModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        if isinstance(self.engine, OrtEngine):
-            feed = {name: given[name].numpy() for name in self.engine.input_names}
-            return {"logits": torch.from_numpy(self.engine.session.run(None, feed)[0])}
-        kwargs = {k: v for k, v in given.items() if v is not None and k in self.engine.accepted}
-        with torch.no_grad():
-            return {"logits": self.engine.model(**kwargs)["logits"]}
+        return {"logits": self.engine.bind({k: v for k, v in given.items() if v is not None})()}
 
 
 def engine_task_model(model_dir: str, engine: str, threads: int | None = None) -> EngineTaskModel:

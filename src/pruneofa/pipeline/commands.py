@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pruneofa.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,7 @@ def check_options(stage: str, keys: list[str]) -> None:
     """Refuse a step key the command has no option for (eval passes unknown keys to the task recipe)."""
     if stage not in COMMANDS or stage == "eval":
         return
-    try:
-        allowed = COMMANDS[stage].options()
-    except (ImportError, AttributeError):
-        return  # the command is not in this build; running the step says so
+    allowed = COMMANDS[stage].options()
     unknown = [k for k in keys if k not in allowed and k not in ("overwrite", "resume")]
     if unknown:
         raise ValueError(f"unknown {stage} option(s) {', '.join(unknown)} "
@@ -65,13 +61,12 @@ def check_options(stage: str, keys: list[str]) -> None:
 
 
 def run_command(stage: str, recipe: str | None, values: dict[str, Any]) -> Path:
-    """Run a command step into values['output_dir'], atomically; returns that directory."""
+    """Run a command step into values['output_dir'], atomically; returns that directory. `values` come
+    from the runner's resolve_step, which has already refused a step without a model."""
     command = COMMANDS[stage]
     values = dict(values, **({"recipe": recipe} if recipe else {}))
     values.pop("resume", None)
     values.pop("overwrite", None)  # a finished command step is always re-made whole
-    if "model" not in values:
-        raise UserError(f"the {stage} step has no model", "set overrides: {model: ${step}} to the model it works on")
     out = Path(values.pop("output_dir"))
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     for stale in out.parent.glob(f".{out.name}.partial-*"):

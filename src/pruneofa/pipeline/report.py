@@ -58,27 +58,19 @@ def training_history(out: Path) -> list[dict[str, Any]]:
 BENCH_LATENCY_KEYS = {"dense": "dense_fp32_ms", "sparse": "sparse_fp32_ms", "sparse_int8": "sparse_int8_ms"}
 
 
-def latency_ms(bench_out: Path | None, role: str = "sparse") -> float | None:
-    """Latency at batch 1, seq 128 of the report row `role` from a bench step's output, if any:
-    bench.json's summary (`pruneofa bench`), else a single figure in bench.json or metrics.json."""
-    if bench_out is None:
-        return None
-    summary = read_json(bench_out / "bench.json").get("summary") or {}
-    if isinstance(summary.get(BENCH_LATENCY_KEYS.get(role, "")), (int, float)):
-        return float(summary[BENCH_LATENCY_KEYS[role]])
-    if role != "sparse":
-        return None
-    for name in ("bench.json", "metrics.json"):
-        data = read_json(bench_out / name)
-        for key in ("latency_ms", "latency_ms_b1_s128", "p50_ms"):
-            if isinstance(data.get(key), (int, float)):
-                return float(data[key])
-    return None
+def bench_summary(bench_out: Path | None) -> dict[str, Any]:
+    """The summary of a bench step's bench.json (`pruneofa bench`), or {} when no bench step ran."""
+    return (read_json(bench_out / "bench.json").get("summary") or {}) if bench_out else {}
 
 
-def bench_shape(bench_out: Path | None) -> str:
+def latency_ms(summary: dict[str, Any], role: str) -> float | None:
+    """Latency of the report row `role` at the bench's smallest batch, if the bench measured its engine."""
+    value = summary.get(BENCH_LATENCY_KEYS[role])
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def bench_shape(summary: dict[str, Any]) -> str:
     """"b<batch> s<seq_len>" of the bench summary the latency column comes from."""
-    summary = read_json(bench_out / "bench.json").get("summary") or {} if bench_out else {}
     return f"b{summary.get('batch', 1)} s{summary.get('seq_len', 128)}"
 
 
@@ -269,8 +261,8 @@ def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
     out = Path(out)
     dirs = step_dirs(pipeline, out)
     bench = pipeline.step_for("bench")
-    bench_out = dirs.get(bench) if bench else None
-    rows = [model_row(pipeline, role, label, dirs, latency_ms(bench_out, role)) for role, label in ROWS]
+    summary = bench_summary(dirs.get(bench) if bench else None)
+    rows = [model_row(pipeline, role, label, dirs, latency_ms(summary, role)) for role, label in ROWS]
     add_ratios(rows)
     sparse_dir = rows[1]["dir"]
     layers = inspect_dir(sparse_dir)["layers"] if sparse_dir else {}
@@ -291,7 +283,7 @@ def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
           "Like the paper's Table 1: the task metric on the test split, overall sparsity of the prunable layers "
           "(pruneofa inspect), size of the file a deployment loads (model.safetensors, or the compressed export "
           "when the pipeline made one) and latency, each with its ratio to the dense model.", "",
-          *table_lines(rows, bench_shape(bench_out)), "", "## Reading", "", *[f"- {t}" for t in text], ""]
+          *table_lines(rows, bench_shape(summary)), "", "## Reading", "", *[f"- {t}" for t in text], ""]
     if evals:
         md += ["## Eval steps", ""]
         md += [f"- {name}: " + ", ".join(f"{k} = {v:.4f}" for k, v in m.items() if isinstance(v, (int, float)))
