@@ -40,6 +40,9 @@ from pathlib import Path
 
 import torch
 
+from pruneofa.bench import timing
+from pruneofa.bench.timing import p90
+
 warnings.filterwarnings("ignore")
 
 SHAPES = {
@@ -79,18 +82,8 @@ CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 def interleaved(fns: dict, rounds: int, warmup: int, clock: str = "wall") -> dict[str, list[float]]:
-    """Seconds per call of each fn, run in a shuffled order every round."""
-    now = CLOCKS[clock]
-    times = {name: [] for name in fns}
-    order = list(fns)
-    for i in range(warmup + rounds):
-        random.shuffle(order)
-        for name in order:
-            t = now()
-            fns[name]()
-            if i >= warmup:
-                times[name].append(now() - t)
-    return times
+    """Seconds per call of each fn, run in a shuffled order every round (pruneofa bench's own loop)."""
+    return timing.interleaved(fns, rounds, warmup, random.Random(), CLOCKS[clock])
 
 
 def raise_priority(nice: int = -15) -> str:
@@ -119,10 +112,6 @@ def wait_for_idle(max_seconds: float, threshold: float = 1.0) -> float:
     while os.getloadavg()[0] >= threshold and time.time() < deadline:
         time.sleep(5)
     return os.getloadavg()[0]
-
-
-def p90(values: list[float]) -> float:
-    return sorted(values)[min(len(values) - 1, int(0.9 * len(values)))]
 
 
 def bench_models(shapes: list[str], sparsities: list[float], engines: list[str], rounds: int, warmup: int,
