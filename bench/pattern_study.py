@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from transfer_study import prune_schedule, train_section  # this folder: the same budgets and GMP timing
+
 from pruneofa.inspect import inspect_dir
 from pruneofa.pipeline.runner import PipelineRunner
 from pruneofa.pipeline.schema import validate_pipeline
@@ -36,18 +38,13 @@ ENGINES = "torch,torch-int8,dense-int8,sparse,sparse-int8"
 
 
 def study_pipeline(args: argparse.Namespace) -> dict:
-    p = args.prune_steps
-    prune_train = {"max_steps": p, "batch_size": args.lm_batch, "warmup_steps": 1, "save_every": max(1, p // 2),
-                   "eval_every": 0, "log_every": max(1, p // 20)}
-    t = args.task_steps
-    task_train = {"max_steps": t, "batch_size": args.task_batch, "warmup_steps": max(1, t // 10),
-                  "save_every": max(1, t // 2), "eval_every": 0, "log_every": max(1, t // 20)}
+    prune_train = {**train_section(args.prune_steps, args.lm_batch), "warmup_steps": 1}
+    task_train = train_section(args.task_steps, args.task_batch)
     steps: dict[str, dict] = {}
     for name in args.patterns:
         steps[f"prune-{name}"] = {"stage": "prune", "overrides": {
             "model": str(args.lm_teacher), "train": prune_train,
-            "pruning": {**PATTERNS[name], "target_step": p // 2, "stop_step": (4 * p) // 5,
-                        "frequency": max(1, p // 20)}}}
+            "pruning": {**PATTERNS[name], **prune_schedule(args.prune_steps)}}}
         steps[f"rt-{name}"] = {"stage": "transfer", "overrides": {
             "model": f"${{prune-{name}}}", "teacher": str(args.task_teacher), "seed": args.seed, "train": task_train}}
         served = f"rt-{name}"

@@ -35,27 +35,29 @@ from pruneofa.pipeline.schema import validate_pipeline
 SPARSITIES = (85, 90)
 
 
-def lm_steps(steps: int, batch: int) -> dict:
+def train_section(steps: int, batch: int) -> dict:
+    """A stage's `train` overrides for a budget of `steps` x `batch`: 10% warm-up, a checkpoint half-way."""
     return {"max_steps": steps, "batch_size": batch, "warmup_steps": max(1, steps // 10),
             "save_every": max(1, steps // 2), "eval_every": 0, "log_every": max(1, steps // 20)}
 
 
+def prune_schedule(steps: int) -> dict:
+    """The paper's GMP timing scaled to `steps`: target at 1/2, masks frozen from 4/5, 20 updates."""
+    return {"target_step": steps // 2, "stop_step": (4 * steps) // 5, "frequency": max(1, steps // 20)}
+
+
 def study_pipeline(args: argparse.Namespace) -> dict:
-    task_train = {"max_steps": args.task_steps, "batch_size": args.task_batch,
-                  "warmup_steps": max(1, args.task_steps // 10), "save_every": max(1, args.task_steps // 2),
-                  "eval_every": 0, "log_every": max(1, args.task_steps // 20)}
+    task_train = train_section(args.task_steps, args.task_batch)
     # an empty `data: {}` would replace the recipe's whole data section, so it is left out
     task_data = {"data": {"max_eval_samples": args.max_eval_samples}} if args.max_eval_samples else {}
-    prune_steps = args.prune_steps
     steps: dict[str, dict] = {
         "teacher": {"stage": "teacher", "overrides": {"model": "offline/minilm-l6",
-                                                      "train": lm_steps(args.teacher_steps, args.lm_batch)}},
+                                                      "train": train_section(args.teacher_steps, args.lm_batch)}},
     }
     for s in SPARSITIES:
         steps[f"prune-{s}"] = {"stage": "prune", "overrides": {
-            "model": "${teacher}", "train": {**lm_steps(prune_steps, args.lm_batch), "warmup_steps": 1},
-            "pruning": {"target_sparsity": s / 100, "target_step": prune_steps // 2,
-                        "stop_step": (4 * prune_steps) // 5, "frequency": max(1, prune_steps // 20)}}}
+            "model": "${teacher}", "train": {**train_section(args.prune_steps, args.lm_batch), "warmup_steps": 1},
+            "pruning": {"target_sparsity": s / 100, **prune_schedule(args.prune_steps)}}}
     for seed in args.seeds:
         common = {"seed": seed, "train": task_train, **task_data}
         steps[f"dense-s{seed}"] = {"stage": "finetune", "overrides": {"model": "${teacher}", **common}}
