@@ -139,7 +139,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     from pruneofa.bench.command import run_bench_command
 
     print(run_bench_command(ns.model_dir, ns.batch_sizes, ns.seq_len, ns.engines, ns.rounds, ns.warmup, ns.threads,
-                            ns.json, ns.output_dir, not ns.no_memory))
+                            ns.json, ns.output_dir, not ns.no_memory, ns.baseline))
     return 0
 
 
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a markdown table")
     p.add_argument("--output-dir", metavar="DIR", help="also write DIR/bench.json (atomically)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-engine peak-memory subprocesses")
+    p.add_argument("--baseline", metavar="DIR", help="also time dense fp32 PyTorch on DIR in the same rounds and give "
+                   "the speed-ups against it (e.g. the uncompacted model of an `export --compact` dir)")
     p = sub.add_parser("run", help="run a pipeline recipe: its stages in order, resumable, then a report",
                        parents=[common])
     p.add_argument("args", nargs="*", metavar="PIPELINE [key=value]",

@@ -23,6 +23,20 @@ def sparse_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def structured_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """(a tiny BERT with half its heads and FFN neurons pruned, saved masked; its `export --compact`)."""
+    from pruneofa import Pruner
+    from pruneofa.export.compact import export_compact_hf
+
+    model = tiny_bert(seed=2)
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.5,
+           head_sparsity=0.5).finalize()  # masks folded: what a stage saves
+    root = tmp_path_factory.mktemp("bench")
+    model.save_pretrained(root / "masked")
+    return root / "masked", export_compact_hf(model, root / "compact")
+
+
+@pytest.fixture(scope="session")
 def qat_dir(tmp_path_factory) -> Path:
     model = tiny_bert(seed=1)
     prune(model)

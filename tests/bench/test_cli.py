@@ -30,6 +30,14 @@ def test_table_output(sparse_dir, capsys):
     assert "| engine | batch | median ms |" in text and "| torch | 1 |" in text and "1 threads" in text
 
 
+def test_table_has_the_baseline_column(structured_dirs, capsys):
+    masked, compact = structured_dirs
+    assert main(["bench", str(compact), "--engines", "torch", "--seq-len", str(SEQ), "--rounds", "1",
+                 "--no-memory", "--baseline", str(masked)]) == 0
+    text = capsys.readouterr().out
+    assert "| x vs baseline |" in text and "| baseline | 1 |" in text and f"baseline (dense fp32 PyTorch" in text
+
+
 def test_pipeline_report_reads_each_model_latency(tmp_path):
     from pruneofa.bench import write_bench_json
 

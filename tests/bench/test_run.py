@@ -58,6 +58,32 @@ def test_qdq_is_skipped_with_its_reason_and_memory_is_measured_per_row(sparse_di
     assert row["peak_mb"] < 100
 
 
+def test_a_baseline_dir_is_timed_in_the_same_rounds_and_is_what_speedups_refer_to(structured_dirs):
+    masked, compact = structured_dirs
+    result = run_benchmark(compact, seq_len=SEQ, engines=["torch", "dense"], rounds=2, warmup=0,
+                           measure_memory=False, baseline=masked)
+    rows = {r["engine"]: r for r in result["rows"]}
+    assert set(rows) == {"torch", "dense", "baseline"} and result["baseline"] == str(masked)
+    # compaction keeps the masked model's outputs, so the baseline passes the fp32 check
+    assert rows["baseline"]["matches_reference"] and rows["baseline"]["rel_err"] < 1e-5
+    for row in rows.values():
+        assert row["speedup_vs_baseline"] == pytest.approx(rows["baseline"]["median_ms"] / row["median_ms"])
+    summary = result["summary"]
+    assert summary["dense_fp32_ms"] == rows["baseline"]["median_ms"] and summary["best_engine"] != "baseline"
+    assert summary["best_speedup"] == rows[summary["best_engine"]]["speedup_vs_baseline"]
+
+
+def test_a_baseline_of_another_vocabulary_is_refused(structured_dirs, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "other")
+    for baseline, message in ((tmp_path / "other", "vocabulary of 50"), (tmp_path / "none", "does not exist")):
+        with pytest.raises(UserError, match=message):
+            run_benchmark(structured_dirs[1], seq_len=SEQ, engines=["torch"], rounds=1, measure_memory=False,
+                          baseline=baseline)
+
+
 @pytest.mark.parametrize("kwargs", [dict(batch_sizes=(0,)), dict(batch_sizes=()), dict(engines=["cuda"]),
                                     dict(seq_len=0), dict(seq_len=65), dict(rounds=0)])
 def test_bad_settings_are_refused(sparse_dir, kwargs):

@@ -8,7 +8,9 @@
                  "best_engine", "best_ms", "best_speedup"}}
 
 speedup_vs_torch is the ratio of medians, torch fp32 / engine, at the same batch size in the same
-run (above 1: faster than dense fp32 PyTorch).
+run (above 1: faster than dense fp32 PyTorch). With `--baseline DIR` a "baseline" row (dense fp32
+PyTorch on DIR, e.g. the uncompacted model a compacted one came from) is timed in the same rounds,
+every row gets speedup_vs_baseline, and the summary's dense_fp32_ms and best_speedup refer to it.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     batch = min(r["batch"] for r in rows)
     at_batch = {r["engine"]: r for r in rows if r["batch"] == batch}
-    correct = [r for r in at_batch.values() if r["matches_reference"]]
+    correct = [r for name, r in at_batch.items() if r["matches_reference"] and name != "baseline"]
     best = min(correct, key=lambda r: r["median_ms"])
     median = {name: r["median_ms"] for name, r in at_batch.items()}
-    return {"batch": batch, "seq_len": best["seq_len"], "dense_fp32_ms": median.get("torch"),
+    dense = "baseline" if "baseline" in median else "torch"
+    return {"batch": batch, "seq_len": best["seq_len"], "dense_fp32_ms": median.get(dense),
             "sparse_fp32_ms": median.get("sparse"), "sparse_int8_ms": median.get("sparse-int8"),
-            "best_engine": best["engine"], "best_ms": best["median_ms"], "best_speedup": best["speedup_vs_torch"]}
+            "best_engine": best["engine"], "best_ms": best["median_ms"],
+            "best_speedup": best.get("speedup_vs_baseline", best["speedup_vs_torch"])}
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -50,13 +54,17 @@ def format_table(result: dict[str, Any]) -> str:
             f"{settings['threads']} threads, {settings['rounds']} interleaved rounds after {settings['warmup']} "
             f"warm-up; torch {env['torch']}, onnxruntime {env['onnxruntime']}; load average (1 min) "
             f"{env['loadavg_before'][0]:.2f} before, {env['loadavg_after'][0]:.2f} after")
+    baseline = result.get("baseline")
+    if baseline:
+        head += f"; baseline (dense fp32 PyTorch, same rounds): {baseline}"
     lines = [head, "",
-             "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | size MB | peak MB | held MB | max diff "
-             "| rel err | matches |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | " + ("x vs baseline | " if baseline else "")
+             + "size MB | peak MB | held MB | max diff | rel err | matches |",
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
+        vs_baseline = f"{r['speedup_vs_baseline']:.2f} | " if baseline else ""
         lines.append(f"| {r['engine']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['seq_per_s']:.1f} | "
-                     f"{r['speedup_vs_torch']:.2f} | {r['size_mb']:.1f} | {_num(r.get('peak_mb'), '.0f')} | "
+                     f"{r['speedup_vs_torch']:.2f} | {vs_baseline}{r['size_mb']:.1f} | {_num(r.get('peak_mb'), '.0f')} | "
                      f"{_num(r.get('held_mb'), '.0f')} | "
                      f"{r['max_abs_diff']:.1e} | {r['rel_err']:.1e} | {'yes' if r['matches_reference'] else 'NO'} |")
     lines.append("")
@@ -64,7 +72,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"peak MB: {settings['memory']}; held MB: the same process's RSS after the call, less the start")
     summary = result["summary"]
     if summary:
-        lines.append(f"batch {summary['batch']}: dense fp32 {summary['dense_fp32_ms']:.2f} ms, best {summary['best_engine']} "
+        dense = "baseline dense fp32" if baseline else "dense fp32"
+        lines.append(f"batch {summary['batch']}: {dense} {summary['dense_fp32_ms']:.2f} ms, best {summary['best_engine']} "
                      f"{summary['best_ms']:.2f} ms ({summary['best_speedup']:.2f}x)")
     return "\n".join(lines)
 

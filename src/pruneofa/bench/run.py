@@ -21,10 +21,12 @@ import torch
 
 from pruneofa.bench import accuracy, memory, timing
 from pruneofa.bench.artifacts import Artifact, ArtifactStore, Unavailable, load_source
-from pruneofa.bench.engines import ENGINES, REFERENCE, load_engine, unavailable_reason
+from pruneofa.bench.engines import ENGINES, REFERENCE, TorchEngine, load_engine, unavailable_reason
 from pruneofa.bench.inputs import make_inputs, model_input_names
 from pruneofa.bench.results import summarize
 from pruneofa.errors import UserError
+
+BASELINE = "baseline"  # the row of --baseline MODEL_DIR
 
 
 def check_settings(batch_sizes: tuple[int, ...], seq_len: int, engines: list[str] | None, rounds: int, warmup: int,
@@ -47,13 +49,16 @@ def check_settings(batch_sizes: tuple[int, ...], seq_len: int, engines: list[str
 
 def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), seq_len: int = 128,
                   engines: list[str] | None = None, rounds: int = 20, warmup: int = 3, threads: int | None = None,
-                  measure_memory: bool = True, work_dir: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+                  measure_memory: bool = True, work_dir: str | Path | None = None, seed: int = 0,
+                  baseline: str | Path | None = None) -> dict[str, Any]:
     """Benchmark every applicable engine on `model_dir`; returns the result dict (see results.py).
 
     engines: names from `ENGINES` (default: all); the fp32 reference "torch" is always run. Engines
     that cannot apply are listed under "skipped" with the reason. threads: default
     `pruneofa.runtime.default_threads()`, used by torch, the sparse kernels and onnxruntime alike.
-    work_dir: where the artifacts go (default: a temporary directory removed afterwards)."""
+    work_dir: where the artifacts go (default: a temporary directory removed afterwards).
+    baseline: another model dir (e.g. the uncompacted model an `export --compact` came from), run
+    as dense fp32 PyTorch in the same interleaved rounds; the speed-ups are then against it."""
     from pruneofa.runtime import default_threads
 
     names = check_settings(tuple(batch_sizes), seq_len, engines, rounds, warmup, threads)
@@ -63,13 +68,13 @@ def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), se
     try:
         with tempfile.TemporaryDirectory(prefix="pruneofa-bench-") as tmp:
             return _run(Path(model_dir), tuple(batch_sizes), seq_len, names, rounds, warmup, threads, measure_memory,
-                        Path(work_dir) if work_dir else Path(tmp), seed)
+                        Path(work_dir) if work_dir else Path(tmp), seed, Path(baseline) if baseline else None)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: list[str], rounds: int, warmup: int,
-         threads: int, measure_memory: bool, work_dir: Path, seed: int) -> dict[str, Any]:
+         threads: int, measure_memory: bool, work_dir: Path, seed: int, baseline: Path | None) -> dict[str, Any]:
     from pruneofa.inspect import sparsity_of_model
 
     load_before, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M %Z")
@@ -82,6 +87,8 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
     model_info = {"architecture": type(source.plain).__name__, "source": source.kind,
                   "sparsity": sparsity_of_model(source.plain)["overall"]}
     loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads)
+    if baseline is not None:
+        loaded[BASELINE], artifacts[BASELINE] = _load_baseline(baseline, config)
     del source  # the engines hold their own weights; the loader's copies would only inflate memory
     gc.collect()
 
@@ -96,19 +103,22 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
         times = timing.interleaved(calls, rounds, warmup, rng)
         load_end = os.getloadavg()[0]
         base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
+        ratio_base = timing.latency_stats(times[BASELINE], batch)["median_ms"] if BASELINE in times else base
         for name in calls:
             stats = timing.latency_stats(times[name], batch)
-            rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **stats,
-                         "speedup_vs_torch": base / stats["median_ms"], **checks[name],
+            ratios = {"speedup_vs_torch": base / stats["median_ms"]}
+            if BASELINE in times:
+                ratios["speedup_vs_baseline"] = ratio_base / stats["median_ms"]
+            rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **stats, **ratios, **checks[name],
                          "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
                          "threads": threads, "loadavg_1min": [load_start, load_end],
-                         "description": ENGINES[name].description, **_layers(loaded[name])})
+                         "description": _description(name, baseline), **_layers(loaded[name])})
         loaded = {name: loaded[name] for name in calls}  # an engine that failed this batch is not run again
     del loaded, calls  # free the engines before the memory subprocesses start
     if measure_memory:
-        _add_memory(rows, artifacts, threads, config.vocab_size, names_in)
+        _add_memory([r for r in rows if r["engine"] != BASELINE], artifacts, threads, config.vocab_size, names_in)
     return {
-        "model_dir": str(model_dir), "model": model_info,
+        "model_dir": str(model_dir), "model": model_info, "baseline": str(baseline) if baseline else None,
         "settings": {"batch_sizes": list(batch_sizes), "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
                      "threads": threads, "clock": "wall (time.perf_counter)", "order": "shuffled every round",
                      "inputs": "random token ids of the vocabulary, full attention mask, one segment",
@@ -140,6 +150,26 @@ def _load_engines(store: ArtifactStore, names: list[str], threads: int) -> tuple
     return loaded, artifacts, skipped
 
 
+def _load_baseline(path: Path, config: Any) -> tuple[TorchEngine, Artifact]:
+    """The baseline model dir as dense fp32 PyTorch; it must take the same inputs as the model."""
+    from pruneofa.quantization.checkpoint import load_model_dir
+
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise UserError(f"baseline '{path}' does not exist or has no config.json",
+                        "pass the model dir to compare against, e.g. the one `export --compact` read")
+    model = load_model_dir(path).eval()
+    if model.config.vocab_size != config.vocab_size:
+        raise UserError(f"baseline '{path}' has a vocabulary of {model.config.vocab_size}, the model {config.vocab_size}",
+                        "pass a baseline of the same model family and tokenizer")
+    return TorchEngine(model, model.forward), Artifact("hf", path, sorted(path.glob("model*.safetensors")))
+
+
+def _description(name: str, baseline: Path | None) -> str:
+    if name == BASELINE:
+        return f"dense fp32 PyTorch eager on the baseline {baseline}: the reference of the speed-ups"
+    return ENGINES[name].description
+
+
 def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
     """Each engine's output against the reference's; an engine that fails here leaves `calls` and is
     listed in `skipped` (the reference failing is an error)."""
@@ -147,7 +177,8 @@ def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, st
     checks = {}
     for name in list(calls):
         try:
-            checks[name] = accuracy.compare(calls[name](), reference, ENGINES[name].precision)
+            precision = ENGINES[name].precision if name in ENGINES else "fp32"  # the baseline: fp32 PyTorch
+            checks[name] = accuracy.compare(calls[name](), reference, precision)
         except Exception as err:  # noqa: BLE001 - an engine that cannot run this batch is reported, not fatal
             del calls[name]
             skipped.append({"engine": name, "reason": f"failed at batch {batch}: {type(err).__name__}: "
