@@ -23,6 +23,8 @@ the uncoded bitmask file of format version 1.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -204,8 +206,8 @@ def load_compressed(path: str | Path) -> nn.Module:
     if model_class is None:
         raise UserError(f"{file.name}: unknown model class '{manifest.get('architecture')}'",
                         "install a transformers version that has it")
-    model = model_class(config)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes only: the weights come from the file, so nothing is initialised twice
+        expected = model_class(config).state_dict()
     entries = manifest["tensors"]
     missing, unexpected = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
     if missing or unexpected:
@@ -221,8 +223,27 @@ def load_compressed(path: str | Path) -> nn.Module:
     for name, entry in entries.items():
         if entry["encoding"] == "alias":
             state[name] = state[entry["of"]]
-    model.load_state_dict(state, strict=True)
+    # transformers builds the model on the meta device, takes these tensors and makes the buffers a
+    # checkpoint does not hold (position ids); the key check above has already made it strict
+    with _quiet_loading():
+        model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32)
     return model.eval()
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """from_pretrained's weight-loading progress bar and report are for hub downloads, not this."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def decompress_to_hf(path: str | Path, out_dir: str | Path, tokenizer: Any = None) -> Path:
