@@ -1,5 +1,5 @@
 """The C++ kernels against PyTorch, on awkward shapes: token counts that are not multiples of the
-tile sizes, output rows not multiples of 16, inputs not multiples of 4 or 16, both int8 layouts,
+tile sizes, output rows not multiples of 16, inputs not multiples of 4 or 16, the three int8 layouts,
 the GELU epilogue and the residual+LayerNorm post-op; also the portable (non-AVX-512) build.
 
 Tolerances: fp32 kernels differ from PyTorch only by summation order (max abs diff 1e-4 on O(1)
@@ -122,6 +122,58 @@ def test_feature_major_layouts(precision, x_fm, y_fm, m):
         torch.testing.assert_close(y, expected, atol=1e-4, rtol=1e-4)
     else:
         assert rel_err(y, expected) < 0.02
+
+
+@pytest.fixture(scope="module")
+def portable_lib():
+    return kernels.bind(__import__("ctypes").CDLL(str(build.library_path(portable=True))))
+
+
+@pytest.mark.parametrize("n_in,n_out", [(64, 160), (70, 50), (3, 33), (101, 7)])
+@pytest.mark.parametrize("m", [1, 17, 128, 200])
+@pytest.mark.parametrize("x_fm", [False, True], ids=["token-major", "feature-major"])
+def test_dense_int8_kernel(n_in, n_out, m, x_fm, portable_lib):
+    """The dense layout's register-blocked kernel (4 rows x 32 tokens at a time): row and token
+    tails, in_features not a multiple of 4. Its integer sums are exact: bit-identical outputs to the
+    portable loops and to the blocks layout on the same weights; within the int8 tolerance of fp32,
+    also with the GELU epilogue and the add+LayerNorm post-op (feature-major in -> feature-major out)."""
+    w, b, x, res = sparse_weight(n_out, n_in, sparsity=0.0), torch.randn(n_out), torch.randn(m, n_in), torch.randn(m, n_out)
+    dense = pack_quads_i8(w, "dense")
+    assert dense.layout == "dense" and dense.n_quads == n_out * ((n_in + 3) // 4)
+    xin, layout = (feature_major(x), dict(tokens=m)) if x_fm else (x, {})
+
+    y = kernels.spmm_i8(xin, dense, None, None, 2, **layout)
+    assert torch.equal(y, kernels.spmm_i8(xin, dense, None, None, 2, library=portable_lib, **layout))
+    assert torch.equal(y, kernels.spmm_i8(xin, pack_quads_i8(w, "blocks"), None, None, 2, **layout))
+    assert rel_err(y, F.linear(x, w)) < 0.02
+
+    y = kernels.spmm_i8(xin, dense, b, "gelu", 2, **layout)
+    torch.testing.assert_close(y, kernels.spmm_i8(xin, dense, b, "gelu", 2, library=portable_lib, **layout),
+                               atol=1e-5, rtol=1e-5)
+    assert rel_err(y, F.gelu(F.linear(x, w, b))) < 0.02
+
+    gamma, beta = torch.rand(n_out) + 0.5, torch.randn(n_out)
+    post = kernels.AddLayerNorm(feature_major(res) if x_fm else res, gamma, beta, 1e-12)
+    y = kernels.spmm_i8(xin, dense, b, None, 2, post, out_feature_major=x_fm, **layout)
+    torch.testing.assert_close(y, kernels.spmm_i8(xin, dense, b, None, 2, post, out_feature_major=x_fm,
+                                                  library=portable_lib, **layout), atol=1e-5, rtol=1e-5)
+    y = y[:, :m].t() if x_fm else y
+    assert rel_err(y, F.layer_norm(F.linear(x, w, b) + res, (n_out,), gamma, beta, 1e-12)) < 0.02
+
+
+def test_layouts_convert_for_a_fused_projection():
+    """Q, K, V packed in different layouts concatenate in the most general one, with the same results."""
+    from pruneofa.runtime.formats import concat_quads
+
+    x = torch.randn(30, 70)
+    weights = [sparse_weight(50, 70, sparsity=s, block=True, seed=i) for i, s in enumerate((0.0, 0.8, 0.0))]
+    for layouts, common in [(("dense", "blocks", "dense"), "blocks"), (("dense", "gather", "blocks"), "gather"),
+                            (("dense", "dense", "dense"), "dense")]:
+        parts = [pack_quads_i8(w, layout) for w, layout in zip(weights, layouts)]
+        fused = concat_quads(parts)
+        assert fused.layout == common
+        expected = torch.cat([kernels.spmm_i8(x, p, None, None, 1) for p in parts], 1)
+        assert torch.equal(kernels.spmm_i8(x, fused, None, None, 1), expected)
 
 
 def test_native_build_is_used():

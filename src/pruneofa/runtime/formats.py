@@ -3,7 +3,9 @@
 - `CsrF32`: fp32 CSR by output row, uint16 column indices (6 bytes per non-zero).
 - `QuadsI8`: int8, per-output-channel symmetric scales, non-zeros of each row grouped four at
   a time. Layout "gather": any four columns of the row (unstructured); layout "blocks": the
-  four columns 4j..4j+3 of one aligned 1x4 block (block-sparse weights, no shuffles needed).
+  four columns 4j..4j+3 of one aligned 1x4 block (block-sparse weights, no shuffles needed);
+  layout "dense": every block of every row, no column indices (weights below the break-even
+  sparsity: a register-blocked dense GEMM, `csrc/spmm_i8.h`).
 Everything is built with vectorised torch ops: BERT-base has 85M weights, a Python loop per row
 would make loading slow.
 """
@@ -52,9 +54,9 @@ def pack_csr_f32(weight: torch.Tensor) -> CsrF32:
 class QuadsI8:
     n_out: int
     n_in: int
-    layout: str  # "gather" | "blocks"
+    layout: str  # "gather" | "blocks" | "dense"
     quad_ptr: torch.Tensor  # int32 [n_out + 1]: quads of row o are quad_ptr[o]..quad_ptr[o+1]
-    quad_cols: torch.Tensor  # int16 (uint16 bits) [n_quads * 4]
+    quad_cols: torch.Tensor  # int16 (uint16 bits) [n_quads * 4]; "dense": empty (quad j = columns 4j..4j+3)
     quad_w: torch.Tensor  # int32 [n_quads]: the 4 int8 weights, little-endian
     w_scale: torch.Tensor  # float32 [n_out]
     w_sum: torch.Tensor  # int32 [n_out]: sum of the row's int8 weights (undoes the +128 on activations)
@@ -76,11 +78,17 @@ def quantize_per_row(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pack_quads_i8(weight: torch.Tensor, layout: str = "auto", gather_cost: float = 2.5) -> QuadsI8:
     """int8 quads; "auto" picks "blocks" when aligned 1x4 blocks need fewer than
     1/gather_cost as many quads as the gather layout (one block quad costs about 1/gather_cost
-    of a gather quad: it needs no byte shuffles)."""
+    of a gather quad: it needs no byte shuffles). "dense" (never picked by "auto": the engine
+    chooses it by the break-even sparsity, `policy.py`) keeps every block, zeros included."""
     n_out, n_in = weight.shape
+    w8, scale = quantize_per_row(weight)
+    if layout == "dense":
+        k4 = (n_in + 3) // 4
+        wq = torch.nn.functional.pad(w8, (0, 4 * k4 - n_in)).contiguous().view(torch.int32).flatten()
+        return QuadsI8(n_out, n_in, "dense", torch.arange(n_out + 1, dtype=torch.int32) * k4,
+                       torch.zeros(0, dtype=torch.int16), wq, scale.float().contiguous(), w8.sum(1, dtype=torch.int32))
     if n_in > MAX_IN_FEATURES:
         raise ValueError(f"in_features {n_in} > {MAX_IN_FEATURES}")
-    w8, scale = quantize_per_row(weight)
     nz = w8 != 0
     counts = nz.sum(1, dtype=torch.int32)
     gather_quads = (counts + 3) // 4
@@ -123,10 +131,29 @@ def concat_csr(parts: list[CsrF32]) -> CsrF32:
                   torch.cat([p.cols for p in parts]), torch.cat([p.vals for p in parts]))
 
 
+def as_layout(q: QuadsI8, layout: str) -> QuadsI8:
+    """The same weights in a more general layout: "dense" -> "blocks" -> "gather" (a block quad is
+    a gather quad whose columns happen to be consecutive; a dense row is all its blocks)."""
+    order = ("dense", "blocks", "gather")
+    if order.index(layout) < order.index(q.layout):
+        raise ValueError(f"cannot convert {q.layout!r} quads to {layout!r}")
+    if q.layout == layout:
+        return q
+    cols = q.quad_cols
+    if q.layout == "dense":
+        cols = _uint16(torch.arange(4 * ((q.n_in + 3) // 4)).repeat(q.n_out))
+    if layout == "gather" and q.n_in % 4:  # a last block's padding columns must stay within the input
+        cols = torch.where(cols.to(torch.int32) & 0xFFFF >= q.n_in, torch.zeros_like(cols), cols)
+    return QuadsI8(q.n_out, q.n_in, layout, q.quad_ptr, cols, q.quad_w, q.w_scale, q.w_sum)
+
+
 def concat_quads(parts: list[QuadsI8]) -> QuadsI8:
-    """Same for int8 quads (all parts must share a layout)."""
+    """Same for int8 quads; parts of different layouts are brought to the most general of them."""
+    order = ("dense", "blocks", "gather")
+    layout = max((p.layout for p in parts), key=order.index)
+    parts = [as_layout(p, layout) for p in parts]
     offsets = torch.tensor([0] + [p.n_quads for p in parts[:-1]]).cumsum(0)
     quad_ptr = torch.cat([parts[0].quad_ptr[:1]] + [p.quad_ptr[1:] + int(o) for p, o in zip(parts, offsets)])
-    return QuadsI8(sum(p.n_out for p in parts), parts[0].n_in, parts[0].layout, quad_ptr.to(torch.int32),
+    return QuadsI8(sum(p.n_out for p in parts), parts[0].n_in, layout, quad_ptr.to(torch.int32),
                    torch.cat([p.quad_cols for p in parts]), torch.cat([p.quad_w for p in parts]),
                    torch.cat([p.w_scale for p in parts]), torch.cat([p.w_sum for p in parts]))

@@ -13,7 +13,7 @@ from pruneofa.runtime.build import load_library
 from pruneofa.runtime.formats import CsrF32, QuadsI8
 
 ACTIVATIONS = {None: 0, "gelu": 1}
-LAYOUTS = {"gather": 0, "blocks": 1}
+LAYOUTS = {"gather": 0, "blocks": 1, "dense": 2}
 _bound: ctypes.CDLL | None = None
 
 

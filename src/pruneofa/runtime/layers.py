@@ -52,7 +52,8 @@ class SparseLinear(_SparseLinearBase):
 
 
 class SparseInt8Linear(_SparseLinearBase):
-    """int8 weights (per output channel) x int8 activations (per token, dynamic), int32 accumulation."""
+    """int8 weights (per output channel) x int8 activations (per token, dynamic), int32 accumulation.
+    layout: `formats.pack_quads_i8`'s ("dense": the same scheme on the dense kernel)."""
 
     def __init__(self, linear: nn.Linear, threads: int, fused_act: str | None = None, layout: str = "auto"):
         super().__init__(linear, threads, fused_act)

@@ -74,7 +74,7 @@ def fused_op(modules: list[nn.Module]) -> SparseF32Op | SparseI8Op | TorchOp | N
     they do not share one implementation."""
     if all(isinstance(m, SparseLinear) for m in modules):
         return SparseF32Op(concat_csr([m.csr for m in modules]), _cat_bias(modules), None, modules[0].threads)
-    if all(isinstance(m, SparseInt8Linear) for m in modules) and len({m.quads.layout for m in modules}) == 1:
+    if all(isinstance(m, SparseInt8Linear) for m in modules):  # layouts may differ: concat_quads unifies them
         return SparseI8Op(concat_quads([m.quads for m in modules]), _cat_bias(modules), None, modules[0].threads)
     if all(type(m) is nn.Linear for m in modules):
         weight = torch.cat([m.weight.detach() for m in modules])

@@ -42,7 +42,7 @@ extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, i
 
 // ---- whole encoder ----
 
-struct MatrixDesc {  // one projection: fp32 CSR (kind 0) or int8 quads (kind 1)
+struct MatrixDesc {  // one projection: fp32 CSR (kind 0) or int8 quads (kind 1, any Layout, dense included)
   int kind, n_in, n_out;
   const int32_t* ptr;     // row_ptr / quad_ptr
   const uint16_t* cols;

@@ -11,13 +11,21 @@
 //    each 64-token group; four 128-bit-lane shuffles restore the order when the row is finished.
 //  - blocks (1x4 block-sparse, columns 4j..4j+3): xp[j][t] already holds the 4 bytes per token,
 //    so each quad is one load + one vpdpbusd per 16 tokens, no shuffles.
+//  - dense (no zeros worth skipping, e.g. a compacted structured model): every 1x4 block of a row,
+//    in order, no column indices (row o's K4 = ceil(K/4) quads are qw[o*K4 ..], zero-padded past K);
+//    activations as for blocks. A register-blocked GEMM (`dense_i8_rows`): kDenseRows rows x
+//    kDenseVecs 16-token vectors of accumulators, so one activation load feeds kDenseRows vpdpbusd
+//    and one broadcast weight kDenseVecs. One row at a time (the blocks kernel) reloads the whole
+//    activation stream per row and is L2-bound at ~40 MACs/cycle; this one runs at VNNI's peak.
 #pragma once
 #include "epilogue.h"
 #include "pack.h"
 
 namespace pofa {
 
-enum Layout { kGather = 0, kBlocks = 1 };
+enum Layout { kGather = 0, kBlocks = 1, kDense = 2 };
+
+constexpr int kDenseRows = 4, kDenseVecs = 2;  // dense micro-tile: 4 rows x 32 tokens (measured best of 2-16 x 1-8)
 
 struct Dequant {  // per row: y[p] = (acc[p] - zero) * scale * sx[p]
   int32_t zero;
@@ -78,6 +86,28 @@ inline void row_i8_blocks(const uint8_t* xp, int Mp, const uint16_t* qc, const i
   }
   for (int i = 0; i < 4 * NV; ++i) _mm512_storeu_ps(out + 16 * i, dequant16(acc[i], d, 16 * i));
 }
+
+// Dense layout: R rows (weights w + r * K4) x tokens p..p+16*kDenseVecs of the tile xs; row r goes to
+// out + r * kTokenTile + p. Activation vectors loaded once per 4-feature step serve all R rows.
+template <int R>
+inline void dense_i8_rows(const uint8_t* xs, int Mp, const int32_t* w, int K4, const Dequant* d, int p, float* out) {
+  constexpr int V = kDenseVecs;
+  __m512i acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_si512();
+  const uint8_t* a = xs + (size_t)p * 4;
+  for (int kb = 0; kb < K4; ++kb, a += (size_t)Mp * 4) {
+    __m512i x[V];
+    for (int v = 0; v < V; ++v) x[v] = _mm512_loadu_si512(a + 64 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m512i wv = _mm512_set1_epi32(w[(size_t)r * K4 + kb]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], x[v], wv);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v)
+      _mm512_storeu_ps(out + r * kTokenTile + p + 16 * v, dequant16(acc[r][v], d[r], p + 16 * v));
+}
 #endif
 
 // Portable path (also the reference the VNNI path is tested against).
@@ -88,12 +118,35 @@ inline void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t
     const int8_t* w = (const int8_t*)&qw[q];
     for (int j = 0; j < 4; ++j) {
       if (w[j] == 0) continue;
-      const uint8_t* r = layout == kBlocks ? x + (size_t)(qc[4 * q] >> 2) * Mp * 4 + j : x + (size_t)qc[4 * q + j] * Mp;
-      const int step = layout == kBlocks ? 4 : 1;
+      const uint8_t* r = layout == kGather ? x + (size_t)qc[4 * q + j] * Mp
+                                           : x + (size_t)(layout == kDense ? q : qc[4 * q] >> 2) * Mp * 4 + j;
+      const int step = layout == kGather ? 1 : 4;
       for (int p = 0; p < n_pos; ++p) acc[p] += w[j] * (int)r[step * p];
     }
   }
-  for (int p = 0; p < n_pos; ++p) out[p] = (float)(acc[p] - d.zero) * d.scale * d.sx[p];
+  // the SIMD paths' rounding order (dequant16): bit-identical results
+  for (int p = 0; p < n_pos; ++p) out[p] = (float)(acc[p] - d.zero) * (d.scale * d.sx[p]);
+}
+
+// Rows o0..o0+n_rows of a dense-layout weight x the tile's first n_pos tokens (a multiple of 32) -> tile.
+inline void dense_i8_tile(const int32_t* qw, int K4, int n_rows, const Dequant* d, const uint8_t* xs, int Mp,
+                          int n_pos, float* tile) {
+#ifdef POFA_VNNI
+  for (int p = 0; p < n_pos; p += 16 * kDenseVecs)
+    for (int r = 0; r < n_rows; r += kDenseRows) {
+      const int32_t* w = qw + (size_t)r * K4;
+      float* out = tile + r * kTokenTile;
+      switch (std::min(kDenseRows, n_rows - r)) {
+        case 4: dense_i8_rows<4>(xs, Mp, w, K4, d + r, p, out); break;
+        case 3: dense_i8_rows<3>(xs, Mp, w, K4, d + r, p, out); break;
+        case 2: dense_i8_rows<2>(xs, Mp, w, K4, d + r, p, out); break;
+        default: dense_i8_rows<1>(xs, Mp, w, K4, d + r, p, out); break;
+      }
+    }
+#else
+  for (int r = 0; r < n_rows; ++r)
+    row_i8_portable(xs, Mp, kDense, nullptr, qw + (size_t)r * K4, K4, n_pos, d[r], tile + r * kTokenTile);
+#endif
 }
 
 struct QuadView {
@@ -103,7 +156,7 @@ struct QuadView {
   const int32_t* w;
   const float* w_scale;
   const int32_t* w_sum;
-  int layout;
+  int layout;  // Layout; kDense: no cols, quad_ptr[o] = o * ceil(n_in / 4)
   const float* bias;
 };
 
@@ -129,10 +182,10 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
       token_scales_parts(x_absmax, omp_get_num_threads(), ld_x, scaled, sx, inv);
     else
       token_scales_fm(x, K, ld_x, scaled, sx, inv);
-    if (w.layout == kBlocks) pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq); else pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq);
+    if (w.layout == kGather) pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq); else pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq);
   } else {
     token_scales(x, M, K, sx, inv);
-    if (w.layout == kBlocks) pack_u8x4(x, M, K, Mp, inv, xq); else pack_u8(x, M, K, Mp, inv, xq);
+    if (w.layout == kGather) pack_u8(x, M, K, Mp, inv, xq); else pack_u8x4(x, M, K, Mp, inv, xq);
   }
   int b_lo, b_hi;
   balanced_range(w.quad_ptr, w.n_out, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);
@@ -141,20 +194,24 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
     const int o0 = b * kRowBlock, n_rows = std::min(kRowBlock, w.n_out - o0);
     for (int t0 = 0; t0 < Mc; t0 += kTokenTile) {
       const int n_tok = std::min(kTokenTile, Mc - t0), n_pos = round_up(n_tok, 64);
-      const uint8_t* xs = w.layout == kBlocks ? xq + (size_t)t0 * 4 : xq + t0;
-      for (int r = 0; r < n_rows; ++r) {
-        const int o = o0 + r, q0 = w.quad_ptr[o], nq = w.quad_ptr[o + 1] - q0;
-        const Dequant d{128 * w.w_sum[o], w.w_scale[o], sx + t0};
-        float* dst = tile + r * kTokenTile;
+      const uint8_t* xs = w.layout == kGather ? xq + t0 : xq + (size_t)t0 * 4;
+      Dequant d[kRowBlock];
+      for (int r = 0; r < n_rows; ++r) d[r] = Dequant{128 * w.w_sum[o0 + r], w.w_scale[o0 + r], sx + t0};
+      if (w.layout == kDense)  // row o's quads start at quad_ptr[o] = o * K4
+        dense_i8_tile(w.w + w.quad_ptr[o0], (K + 3) / 4, n_rows, d, xs, Mp, round_up(n_tok, 16 * kDenseVecs), tile);
+      else
+        for (int r = 0; r < n_rows; ++r) {
+          const int o = o0 + r, q0 = w.quad_ptr[o], nq = w.quad_ptr[o + 1] - q0;
+          float* dst = tile + r * kTokenTile;
 #ifdef POFA_VNNI
-        if (w.layout == kBlocks)
-          (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d, dst);
-        else
-          (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d, dst);
+          if (w.layout == kBlocks)
+            (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d[r], dst);
+          else
+            (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d[r], dst);
 #else
-        row_i8_portable(xs, Mp, w.layout, w.cols + 4 * q0, w.w + q0, nq, n_pos, d, dst);
+          row_i8_portable(xs, Mp, w.layout, w.cols + 4 * q0, w.w + q0, nq, n_pos, d[r], dst);
 #endif
-      }
+        }
       store_tile(tile, n_rows, n_tok, round_up(n_tok, 16), t0, o0, w.bias, act, out);
     }
   }
