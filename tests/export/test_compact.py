@@ -15,14 +15,18 @@ from pruneofa.errors import UserError
 from pruneofa.export.compact import compact_model, export_compact_hf, is_compact_dir
 from pruneofa.quantization.checkpoint import fold_masks, load_model_dir
 
-FAMILIES = ["bert", "distilbert", "roberta"]
+FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
 FFN_ONLY, WITH_HEADS = dict(ffn_sparsity=0.5, head_sparsity=0.0), dict(ffn_sparsity=0.75, head_sparsity=0.5)
+# tiny models (conftest): width 32, 4 heads of 8, 2 blocks; FFN 64, GPT-2's 4 x 32
+FFN_WIDTH = {"gpt2": 128}
+FFN_KEY = {"distilbert": "hidden_dim", "gpt2": "n_inner"}
+AUTO_CLASS = {"gpt2": "AutoModelForCausalLM"}
 
 LOAD_WITHOUT_PRUNEOFA = """
 import json, sys, torch, transformers
 results = []
-for path, trust, inputs in json.loads(sys.argv[1]):
-    model, info = transformers.AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust,
+for path, auto_class, trust, inputs in json.loads(sys.argv[1]):
+    model, info = getattr(transformers, auto_class).from_pretrained(path, trust_remote_code=trust,
                                                                     output_loading_info=True)
     with torch.no_grad():
         logits = model.eval()(**{k: torch.tensor(v) for k, v in inputs.items()}).logits
@@ -41,7 +45,7 @@ def inputs(seed=0):
 
 
 def pruned(path, **fractions):
-    model = transformers.AutoModelForMaskedLM.from_pretrained(path).eval()
+    model = load_model_dir(path)  # the class its config.json names
     Pruner(model, pattern="structured", method="oneshot", start_step=0, **fractions)
     return model
 
@@ -54,15 +58,16 @@ def logits(model, batch):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("fractions", [FFN_ONLY, WITH_HEADS], ids=["ffn-only", "with-heads"])
 def test_compacted_model_is_smaller_and_computes_the_masked_models_outputs(family, fractions, tiny_models):
-    dense = transformers.AutoModelForMaskedLM.from_pretrained(tiny_models[family]).eval()
+    dense = load_model_dir(tiny_models[family])  # masked LM, GPT-2's causal LM
     model = pruned(tiny_models[family], **fractions)
     compact = compact_model(model)
     batch = inputs()
     torch.testing.assert_close(logits(compact, batch), logits(model, batch), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(logits(dense, batch), logits(model, batch), atol=1e-3)  # pruning did change it
-    # tiny models: width 32, 4 heads of 8, FFN 64, 2 blocks; a neuron is an FFN-in row (+ bias) and an
-    # FFN-out column, a head channel a row (+ bias) of Q, K and V and a column of the output projection
-    neurons, channels = round(fractions["ffn_sparsity"] * 64), round(fractions["head_sparsity"] * 4) * 8
+    # a neuron is an FFN-in row (+ bias) and an FFN-out column, a head channel a row (+ bias) of Q, K
+    # and V (GPT-2: of each third of c_attn) and a column of the output projection
+    neurons = round(fractions["ffn_sparsity"] * FFN_WIDTH.get(family, 64))
+    channels = round(fractions["head_sparsity"] * 4) * 8
     removed = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in compact.parameters())
     assert removed == 2 * (neurons * (2 * 32 + 1) + channels * (3 * (32 + 1) + 32))
     assert any("parametrizations" in n for n, _ in model.named_parameters())  # the input keeps its masks
@@ -76,22 +81,25 @@ def test_exports_reload_with_transformers_alone_ffn_only_as_stock_checkpoints(ti
             model = pruned(tiny_models[family], **fractions)
             out = export_compact_hf(model, tmp_path / family / name)
             config = json.loads((out / "config.json").read_text())
+            ffn_width = FFN_WIDTH.get(family, 64)
             if fractions is FFN_ONLY:  # stock: a smaller FFN width in the config, no code beside it
-                assert config[{"distilbert": "hidden_dim"}.get(family, "intermediate_size")] == 32
+                assert config[FFN_KEY.get(family, "intermediate_size")] == ffn_width // 2
                 assert not is_compact_dir(out) and "auto_map" not in config
                 assert not (out / "modeling_compact.py").exists()
             else:  # the head counts have no stock config: recorded, and the checkpoint's own modeling file
-                assert config["compact"]["attention_heads"] == [2, 2] and config["compact"]["ffn_sizes"] == [16, 16]
+                assert config["compact"]["attention_heads"] == [2, 2]
+                assert config["compact"]["ffn_sizes"] == [ffn_width // 4] * 2
                 assert config["model_type"] == f"compact_{family}" and (out / "modeling_compact.py").is_file()
                 reloaded = load_model_dir(out)  # pruneofa's own loaders read it without remote code
                 torch.testing.assert_close(logits(reloaded, inputs(2)), logits(model, inputs(2)), rtol=1e-5, atol=1e-5)
-            jobs.append((str(out), fractions is WITH_HEADS, {k: v.tolist() for k, v in inputs(2).items()}))
+            jobs.append((str(out), AUTO_CLASS.get(family, "AutoModelForMaskedLM"), fractions is WITH_HEADS,
+                         {k: v.tolist() for k, v in inputs(2).items()}))
             expected.append(logits(model, inputs(2)))
     run = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_PRUNEOFA, json.dumps(jobs)], capture_output=True,
                          text=True, check=True, env=hf_env(tmp_path))
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert not loaded["pruneofa_loaded"]
-    for result, (_, with_heads, _), ref in zip(loaded["results"], jobs, expected):
+    for result, (_, _, with_heads, _), ref in zip(loaded["results"], jobs, expected):
         assert result["problems"] == 0 and result["class"].startswith("Compact") == with_heads
         torch.testing.assert_close(torch.tensor(result["logits"]), ref, rtol=1e-5, atol=1e-5)
 
@@ -123,10 +131,42 @@ def test_cli_export_compact_and_its_refusals(tiny_models, tokenizer, tmp_path, c
         assert err.startswith("error: ") and "\n" not in err and "--compact" in err and not out.exists()
 
 
-def test_gpt2_compaction_is_a_user_error(tiny_models):
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_models["gpt2"])
-    with pytest.raises(UserError, match="compact"):
-        compact_model(model)
+def test_a_model_without_transformer_blocks_is_a_user_error():
+    with pytest.raises(UserError, match="no BERT, RoBERTa, DistilBERT or GPT-2 block"):
+        compact_model(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+@pytest.mark.parametrize("fractions", [FFN_ONLY, WITH_HEADS], ids=["ffn-only", "with-heads"])
+def test_compacted_gpt2_generates_the_masked_models_tokens_and_so_does_its_checkpoint(fractions, tiny_models,
+                                                                                     tmp_path):
+    model = pruned(tiny_models["gpt2"], **fractions)
+    compact = compact_model(model)
+    attn = compact.transformer.h[0].attn  # the forward splits c_attn's output in split_size parts
+    assert attn.c_attn.weight.shape == (32, 3 * attn.split_size) and attn.split_size == attn.num_heads * 8
+    batch = inputs(7)
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    batch["attention_mask"][1, :4] = 0  # left padding, as batched generation has it
+    out = export_compact_hf(model, tmp_path / "c")
+    reloaded = load_model_dir(out)
+    assert type(reloaded).__name__ == ("CompactGPT2LMHeadModel" if fractions is WITH_HEADS else "GPT2LMHeadModel")
+    greedy = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+    expected, right_padded = model.generate(**batch, **greedy), inputs(8)
+    for candidate in (compact, reloaded):  # generate runs through the KV cache of the smaller heads
+        assert torch.equal(candidate.generate(**batch, **greedy), expected)
+        torch.testing.assert_close(logits(candidate, right_padded), logits(model, right_padded), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_class", ["GPT2Model", "GPT2ForSequenceClassification"])
+def test_gpt2_encoder_and_classifier_compact_too(model_class, tiny_models):
+    model = getattr(transformers, model_class).from_pretrained(tiny_models["gpt2"]).eval()
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, **WITH_HEADS)
+    compact = compact_model(model)
+    assert type(compact).__name__ == f"Compact{model_class}"
+    batch = inputs(9)
+    with torch.no_grad():
+        out, ref = compact(**batch), model(**batch)
+    name = "logits" if "Classification" in model_class else "last_hidden_state"
+    torch.testing.assert_close(out[name], ref[name], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("pattern,engine", [("structured", "torch-int8"), ("structured", "dense"),

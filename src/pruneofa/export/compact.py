@@ -1,15 +1,18 @@
 """Compaction: a model pruned by whole FFN neurons and attention heads, rebuilt physically smaller
-with the same outputs.
+with the same outputs. Families: BERT, RoBERTa, DistilBERT and GPT-2.
 
 A neuron whose FFN-out column is zero, or a head whose attention-output columns are zero, adds
 nothing to its block (`sparsity.groups`), so its rows and columns are cut out of every weight it
 spans; the model that stays is dense and smaller, with outputs equal to the pruned one's up to the
 order of float sums. Which groups go is read from the zeros themselves, so a masked, folded,
-transferred or QAT model all compact alike.
+transferred or QAT model all compact alike. GPT-2's fused `c_attn` (a Conv1D, weight stored as
+[in, out]) keeps the kept heads' channels of each of Q, K and V, in that order, so its forward's
+split into three equal parts still holds; generation's KV cache takes the smaller heads as they come.
 
 The checkpoint (`export_compact_hf`):
 - every block keeps all its heads and the same number of neurons: a stock transformers checkpoint
-  with a smaller `intermediate_size` (`hidden_dim` for DistilBERT), for any `from_pretrained`;
+  with a smaller `intermediate_size` (`hidden_dim` for DistilBERT, `n_inner` for GPT-2), for any
+  `from_pretrained`;
 - fewer heads, or FFN widths that differ by block: stock transformers has no config for it (see
   `modeling_compact`). The config keeps the dense shape, records per block the heads and FFN width
   under `compact`, and names `modeling_compact.py`, copied beside it, in `auto_map`:
@@ -29,6 +32,7 @@ from torch import nn
 
 from pruneofa.errors import UserError
 from pruneofa.export import modeling_compact
+from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.groups import Block, GroupSet, find_blocks
 
 MODELING_FILE = "modeling_compact.py"
@@ -41,11 +45,16 @@ class BlockCut:
     neurons: torch.Tensor  # indices of the kept FFN neurons
 
 
-def _kept(groups: GroupSet, layers: dict[str, nn.Linear]) -> torch.Tensor:
+def _layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, M.PRUNABLE_TYPES)}
+
+
+def _kept(groups: GroupSet, layers: dict[str, nn.Module]) -> torch.Tensor:
     """Groups with a non-zero output-side column; at least one (a zero group is exact to keep)."""
     alive = torch.zeros(groups.size, dtype=torch.bool)
     for member in groups.output_side:
-        nonzero_columns = (layers[member.layer].weight != 0).any(dim=0)
+        layer = layers[member.layer]
+        nonzero_columns = (M.as_out_in(layer, layer.weight) != 0).any(dim=0)
         alive |= nonzero_columns[member.index].any(dim=-1)
     if not alive.any():
         alive[0] = True
@@ -53,39 +62,43 @@ def _kept(groups: GroupSet, layers: dict[str, nn.Linear]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _sliced(linear: nn.Linear, axis: int, units: torch.Tensor) -> nn.Linear:
-    weight = linear.weight.index_select(axis, units)
-    bias = linear.bias if linear.bias is None or axis == 1 else linear.bias.index_select(0, units)
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
-    new.weight.copy_(weight)
-    if bias is not None:
-        new.bias.copy_(bias)
+def _sliced(layer: nn.Module, axis: int, units: torch.Tensor) -> nn.Module:
+    """`layer` (Linear or Conv1D) with only the rows (axis 0) or columns (axis 1) `units` of its
+    (out, in) weight."""
+    weight = M.as_out_in(layer, layer.weight).index_select(axis, units)
+    new = modeling_compact.resized(layer, *weight.shape)
+    new.weight.copy_(M.from_out_in(new, weight))
+    if layer.bias is not None:
+        new.bias.copy_(layer.bias if axis == 1 else layer.bias.index_select(0, units))
     return new
 
 
-def _cut(model: nn.Module, cut: BlockCut, layers: dict[str, nn.Linear]) -> None:
+def _attention_attributes(attention: nn.Module, block: Block, n_heads: int) -> dict[str, int]:
+    """What the attention module's forward reads of the head count and the heads' total width."""
+    widths = {a: n_heads * block.head_dim for a in block.layout.width_attrs if hasattr(attention, a)}
+    return {block.layout.heads_attr: n_heads, **widths}
+
+
+def _cut(model: nn.Module, cut: BlockCut, layers: dict[str, nn.Module]) -> None:
     block = cut.block
     for groups, kept in ((block.heads, cut.heads), (block.ffn, cut.neurons)):
         for member in groups.members:
             parent, _, attr = member.layer.rpartition(".")
-            setattr(model.get_submodule(parent), attr, _sliced(layers[member.layer], member.axis,
-                                                             member.index[kept].flatten()))
+            # sorted: a fused Q/K/V projection keeps all kept Q channels, then K, then V
+            units = member.index[kept].flatten().sort().values
+            setattr(model.get_submodule(parent), attr, _sliced(layers[member.layer], member.axis, units))
     attention = model.get_submodule(block.path(block.layout.attention))
-    setattr(attention, block.layout.heads_attr, len(cut.heads))
-    if hasattr(attention, "all_head_size"):
-        attention.all_head_size = len(cut.heads) * block.head_dim
+    for key, value in _attention_attributes(attention, block, len(cut.heads)).items():
+        setattr(attention, key, value)
 
 
 def plan_cuts(model: nn.Module) -> list[BlockCut]:
     """Per block of a plain (masks folded) model: the heads and FFN neurons that stay."""
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    layers = _layers(model)
     blocks = find_blocks(model, layers)
     if not blocks:
-        raise UserError(f"{type(model).__name__} has no BERT, RoBERTa or DistilBERT block to compact",
-                        "compaction rebuilds Linear attention and FFN layers (GPT-2's Conv1D is not supported)")
-    if any(not b.layout.compactable for b in blocks):
-        raise UserError(f"{blocks[0].layout.family} blocks cannot be compacted",
-                        "compaction supports BERT, RoBERTa and DistilBERT; export without --compact")
+        raise UserError(f"{type(model).__name__} has no BERT, RoBERTa, DistilBERT or GPT-2 block to compact",
+                        "compaction rebuilds the attention and FFN layers of those families' transformer blocks")
     return [BlockCut(b, _kept(b.heads, layers), _kept(b.ffn, layers)) for b in blocks]
 
 
@@ -96,7 +109,7 @@ def compact_model(model: nn.Module) -> nn.Module:
 
     plain = plain_model_copy(model, keep_quantized_values=True).eval()
     cuts = plan_cuts(plain)
-    layers = {name: m for name, m in plain.named_modules() if isinstance(m, nn.Linear)}
+    layers = _layers(plain)
     for cut in cuts:
         _cut(plain, cut, layers)
     widths = {len(c.neurons) for c in cuts}
@@ -119,13 +132,11 @@ def compact_record(model: nn.Module, cuts: list[BlockCut]) -> dict[str, Any]:
         block = cut.block
         for groups in (block.heads, block.ffn):
             for member in groups.members:
-                weight = model.get_submodule(member.layer).weight
-                shapes[_relative(member.layer, base)] = list(weight.shape)
+                layer = model.get_submodule(member.layer)
+                shapes[_relative(member.layer, base)] = list(M.as_out_in(layer, layer.weight).shape)
         attention = block.path(block.layout.attention)
-        attrs = {block.layout.heads_attr: len(cut.heads)}
-        if hasattr(model.get_submodule(attention), "all_head_size"):
-            attrs["all_head_size"] = len(cut.heads) * block.head_dim
-        attributes[_relative(attention, base)] = attrs
+        attributes[_relative(attention, base)] = _attention_attributes(model.get_submodule(attention), block,
+                                                                       len(cut.heads))
     return {"attention_heads": [len(c.heads) for c in cuts], "ffn_sizes": [len(c.neurons) for c in cuts],
             "head_dim": cuts[0].block.head_dim, "linear_shapes": shapes, "module_attributes": attributes}
 

@@ -33,17 +33,18 @@ class BlockLayout:
     attention: str  # the module that holds the head count ...
     heads_attr: str  # ... in this attribute
     ffn_config_key: str  # the config field of the FFN width
-    compactable: bool = True  # whether export.compact can rebuild it smaller
+    width_attrs: tuple[str, ...] = ()  # attributes of `attention` holding heads x head_dim (export.compact)
 
 
 LAYOUTS = (
     BlockLayout("bert", ("attention.self.query", "attention.self.key", "attention.self.value"),
                 "attention.output.dense", "intermediate.dense", "output.dense", "attention.self",
-                "num_attention_heads", "intermediate_size"),
+                "num_attention_heads", "intermediate_size", ("all_head_size",)),
     BlockLayout("distilbert", ("attention.q_lin", "attention.k_lin", "attention.v_lin"), "attention.out_lin",
                 "ffn.lin1", "ffn.lin2", "attention", "n_heads", "hidden_dim"),
+    # split_size: the width of each of Q, K and V in c_attn's output, which the forward splits
     BlockLayout("gpt2", ("attn.c_attn",), "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "attn", "num_heads", "n_inner",
-                compactable=False),
+                ("split_size",)),
 )
 
 
