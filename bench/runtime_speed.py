@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -50,15 +51,16 @@ SHAPES = {
     "base": dict(),  # BertConfig defaults: 12 x 768, FFN 3072
 }
 ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
-# Pseudo-engine: the *unpruned* model through the native int8 path (every layer on the int8 kernel,
-# which picks its shuffle-free 1x4-block layout for dense weights: a dense VNNI GEMM). Against it,
-# "sparse-int8" shows what sparsity alone buys inside the same engine.
+# Pseudo-engine: the *unpruned* model through the native int8 path (every layer on the runtime's dense
+# int8 kernel: sparse-int8 with sparse_threshold=inf). Against it, "sparse-int8" shows what sparsity
+# alone buys inside the same engine.
 NATIVE_DENSE_INT8 = "dense-int8-native"
 TORCH_COMPACT = "torch-compact"  # with --compact: transformers eager fp32 on the compacted model
-# Pseudo-engine: the served model with every layer on the runtime's own int8 kernel (sparse_threshold=0:
-# dense weights in its 1x4-block layout), the whole encoder in one C++ call with int8 attention. For a
-# compacted structured model, whose weights are dense, the runtime's fastest int8 path.
+# Pseudo-engine: the served model with every layer on the runtime's own dense int8 kernel
+# (sparse_threshold=inf), the whole encoder in one C++ call with int8 attention. For a compacted
+# structured model, whose weights are dense, this is what "sparse-int8" chooses anyway.
 NATIVE_INT8 = "native-int8"
+ALL_DENSE = math.inf  # sparse_threshold: no Linear on a sparse layout
 LAYER_SHAPES = [(384, 384), (384, 1536), (1536, 384), (768, 768), (768, 3072), (3072, 768)]
 
 
@@ -135,13 +137,15 @@ def bench_models(shapes: list[str], sparsities: list[float], engines: list[str],
             runtimes = {e: rt.load(served, engine=e, threads=threads) for e in engines
                         if e not in ("torch", NATIVE_DENSE_INT8, NATIVE_INT8)}
             if NATIVE_INT8 in engines:
-                runtimes[NATIVE_INT8] = rt.load(served, engine="sparse-int8", threads=threads, sparse_threshold=0.0)
+                runtimes[NATIVE_INT8] = rt.load(served, engine="sparse-int8", threads=threads,
+                                                sparse_threshold=ALL_DENSE)
             if compact:
                 runtimes[TORCH_COMPACT] = rt.load(served, engine="torch", threads=threads)
             references = {}
             if NATIVE_DENSE_INT8 in engines:
                 dense = pruned_bert(shape, 0.0)
-                runtimes[NATIVE_DENSE_INT8] = rt.load(dense, engine="sparse-int8", threads=threads, sparse_threshold=0.0)
+                runtimes[NATIVE_DENSE_INT8] = rt.load(dense, engine="sparse-int8", threads=threads,
+                                                      sparse_threshold=ALL_DENSE)
                 with torch.no_grad():
                     references[NATIVE_DENSE_INT8] = dense(**inputs).last_hidden_state
             calls = {"torch": eager, **{e: (lambda m=m: m(**inputs)) for e, m in runtimes.items()}}
@@ -182,31 +186,42 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --break-even: sparse kernel -> the dense kernel it must beat (policy.py's tables), and an extra
+# int8 comparison against fbgemm (dense-int8), the dense kernel of the old table
+BREAK_EVEN_PAIRS = {"sparse": "dense", "sparse-int8": "dense-int8-native", "sparse-int8 vs fbgemm": "dense-int8"}
+
+
 def break_even(rounds: int, threads: int, clock: str) -> list[dict]:
     """Per layer shape: speed-up of each sparse kernel over its dense counterpart by sparsity,
-    and the break-even sparsity (linear interpolation of the speed-up around 1)."""
+    and the break-even sparsity (linear interpolation of the speed-up around 1); also how the
+    runtime's dense int8 kernel compares with fbgemm on the same (dense-cost) layer."""
     from torch import nn
 
     from pruneofa.runtime.dense_int8 import dynamic_int8_linear
     from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
 
-    grid = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    grid = [0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 0.95]
     out = []
     x = None
     for n_in, n_out in LAYER_SHAPES:
         x = torch.randn(128, n_in)
-        speedups = {"sparse": [], "sparse-int8": []}
+        speedups = {name: [] for name in BREAK_EVEN_PAIRS}
+        native_vs_fbgemm = []
         for s in grid:
             lin = nn.Linear(n_in, n_out)
             with torch.no_grad():
                 lin.weight.mul_(torch.rand_like(lin.weight) >= s)
             fns = {"dense": lambda: lin(x), "dense-int8": (lambda q=dynamic_int8_linear(lin): q(x)),
+                   "dense-int8-native": (lambda m=SparseInt8Linear(lin, threads, layout="dense"): m(x)),
                    "sparse": (lambda m=SparseLinear(lin, threads): m(x)),
                    "sparse-int8": (lambda m=SparseInt8Linear(lin, threads): m(x))}
             with torch.no_grad():
                 t = {k: statistics.median(v) for k, v in interleaved(fns, rounds, 3, clock).items()}
-            speedups["sparse"].append(t["dense"] / t["sparse"])
-            speedups["sparse-int8"].append(t["dense-int8"] / t["sparse-int8"])
+            for name, dense in BREAK_EVEN_PAIRS.items():
+                speedups[name].append(t[dense] / t[name.split()[0]])
+            native_vs_fbgemm.append(t["dense-int8"] / t["dense-int8-native"])
+        out.append(dict(shape=[n_in, n_out], engine="dense-int8-native vs fbgemm", break_even_sparsity=None,
+                        speedup_by_sparsity=dict(zip(grid, [round(v, 3) for v in native_vs_fbgemm]))))
         for engine, sp in speedups.items():
             be = None
             for (s0, v0), (s1, v1) in zip(zip(grid, sp), zip(grid[1:], sp[1:])):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import pruneofa.runtime as rt
+from pruneofa.runtime import kernels
 from pruneofa.runtime.fused_encoder import FusedEncoder
 from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
 
@@ -58,13 +59,51 @@ def test_sparse_engine_swaps_modules_and_fuses(pruned_bert):
     assert type(pruned_bert.encoder.layer[0].attention.self.query) is torch.nn.Linear
 
 
+def dense_int8_path() -> str:
+    """What "sparse-int8" runs a Linear below its break-even sparsity on: the runtime's own dense
+    int8 kernel where it has VNNI, else fbgemm."""
+    return "dense-int8-native" if kernels.has_vnni() else "dense-int8"
+
+
 def test_dense_layers_stay_dense(inputs):
-    """Below the break-even sparsity the sparse engines keep the dense path."""
+    """Below the break-even sparsity the sparse engines keep a dense path: MKL for "sparse"; for
+    "sparse-int8" the runtime's dense int8 kernel (layout "dense"), so the encoder stays one native call."""
     model = tiny_bert(sparsity=0.2)
     m = rt.load(model, engine="sparse-int8")
-    assert all(c.path == "dense-int8" for c in m.report.layers)
-    assert not any(isinstance(x, SparseInt8Linear) for x in m.model.modules())
+    assert all(c.path == dense_int8_path() for c in m.report.layers)
+    linears = [x for x in m.model.modules() if isinstance(x, SparseInt8Linear)]
+    if kernels.has_vnni():
+        assert len(linears) == len(m.report.layers) and {x.quads.layout for x in linears} == {"dense"}
+        assert m.model.encoder.native is not None
+    else:
+        assert not linears
     assert rel_err(m(**inputs).last_hidden_state, reference(model, inputs).last_hidden_state) < 0.05
+    assert all(c.path == "dense" for c in rt.load(model, engine="sparse").report.layers)
+
+
+def test_compacted_structured_model_runs_in_one_native_call(inputs, monkeypatch):
+    """Issue 7: a structured-pruned model (2/3 of the FFN neurons, half of the heads) compacted into
+    smaller dense matrices runs on "sparse-int8" with every Linear on the dense int8 kernel and the
+    whole encoder in one `pofa_encoder` call (attention width below the hidden width), within the
+    int8 tolerance of the torch fp32 model it was compacted from."""
+    from pruneofa import Pruner
+    from pruneofa.export.compact import compact_model
+    from pruneofa.runtime.native_encoder import NativeEncoder
+
+    if not kernels.has_vnni():
+        pytest.skip("the dense native path needs AVX-512 VNNI (else fbgemm per layer)")
+    model = tiny_bert(sparsity=0)
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.6667, head_sparsity=0.5)
+    compact = compact_model(model)
+    assert compact.encoder.layer[0].intermediate.dense.out_features < model.config.intermediate_size
+    m = rt.load(compact, engine="sparse-int8")
+    assert {c.path for c in m.report.layers} == {"dense-int8-native"}
+    calls = []
+    original = NativeEncoder.__call__
+    monkeypatch.setattr(NativeEncoder, "__call__", lambda self, *a: calls.append(1) or original(self, *a))
+    out = m(**inputs).last_hidden_state
+    assert len(calls) == 1
+    assert rel_err(out, reference(model, inputs).last_hidden_state) < 0.05
 
 
 def test_block_pattern_uses_block_layout(inputs):
@@ -152,8 +191,9 @@ def test_fast_path_equals_transformers_forward(engine, cls_name, inputs):
 
 @pytest.mark.parametrize("engine", ["sparse", "sparse-int8"])
 def test_mixed_sparse_and_dense_layers(engine, inputs):
-    """Layers on either side of the break-even point: per-layer choice, layout switches between
-    feature-major (all-sparse layers) and token-major layers, and no native encoder."""
+    """Layers on either side of the break-even point: per-layer choice. fp32: layout switches between
+    feature-major (all-sparse layers) and token-major (MKL) layers, no native encoder. int8: the dense
+    layer is on the runtime's dense int8 kernel, so the whole encoder is still one native call."""
     model = tiny_bert()
     with torch.no_grad():  # densify the second layer: it must stay dense
         for name, module in model.encoder.layer[1].named_modules():
@@ -161,8 +201,9 @@ def test_mixed_sparse_and_dense_layers(engine, inputs):
                 module.weight.copy_(torch.randn_like(module.weight) * 0.05)
     m = rt.load(model, engine=engine)
     paths = {c.name.split(".")[2]: c.path for c in m.report.layers if c.name.startswith("encoder.layer.")}
-    assert paths["0"] == engine and paths["1"] in ("dense", "dense-int8")
-    assert m.model.encoder.native is None and m.fast_path is None
+    assert paths["0"] == engine and paths["1"] == ("dense" if engine == "sparse" else dense_int8_path())
+    native = engine == "sparse-int8" and kernels.has_vnni()
+    assert (m.model.encoder.native is not None) == native and (m.fast_path is not None) == native
     expected = reference(model, inputs).last_hidden_state
     out = m(**inputs).last_hidden_state
     if engine == "sparse":

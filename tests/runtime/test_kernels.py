@@ -137,7 +137,8 @@ def test_dense_int8_kernel(n_in, n_out, m, x_fm, portable_lib):
     tails, in_features not a multiple of 4. Its integer sums are exact: bit-identical outputs to the
     portable loops and to the blocks layout on the same weights; within the int8 tolerance of fp32,
     also with the GELU epilogue and the add+LayerNorm post-op (feature-major in -> feature-major out)."""
-    w, b, x, res = sparse_weight(n_out, n_in, sparsity=0.0), torch.randn(n_out), torch.randn(m, n_in), torch.randn(m, n_out)
+    w, b = sparse_weight(n_out, n_in, sparsity=0.0), torch.randn(n_out)
+    x, res = torch.randn(m, n_in), torch.randn(m, n_out)
     dense = pack_quads_i8(w, "dense")
     assert dense.layout == "dense" and dense.n_quads == n_out * ((n_in + 3) // 4)
     xin, layout = (feature_major(x), dict(tokens=m)) if x_fm else (x, {})

@@ -7,7 +7,9 @@ Engines (weights, precision, and which forward runs the encoder):
 - "dense-int8":  dense dynamic int8 (fbgemm) in the fused encoder: the int8 baseline that shares
                  everything but the matmuls with "sparse-int8", so the two isolate sparsity's share.
 - "sparse":      Linear layers sparse enough to win -> fp32 sparse kernels; fused encoder.
-- "sparse-int8": Linear layers sparse enough -> int8 sparse kernels, the rest dense int8; fused encoder.
+- "sparse-int8": Linear layers sparse enough -> int8 sparse kernels, the rest the runtime's dense int8
+                 kernel (the same int8 scheme, `formats` layout "dense"; fbgemm on a CPU without VNNI),
+                 so that a mixed or a compacted structured model runs its whole encoder in one C++ call.
 Nothing in transformers is patched: modules are replaced with `setattr` on their parent, so the
 model keeps its forward, call signature and outputs.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from pruneofa.runtime import policy
+from pruneofa.runtime import kernels, policy
 from pruneofa.runtime.dense_int8 import dynamic_int8_linear
 from pruneofa.runtime.formats import MAX_IN_FEATURES
 from pruneofa.runtime.fused_encoder import fuse_encoders
@@ -35,7 +37,7 @@ class LayerChoice:
     name: str
     shape: tuple[int, int]  # (in_features, out_features)
     sparsity: float
-    path: str  # "sparse" | "sparse-int8" | "dense" | "dense-int8"
+    path: str  # "sparse" | "sparse-int8" | "dense" | "dense-int8" (fbgemm) | "dense-int8-native" (the runtime's kernel)
     fused_act: str | None = None
 
 
@@ -85,9 +87,9 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
             int8_attention: bool = True) -> ConversionReport:
     """Swap the Linear layers of `model` (in place) for `engine`; returns what was chosen per layer.
 
-    sparse_threshold: run a Linear sparse when its sparsity is at least this; None (default): when
-    it beats the dense kernel by the measured break-even sparsity of its shape (`policy.py`).
-    int8_attention: "sparse-int8" also runs the attention products in int8 (else fp32)."""
+    sparse_threshold: run a Linear sparse when its sparsity is at least this (math.inf: none);
+    None (default): when it beats the dense kernel by the measured break-even sparsity of its shape
+    (`policy.py`). int8_attention: "sparse-int8" also runs the attention products in int8 (else fp32)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     report = ConversionReport(engine, threads)
@@ -96,6 +98,9 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
             report.fused_encoders = fuse_encoders(model, int8_attention)
         return report
     gelu_after = _gelu_owners(model) if engine in SPARSE_ENGINES else {}
+    # below the break-even sparsity, "sparse-int8" keeps the runtime's own (dense-layout) int8 kernel:
+    # at fbgemm's speed or better with VNNI (policy.py), and the encoder stays one native call
+    native_dense = engine == "sparse-int8" and kernels.has_vnni()
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in linears:
         shape = (linear.in_features, linear.out_features)
@@ -106,13 +111,16 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
             and (policy.use_sparse(engine, *shape, sparsity) if sparse_threshold is None
                  else sparsity >= sparse_threshold)
         )
-        if sparse_ok:
-            act = "gelu" if name in gelu_after else None
-            layer_cls = SparseLinear if engine == "sparse" else SparseInt8Linear
-            _set_child(model, name, layer_cls(linear, threads, fused_act=act))
+        act = "gelu" if name in gelu_after else None
+        if sparse_ok or native_dense:
+            if sparse_ok:
+                module, path = (SparseLinear if engine == "sparse" else SparseInt8Linear)(linear, threads, act), engine
+            else:
+                module, path = SparseInt8Linear(linear, threads, act, layout="dense"), "dense-int8-native"
+            _set_child(model, name, module)
             if act:
                 _set_child(model, gelu_after[name], nn.Identity())
-            report.layers.append(LayerChoice(name, shape, sparsity, engine, act))
+            report.layers.append(LayerChoice(name, shape, sparsity, path, act))
         elif engine in INT8_ENGINES:
             _set_child(model, name, dynamic_int8_linear(linear))
             report.layers.append(LayerChoice(name, shape, sparsity, "dense-int8"))

@@ -185,7 +185,10 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
       token_scales_parts(x_absmax, omp_get_num_threads(), ld_x, scaled, sx, inv);
     else
       token_scales_fm(x, K, ld_x, scaled, sx, inv);
-    if (w.layout == kGather) pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq); else pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq);
+    if (w.layout == kGather)
+      pack_u8_fm(x, K, ld_x, scaled, Mp, inv, xq);
+    else
+      pack_u8x4_fm(x, K, ld_x, scaled, Mp, inv, xq);
   } else {
     token_scales(x, M, K, sx, inv);
     if (w.layout == kGather) pack_u8(x, M, K, Mp, inv, xq); else pack_u8x4(x, M, K, Mp, inv, xq);
