@@ -190,6 +190,34 @@ def test_fast_path_equals_transformers_forward(engine, cls_name, inputs):
     assert len(calls) == 3
 
 
+def test_fast_path_takes_a_compacted_checkpoint_but_not_a_changed_forward(inputs, tmp_path):
+    """A compacted dir loads as CompactBertForSequenceClassification (smaller layers, stock forward):
+    plain calls take the fast path, with transformers' outputs. A subclass with its own forward does not."""
+    import transformers
+
+    from pruneofa import Pruner
+    from pruneofa.export.compact import export_compact_hf
+    from pruneofa.quantization.checkpoint import load_model_dir
+
+    model = tiny_bert(sparsity=0, cls=transformers.BertForSequenceClassification)
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.5, head_sparsity=0.5)
+    compact = load_model_dir(export_compact_hf(model, tmp_path / "compact")).eval()
+    assert type(compact).__name__ == "CompactBertForSequenceClassification"
+    if not kernels.has_vnni():
+        pytest.skip("a dense model runs natively (the fast path's condition) on the VNNI dense int8 kernel")
+    m = rt.load(compact, engine="sparse-int8")
+    assert m.fast_path is not None
+    with torch.no_grad():
+        torch.testing.assert_close(m(**inputs).logits, m.model(**inputs).logits, atol=1e-5, rtol=1e-5)
+        assert rel_err(m(**inputs).logits, model(**inputs).logits) < 0.05
+
+    class OwnForward(transformers.BertForSequenceClassification):
+        def forward(self, *args, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    assert rt.load(OwnForward(model.config).eval(), engine="sparse-int8").fast_path is None
+
+
 @pytest.mark.parametrize("engine", ["sparse", "sparse-int8"])
 def test_mixed_sparse_and_dense_layers(engine, inputs):
     """Layers on either side of the break-even point: per-layer choice. fp32: layout switches between

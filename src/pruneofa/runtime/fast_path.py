@@ -23,12 +23,18 @@ from pruneofa.runtime.native_encoder import MAX_NATIVE_SEQ, key_padding_mask
 PLAIN_ARGUMENTS = {"input_ids", "attention_mask", "token_type_ids"}
 
 
+def _runs_forward_of(model: nn.Module, stock: type) -> bool:
+    """`model` is a `stock` whose forward is stock's own: the class itself, or a subclass that only
+    changes construction (the compacted classes of `export --compact`, which build smaller layers)."""
+    return isinstance(model, stock) and type(model).forward is stock.forward
+
+
 def _bert_parts(model: nn.Module):
     from transformers import BertForSequenceClassification, BertModel
 
-    if type(model) is BertModel:
+    if _runs_forward_of(model, BertModel):
         return model, None
-    if type(model) is BertForSequenceClassification:
+    if _runs_forward_of(model, BertForSequenceClassification) and _runs_forward_of(model.bert, BertModel):
         return model.bert, model
     return None, None
 
