@@ -73,6 +73,18 @@ def test_a_baseline_dir_is_timed_in_the_same_rounds_and_is_what_speedups_refer_t
     assert summary["best_speedup"] == rows[summary["best_engine"]]["speedup_vs_baseline"]
 
 
+def test_compact_benchmarks_the_rebuilt_model_against_the_masked_one(structured_dirs):
+    masked, compact = structured_dirs
+    result = run_benchmark(masked, seq_len=SEQ, engines=["torch"], rounds=1, warmup=0, measure_memory=False,
+                           compact=True)
+    assert result["model_dir"] == str(masked) and result["compacted"] and result["baseline"] == str(masked)
+    rows = {r["engine"]: r for r in result["rows"]}
+    # "torch" is the compacted model: fewer bytes, the masked model's outputs
+    compact_bytes = sum(f.stat().st_size for f in compact.glob("model*.safetensors"))
+    assert rows["torch"]["size_mb"] == pytest.approx(compact_bytes / 1e6)
+    assert rows["torch"]["size_mb"] < rows["baseline"]["size_mb"] and rows["baseline"]["matches_reference"]
+
+
 def test_a_baseline_of_another_vocabulary_is_refused(structured_dirs, tmp_path):
     from transformers import BertConfig, BertModel
 

@@ -50,7 +50,7 @@ def check_settings(batch_sizes: tuple[int, ...], seq_len: int, engines: list[str
 def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), seq_len: int = 128,
                   engines: list[str] | None = None, rounds: int = 20, warmup: int = 3, threads: int | None = None,
                   measure_memory: bool = True, work_dir: str | Path | None = None, seed: int = 0,
-                  baseline: str | Path | None = None) -> dict[str, Any]:
+                  baseline: str | Path | None = None, compact: bool = False) -> dict[str, Any]:
     """Benchmark every applicable engine on `model_dir`; returns the result dict (see results.py).
 
     engines: names from `ENGINES` (default: all); the fp32 reference "torch" is always run. Engines
@@ -58,7 +58,9 @@ def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), se
     `pruneofa.runtime.default_threads()`, used by torch, the sparse kernels and onnxruntime alike.
     work_dir: where the artifacts go (default: a temporary directory removed afterwards).
     baseline: another model dir (e.g. the uncompacted model an `export --compact` came from), run
-    as dense fp32 PyTorch in the same interleaved rounds; the speed-ups are then against it."""
+    as dense fp32 PyTorch in the same interleaved rounds; the speed-ups are then against it.
+    compact: first rebuild `model_dir` without its zero heads and FFN neurons (`export --compact`,
+    into the work dir) and benchmark that, with `model_dir` itself as the baseline (unless one is given)."""
     from pruneofa.runtime import default_threads
 
     names = check_settings(tuple(batch_sizes), seq_len, engines, rounds, warmup, threads)
@@ -67,8 +69,14 @@ def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), se
     torch.set_num_threads(threads)
     try:
         with tempfile.TemporaryDirectory(prefix="pruneofa-bench-") as tmp:
-            return _run(Path(model_dir), tuple(batch_sizes), seq_len, names, rounds, warmup, threads, measure_memory,
-                        Path(work_dir) if work_dir else Path(tmp), seed, Path(baseline) if baseline else None)
+            work = Path(work_dir) if work_dir else Path(tmp)
+            served = _compacted(Path(model_dir), work) if compact else Path(model_dir)
+            baseline = baseline or (model_dir if compact else None)
+            result = _run(served, tuple(batch_sizes), seq_len, names, rounds, warmup, threads, measure_memory,
+                          work, seed, Path(baseline) if baseline else None)
+            if compact:
+                result["model_dir"], result["compacted"] = str(model_dir), True
+            return result
     finally:
         torch.set_num_threads(threads_before)
 
@@ -148,6 +156,12 @@ def _load_engines(store: ArtifactStore, names: list[str], threads: int) -> tuple
                 raise
             skipped.append({"engine": name, "reason": f"failed to load: {type(err).__name__}: {err}".splitlines()[0]})
     return loaded, artifacts, skipped
+
+
+def _compacted(model_dir: Path, work_dir: Path) -> Path:
+    from pruneofa.export.compact import export_compact_hf
+
+    return export_compact_hf(model_dir, work_dir / "compact")
 
 
 def _load_baseline(path: Path, config: Any) -> tuple[TorchEngine, Artifact]:
