@@ -165,13 +165,9 @@ def _compacted(model_dir: Path, work_dir: Path) -> Path:
 
 
 def _load_baseline(path: Path, config: Any) -> tuple[TorchEngine, Artifact]:
-    """The baseline model dir as dense fp32 PyTorch; it must take the same inputs as the model."""
-    from pruneofa.quantization.checkpoint import load_model_dir
-
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise UserError(f"baseline '{path}' does not exist or has no config.json",
-                        "pass the model dir to compare against, e.g. the one `export --compact` read")
-    model = load_model_dir(path).eval()
+    """The baseline model dir (any dir the benchmark itself reads) as dense fp32 PyTorch; it must take
+    the same inputs as the model."""
+    model = load_source(path).plain
     if model.config.vocab_size != config.vocab_size:
         raise UserError(f"baseline '{path}' has a vocabulary of {model.config.vocab_size}, the model {config.vocab_size}",
                         "pass a baseline of the same model family and tokenizer")

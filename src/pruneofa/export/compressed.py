@@ -24,7 +24,6 @@ the uncoded bitmask file of format version 1.
 from __future__ import annotations
 
 import contextlib
-
 import math
 from pathlib import Path
 from typing import Any, Literal

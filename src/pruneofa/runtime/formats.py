@@ -132,11 +132,13 @@ def concat_csr(parts: list[CsrF32]) -> CsrF32:
                   torch.cat([p.cols for p in parts]), torch.cat([p.vals for p in parts]))
 
 
+# least to most general: a dense row is all its blocks, a block quad a gather quad with consecutive columns
+LAYOUT_GENERALITY = ("dense", "blocks", "gather")
+
+
 def as_layout(q: QuadsI8, layout: str) -> QuadsI8:
-    """The same weights in a more general layout: "dense" -> "blocks" -> "gather" (a block quad is
-    a gather quad whose columns happen to be consecutive; a dense row is all its blocks)."""
-    order = ("dense", "blocks", "gather")
-    if order.index(layout) < order.index(q.layout):
+    """The same weights in a more general layout (`LAYOUT_GENERALITY`)."""
+    if LAYOUT_GENERALITY.index(layout) < LAYOUT_GENERALITY.index(q.layout):
         raise ValueError(f"cannot convert {q.layout!r} quads to {layout!r}")
     if q.layout == layout:
         return q
@@ -150,8 +152,7 @@ def as_layout(q: QuadsI8, layout: str) -> QuadsI8:
 
 def concat_quads(parts: list[QuadsI8]) -> QuadsI8:
     """Same for int8 quads; parts of different layouts are brought to the most general of them."""
-    order = ("dense", "blocks", "gather")
-    layout = max((p.layout for p in parts), key=order.index)
+    layout = max((p.layout for p in parts), key=LAYOUT_GENERALITY.index)
     parts = [as_layout(p, layout) for p in parts]
     offsets = torch.tensor([0] + [p.n_quads for p in parts[:-1]]).cumsum(0)
     quad_ptr = torch.cat([parts[0].quad_ptr[:1]] + [p.quad_ptr[1:] + int(o) for p, o in zip(parts, offsets)])

@@ -70,14 +70,6 @@ class RuntimeModel:
         return f"RuntimeModel({self.report.summary()})"
 
 
-def _from_pretrained(path: str | Path) -> nn.Module:
-    """The architecture named in config.json (e.g. BertForSequenceClassification), else AutoModel; a
-    compacted checkpoint (export --compact) with its own class."""
-    from pruneofa.quantization.checkpoint import load_model_dir
-
-    return load_model_dir(path)
-
-
 def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: int | None = None,
          copy_model: bool = True, sparse_threshold: float | None = None, int8_attention: bool = True) -> RuntimeModel:
     """Load a model directory (or take a model object) and convert it to `engine`.
@@ -93,7 +85,9 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
     if isinstance(path_or_model, nn.Module):
         model = copy.deepcopy(path_or_model) if copy_model else path_or_model
     else:
-        model = _from_pretrained(path_or_model)
+        from pruneofa.quantization.checkpoint import load_model_dir  # the class named in config.json
+
+        model = load_model_dir(path_or_model)
     model.eval()
     threads = threads or default_threads()
     if engine == "auto":
