@@ -249,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"; checkpoint {stop.checkpoint}" if stop.checkpoint else ""
         print(f"stopped at step {stop.step}{where}; continue with resume=true", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`pruneofa recipes | head`): nothing left to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 def _stop_requested():
