@@ -74,7 +74,7 @@ def child_custom(overrides: list[str], variant: str) -> None:
     teacher = load_lm(recipe.model)
     causal = is_causal_lm(model.config)
     pruner = Pruner(model, recipe.pruning) if variant == "logits" else None
-    train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len, recipe.seed)
+    train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len)
     out = claim_output_dir(recipe)
     collator = _collator(tokenizer, causal, recipe.train.mlm_probability)
 

@@ -73,6 +73,12 @@ def load_lm(name_or_path: str, trust_remote_code: bool = False, role: str = "mod
 
     `role` ("model" or "teacher") names the recipe key in error messages.
     """
+    return load_lm_and_new_keys(name_or_path, trust_remote_code, role, **kwargs)[0]
+
+
+def load_lm_and_new_keys(name_or_path: str, trust_remote_code: bool = False, role: str = "model",
+                         **kwargs: Any) -> tuple[PreTrainedModel, list[str]]:
+    """`load_lm`, and the names of the tensors it created because the checkpoint lacks them (a new LM head)."""
     config = load_config(name_or_path, trust_remote_code, role)
     auto = AutoModelForCausalLM if is_causal_lm(config) else AutoModelForMaskedLM
     try:
@@ -83,9 +89,10 @@ def load_lm(name_or_path: str, trust_remote_code: bool = False, role: str = "mod
     except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
         raise UserError(f"cannot load model '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]})",
                         "the weights are corrupted, truncated or do not match config.json: re-export them") from None
-    if info.get("missing_keys"):
-        log.info("created %d new LM-head tensors (e.g. %s)", len(info["missing_keys"]), sorted(info["missing_keys"])[0])
-    return model
+    new_keys = sorted(info.get("missing_keys") or [])
+    if new_keys:
+        log.info("created %d new LM-head tensors (e.g. %s)", len(new_keys), new_keys[0])
+    return model, new_keys
 
 
 def check_same_vocab(student: PreTrainedModel, teacher: PreTrainedModel) -> None:

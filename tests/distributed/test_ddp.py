@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from pruneofa.inspect import inspect_dir
 from pruneofa.train.checkpoint import mask_digest
-from tests.conftest import tiny_overrides
+from tests.conftest import SEQ, tiny_overrides
 
 PRUNE = {"pruning.target_sparsity": 0.75, "pruning.target_step": 4, "pruning.stop_step": 6, "pruning.frequency": 1,
          "train.batch_size": 8, "train.save_every": 2, "train.keep_checkpoints": 5}
@@ -34,7 +34,7 @@ def test_two_processes_prune_resume_and_agree_on_masks(tiny_models, corpus_file,
     run = json.loads((out / "run.json").read_text())
     assert run["train"]["max_steps"] == 4
     state = json.loads((out / "checkpoints/step-4/state.json").read_text())
-    assert state == {"step": 4, "world_size": 2}
+    assert state == {"step": 4, "world_size": 2, "tokens": 4 * 8 * SEQ}  # packed blocks, added over both ranks
 
     second = torchrun("prune", *tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE,
                                                **{"train.max_steps": 8, "resume": "true"}))

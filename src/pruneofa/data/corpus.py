@@ -30,6 +30,8 @@ class CorpusConfig(StrictModel):
     split: str = "train"
     text_column: str = "text"
     validation_fraction: float = Field(0.05, ge=0.0, lt=0.5)
+    split_seed: int = Field(0, description="which documents are held out; fixed apart from the run's seed, so "
+                            "runs of other seeds (teacher, students, the retrieval eval) hold out the same ones")
     max_documents: int | None = Field(None, ge=1)
 
 
@@ -117,10 +119,10 @@ def pack_blocks(docs: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: in
     return torch.tensor(blocks, dtype=torch.long).view(n_blocks, seq_len) if blocks else torch.empty(0, seq_len, dtype=torch.long)
 
 
-def build_lm_blocks(cfg: CorpusConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int, seed: int
+def build_lm_blocks(cfg: CorpusConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(train_blocks, validation_blocks) for a corpus recipe section."""
-    train_docs, val_docs = split_documents(load_documents(cfg), cfg.validation_fraction, seed)
+    train_docs, val_docs = split_documents(load_documents(cfg), cfg.validation_fraction, cfg.split_seed)
     train = pack_blocks(train_docs, tokenizer, seq_len, "tokenize train")
     if len(train) == 0:
         raise UserError(f"the corpus is shorter than one block of {seq_len} tokens", "add text or lower train.seq_len")

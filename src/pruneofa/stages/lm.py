@@ -9,22 +9,32 @@ prune:   the student starts from the teacher and trains on the same objective wi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling
+from transformers import DataCollatorForLanguageModeling, set_seed
 
 from pruneofa.config.schema import PruneRecipe, TeacherRecipe
 from pruneofa.data.corpus import build_lm_blocks
 from pruneofa.deferred_logits import forward_deferring_logits
-from pruneofa.distill import CE_ONLY, DistillConfig, token_distillation_loss, with_hidden_term
+from pruneofa.distill import (
+    CE_ONLY,
+    DistillConfig,
+    applicable_config,
+    prepare_for_distillation,
+    representation_outputs,
+    run_teacher,
+    token_distillation_loss,
+    with_representation_terms,
+)
 from pruneofa.errors import UserError
-from pruneofa.models import check_same_vocab, is_causal_lm, load_lm, load_tokenizer
+from pruneofa.models import check_same_vocab, is_causal_lm, load_lm, load_lm_and_new_keys, load_tokenizer
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.stages.output import claim_output_dir, write_model_dir
-from pruneofa.train.loop import TrainingJob, fit
+from pruneofa.train.loop import FitResult, TrainingJob, fit
 
 log = logging.getLogger(__name__)
 EVAL_SEED = 1234  # the validation masking is the same at every evaluation and in every run
@@ -67,32 +77,44 @@ def lm_evaluator(tokenizer, causal: bool, recipe, blocks: torch.Tensor):
 
 
 def lm_objective(distill: DistillConfig, causal: bool):
-    """`compute_loss` for `fit`: CE on the labelled tokens + KD on every non-padding token.
+    """`compute_loss` for `fit`: CE on the labelled tokens + KD on every non-padding token, plus the
+    representation terms (`pruneofa.representation_kd`) when their weights are on.
 
     Neither model builds its [tokens, vocab] logits: both run without their output layer and
     `token_distillation_loss` computes CE and KD from the features entering it, a chunk of tokens
     at a time. The student runs without labels, as transformers' own LM loss would keep a
-    full-vocabulary log-softmax for every token.
+    full-vocabulary log-softmax for every token. With α_kd = 0 only the labelled tokens' logits are
+    built, and the teacher runs without its LM head.
     """
-    hidden = distill.alpha_hidden > 0
+    outputs = representation_outputs(distill)
+    prepared = False
 
     def compute_loss(student, frozen_teacher, batch):
+        nonlocal prepared
+        if not prepared:  # once, on the first batch: the stage hands the models over only through fit
+            if frozen_teacher is None and distill.uses_teacher:
+                raise UserError("distill.alpha_attention needs the teacher, which this stage did not load",
+                                "set distill.alpha_kd or distill.alpha_hidden above 0 as well")
+            prepare_for_distillation(student, frozen_teacher, distill)
+            prepared = True
+        config = applicable_config(distill, frozen_teacher is not None)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        out_s, logits_s = forward_deferring_logits(student, **inputs, output_hidden_states=hidden)
+        out_s, logits_s = forward_deferring_logits(student, **inputs, **outputs)
         out_t = logits_t = None
-        if frozen_teacher is not None:
+        if config.uses_teacher:
             with torch.no_grad():
-                out_t, logits_t = forward_deferring_logits(frozen_teacher, **inputs, output_hidden_states=hidden)
+                out_t, logits_t = run_teacher(frozen_teacher, config, **inputs)
         mask = batch["attention_mask"]
-        parts = token_distillation_loss(logits_s, logits_t, batch["labels"], distill, mask, causal)
-        return with_hidden_term(parts, out_s, out_t, distill, mask)
+        parts = token_distillation_loss(logits_s, logits_t, batch["labels"], config, mask, causal)
+        return with_representation_terms(parts, out_s, out_t, config, mask)
 
     return compute_loss
 
 
 def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
+    set_seed(recipe.seed)  # before any model is built: a new LM head is initialised from this seed
     pruning = isinstance(recipe, PruneRecipe)
-    model = load_lm(recipe.model, recipe.trust_remote_code)
+    model, new_keys = load_lm_and_new_keys(recipe.model, recipe.trust_remote_code)
     tokenizer = load_tokenizer(recipe.model, recipe.trust_remote_code)
     max_len = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if max_len and recipe.train.seq_len > max_len:
@@ -102,29 +124,56 @@ def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
     teacher, pruner, distill = None, None, DistillConfig(alpha_ce=1.0, alpha_kd=0.0)
     if pruning:
         distill = recipe.distill
-        if distill.alpha_kd > 0 or distill.alpha_hidden > 0:
+        if distill.uses_teacher:
             teacher = load_lm(recipe.teacher or recipe.model, recipe.trust_remote_code, role="teacher")
             check_same_vocab(model, teacher)
+            prepare_for_distillation(model, teacher, distill)  # widths and heads checked before anything is written
         pruner = Pruner(model, recipe.pruning)
-    train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len, recipe.seed)
+    train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len)
     log.info("%d training and %d validation blocks of %d tokens", len(train_blocks), len(val_blocks), recipe.train.seq_len)
     out = claim_output_dir(recipe)
 
     collator = _collator(tokenizer, causal, recipe.train.mlm_probability)
     compute_loss = lm_objective(distill, causal)
-
-    hold_until = recipe.pruning.target_step if pruning else None
+    evaluate = lm_evaluator(tokenizer, causal, recipe, val_blocks)
     job = TrainingJob(
         model=model, n_examples=len(train_blocks), make_batch=lambda idx: _batch(collator, train_blocks, idx),
-        compute_loss=compute_loss, lr_at=lambda s: recipe.train.lr_at(s, hold_until), config=recipe.train,
-        output_dir=out, seed=recipe.seed, teacher=teacher, pruner=pruner,
-        evaluate=lm_evaluator(tokenizer, causal, recipe, val_blocks), resume=recipe.resume,
-        description=f"{recipe.stage} {Path(recipe.model).name}",
+        compute_loss=compute_loss, lr_at=lambda s: recipe.train.lr_at(s, recipe.pruning.target_step if pruning else None),
+        config=recipe.train, output_dir=out, seed=recipe.seed, teacher=teacher, pruner=pruner, evaluate=evaluate,
+        resume=recipe.resume, description=f"{recipe.stage} {Path(recipe.model).name}",
     )
+    before, head_tokens = {}, 0
+    if not pruning:  # the teacher's held-out perplexity before, after its new head alone, and at the end
+        before = {f"initial/{k}": v for k, v in evaluate(model.eval()).items()}
+        if recipe.head.steps and new_keys:
+            head = train_new_head(job, new_keys, recipe)
+            before.update({f"head/{k}": v for k, v in head.metrics.items()})
+            head_tokens = head.tokens
     result = fit(job)
     if pruner is not None:
         pruner.finalize()
-    metrics = {"step": result.step, **result.metrics}
+    metrics = {"step": result.step, **before, **result.metrics, "train_tokens": head_tokens + result.tokens}
     write_model_dir(model, tokenizer, out, recipe.stage, recipe, metrics,
                     extra={"objective": "causal-lm" if causal else "masked-lm"})
     return out
+
+
+def train_new_head(job: TrainingJob, new_keys: list[str], recipe: TeacherRecipe) -> FitResult:
+    """Train only the tensors `load_lm` created (the new LM head) on the frozen encoder, for
+    `recipe.head.steps` updates at `recipe.head.lr`; its checkpoints go to `output_dir/head`, so a
+    resumed run skips it once done."""
+    new = set(new_keys)
+    frozen = [p for name, p in job.model.named_parameters() if name not in new and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    steps, lr = recipe.head.steps, recipe.head.lr
+    config = recipe.train.model_copy(update={"max_steps": steps, "lr": lr, "warmup_steps": max(1, steps // 10),
+                                             "lr_schedule": "linear", "eval_every": 0, "save_every": 0})
+    head_job = dataclasses.replace(job, config=config, output_dir=Path(job.output_dir) / "head", pruner=None,
+                                   teacher=None, lr_at=lambda s: config.lr_at(s),
+                                   description=f"{job.description}: new LM head")
+    try:
+        return fit(head_job)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)

@@ -20,6 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
+from transformers import set_seed
 
 from pruneofa import __version__
 from pruneofa.config.schema import QuantizeRecipe
@@ -41,6 +42,7 @@ from pruneofa.train.loop import TrainingJob, fit
 
 
 def run_quantize_stage(recipe: QuantizeRecipe) -> Path:
+    set_seed(recipe.seed)  # before anything is built: QAT observers and data order follow the recipe's seed
     # the model is a finetune/transfer output: its task head is trained and must match the task
     tokenizer, task, model, teacher = load_training_inputs(recipe, trained_head=True)
     distill = recipe.distill
@@ -63,7 +65,7 @@ def run_quantize_stage(recipe: QuantizeRecipe) -> Path:
     )
     result = fit(job)
     model.eval()
-    metrics = {"step": result.step, **result.metrics}
+    metrics = {"step": result.step, **result.metrics, "train_tokens": result.tokens}
     # the final scores are the QAT model's (fake-quantized weights and inputs), whatever fit last evaluated
     metrics.update(evaluate_splits(task, model, scored_splits(task, with_test=True), eval_batch, tokenizer))
     metrics["sparsity"] = sparsity_of_model(model, recipe)["overall"]

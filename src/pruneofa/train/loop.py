@@ -80,6 +80,7 @@ class FitResult:
     step: int
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    tokens: int = 0  # non-padding input tokens the model trained on, over every process and micro-batch
 
 
 class _GracefulStop:
@@ -173,6 +174,7 @@ class _Run:
         self.raw_optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.ddp_model, self.optimizer = self.acc.prepare(self.model, self.raw_optimizer)
         self.start_step = 0
+        self.tokens = 0  # this process's share; `global_tokens` adds up every process's
         self.history: list[dict[str, Any]] = []
         if self.main:  # a write killed half-way leaves step-N.tmp/ or .trash-*: never used, removed here
             for leftover in C.clean_partial(self.out):
@@ -188,6 +190,7 @@ class _Run:
     def save(self, step: int) -> Path | None:
         """Write checkpoint `step` atomically; every process must call it. Returns its path (main only)."""
         job, acc = self.job, self.acc
+        tokens = self.global_tokens()
         tmp = C.checkpoint_root(self.out) / f"step-{step}.tmp"
         if self.main:
             C.begin_checkpoint(self.out, step)
@@ -206,7 +209,8 @@ class _Run:
             C.save_tensors(tmp / "optimizer.safetensors", tensors)
             C.atomic_write_text(tmp / "optimizer.json", json.dumps(meta))
             C.atomic_write_text(tmp / "history.json", json.dumps(self.history))
-            final = C.commit_checkpoint(tmp, {"step": step, "world_size": self.world}, job.config.keep_checkpoints)
+            final = C.commit_checkpoint(tmp, {"step": step, "world_size": self.world, "tokens": tokens},
+                                        job.config.keep_checkpoints)
         acc.wait_for_everyone()
         return final
 
@@ -235,6 +239,7 @@ class _Run:
             torch.set_rng_state(C.load_tensors(rng_file)["torch"])
         self.history = C.read_json(ckpt / "history.json") if (ckpt / "history.json").exists() else []
         self.start_step = int(state["step"])
+        self.tokens = int(state.get("tokens", 0)) // self.world
         if self.main:
             log.info("resumed from %s (step %d)", ckpt, self.start_step)
 
@@ -249,6 +254,8 @@ class _Run:
         totals: dict[str, float] = {}
         for k in range(cfg.grad_accum):
             batch = {n: t.to(self.acc.device) for n, t in job.make_batch(mine[k * self.micro:(k + 1) * self.micro]).items()}
+            mask = batch.get("attention_mask")
+            self.tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
             sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else self.acc.no_sync(self.ddp_model)
             with sync:
                 parts = job.compute_loss(self.ddp_model, job.teacher, batch)
@@ -259,12 +266,19 @@ class _Run:
                 totals[name] = totals.get(name, 0.0) + value.item() / cfg.grad_accum
         if cfg.max_grad_norm:
             self.acc.clip_grad_norm_(self.ddp_model.parameters(), cfg.max_grad_norm)
+        if job.pruner is not None:
+            job.pruner.observe_gradients(step)  # criterion obs: the (reduced, clipped) gradients of this update
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if job.pruner is not None:
             job.pruner.step(step)
         totals["lr"] = lr
         return totals
+
+    def global_tokens(self) -> int:
+        if self.world == 1:
+            return self.tokens
+        return int(self.acc.reduce(torch.tensor([self.tokens], device=self.acc.device), reduction="sum").item())
 
     def reduce(self, values: dict[str, float]) -> dict[str, float]:
         if self.world == 1:
@@ -321,7 +335,7 @@ def fit(job: TrainingJob) -> FitResult:
         bar.close()
         if writer:
             writer.close()
-    return FitResult(step=step, metrics=metrics, history=run.history)
+    return FitResult(step=step, metrics=metrics, history=run.history, tokens=run.global_tokens())
 
 
 def _evaluate(run: _Run, writer: Any, step: int) -> dict[str, float]:
