@@ -15,7 +15,7 @@ def test_malformed_patterns_are_refused(bad):
 def test_unstructured_hits_exact_count_and_prunes_the_smallest(sparsity):
     torch.manual_seed(0)
     w = torch.randn(48, 40)
-    keep = layer_mask(w, torch.ones_like(w, dtype=torch.bool), sparsity, parse_pattern("unstructured"))
+    keep = layer_mask(w.abs(), torch.ones_like(w, dtype=torch.bool), sparsity, parse_pattern("unstructured"))
     assert (~keep).sum().item() == round(sparsity * w.numel())
     if 0 < sparsity:
         assert w[~keep].abs().max() <= w[keep].abs().min()
@@ -25,7 +25,7 @@ def test_unstructured_hits_exact_count_and_prunes_the_smallest(sparsity):
 def test_block_masks_are_whole_tiles(rows, cols):
     torch.manual_seed(1)
     w = torch.randn(24, 40)  # 3x5 leaves ragged edge tiles
-    keep = layer_mask(w, torch.ones_like(w, dtype=torch.bool), 0.75, parse_pattern(f"block:{rows}x{cols}"))
+    keep = layer_mask(w.abs(), torch.ones_like(w, dtype=torch.bool), 0.75, parse_pattern(f"block:{rows}x{cols}"))
     n_tiles = -(-24 // rows) * -(-40 // cols)
     pr, pc = (-24) % rows, (-40) % cols
     tiles = torch.nn.functional.pad(keep.float(), (0, pc, 0, pr), value=-1).view(-(-24 // rows), rows, -(-40 // cols), cols)
@@ -37,7 +37,7 @@ def test_block_masks_are_whole_tiles(rows, cols):
 def test_nm_keeps_n_of_every_m_inputs():
     torch.manual_seed(2)
     w = torch.randn(16, 32)
-    keep = layer_mask(w, torch.ones_like(w, dtype=torch.bool), 0.5, parse_pattern("nm:2:4"))
+    keep = layer_mask(w.abs(), torch.ones_like(w, dtype=torch.bool), 0.5, parse_pattern("nm:2:4"))
     assert (keep.view(16, 8, 4).sum(-1) == 2).all()
     # the two kept are the two largest of each group
     groups, kept = w.abs().view(16, 8, 4), keep.view(16, 8, 4)
@@ -48,13 +48,13 @@ def test_pruned_weights_never_come_back_even_if_larger():
     w = torch.arange(1.0, 17.0).view(4, 4)
     mask = torch.ones(4, 4, dtype=torch.bool)
     mask[3, 3] = False  # the largest weight was pruned earlier
-    keep = layer_mask(w, mask, 0.5, parse_pattern("unstructured"))
+    keep = layer_mask(w.abs(), mask, 0.5, parse_pattern("unstructured"))
     assert not keep[3, 3] and (~keep).sum() == 8
 
 
 def test_global_scope_pools_one_threshold():
     small, large = torch.full((8, 8), 0.1), torch.full((8, 8), 10.0)
     small[0, 0] = 20.0
-    masks = global_masks({"a": small, "b": large}, {"a": small != 0, "b": large != 0}, 0.5,
+    masks = global_masks({"a": small.abs(), "b": large.abs()}, {"a": small != 0, "b": large != 0}, 0.5,
                          parse_pattern("unstructured"))
     assert (~masks["a"]).sum() == 63 and (~masks["b"]).sum() == 1

@@ -7,6 +7,9 @@ Masks are attached when the callback is built, before the Trainer exists, so Tra
 carry them (as `...parametrizations.weight.original` and `...mask`) and `resume_from_checkpoint`
 restores them. Call `pruning.finalize()` before the final `save_model()` to fold the masks and get
 a plain transformers checkpoint.
+
+`pruning.criterion=obs` reads the gradients through the `on_pre_optimizer_step` event (transformers
+>= 4.46), called after clipping and before the optimizer step, as `Pruner.observe_gradients` expects.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from pruneofa.sparsity.pruner import Pruner
 class PruningCallback(TrainerCallback):
     def __init__(self, model: nn.Module, config: PruningConfig | dict[str, Any] | None = None, **overrides: Any):
         self.pruner = Pruner(model, config, **overrides)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # after the backward (and clipping) of the update that global_step is about to count
+        self.pruner.observe_gradients(state.global_step + 1)
 
     def on_step_end(self, args, state, control, **kwargs):
         # global_step has just been incremented: it counts optimizer updates, as Pruner.step expects

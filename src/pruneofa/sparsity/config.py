@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pruneofa.sparsity.criteria import CRITERIA
 from pruneofa.sparsity.patterns import check_pattern_fits, parse_pattern
 
 # Linear layers inside the repeated transformer blocks (`.<index>.` in the name), plus the pooler.
@@ -25,6 +26,16 @@ class PruningConfig(StrictModel):
     )
     pattern: str = Field("unstructured", description="unstructured | block:RxC | nm:N:M | structured | hybrid")
     scope: Literal["layer", "global"] = Field("layer", description="layer: every matrix hits the target")
+    criterion: str = Field("magnitude", description="which weights go: magnitude (|w|) | obs (Optimal BERT "
+                           "Surgeon, w^2 / 2[F^-1]_ii from recent gradients) | wanda (|w| * ||x||)")
+    obs_block_size: int = Field(32, ge=1, description="obs: Fisher blocks of this many consecutive weights "
+                                "(memory at the update: out*in*B floats per layer, built in chunks)")
+    obs_num_grads: int = Field(16, ge=1, description="obs: gradients of the last m updates before each mask "
+                               "update (held only then: m x prunable weights fp32)")
+    obs_damp: float = Field(1e-7, gt=0.0, description="obs: dampening lambda of F = lambda I + (1/m) sum g g^T, "
+                            "in squared-gradient units")
+    obs_update_weights: bool = Field(False, description="obs: also move the surviving weights of each block "
+                                     "(OBS update) to make up for the pruned ones")
     target_sparsity: float = Field(0.9, ge=0.0, lt=1.0, description="final weight sparsity; structured: the "
                                    "default of ffn_sparsity and head_sparsity")
     ffn_sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="structured/hybrid: fraction of FFN "
@@ -44,6 +55,13 @@ class PruningConfig(StrictModel):
     def _pattern_parses(cls, value: str) -> str:
         return str(parse_pattern(value))
 
+    @field_validator("criterion")
+    @classmethod
+    def _criterion_known(cls, value: str) -> str:
+        if value not in CRITERIA:
+            raise ValueError(f"unknown pruning.criterion '{value}': use one of {', '.join(CRITERIA)}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "PruningConfig":
         if self.method == "gmp":
@@ -60,7 +78,22 @@ class PruningConfig(StrictModel):
         if self.method in ("gmp", "oneshot"):
             check_pattern_fits(parse_pattern(self.pattern), self.target_sparsity)
         self._check_group_targets()
+        self._check_criterion()
         return self
+
+    def _check_criterion(self) -> None:
+        if self.criterion == "magnitude":
+            return
+        if self.method not in ("gmp", "oneshot"):
+            raise ValueError(f"pruning.criterion={self.criterion} chooses the weights gmp and oneshot remove; "
+                             f"method {self.method} removes none: leave pruning.criterion=magnitude")
+        if parse_pattern(self.pattern).grouped:
+            raise ValueError(f"pattern {self.pattern} chooses whole FFN neurons and heads by their L2 norm, not by "
+                             f"pruning.criterion={self.criterion}: use criterion magnitude, or pattern "
+                             "unstructured, block:RxC or nm:N:M")
+        if self.criterion == "obs" and self.method == "gmp" and self.obs_num_grads > self.frequency:
+            raise ValueError(f"pruning.obs_num_grads ({self.obs_num_grads}) must not exceed pruning.frequency "
+                             f"({self.frequency}): the gradients of one mask update come from the steps since the last")
 
     def _check_group_targets(self) -> None:
         pattern = self.pattern

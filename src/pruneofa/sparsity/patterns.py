@@ -1,14 +1,17 @@
 """Sparsity patterns: *what* a mask may look like, and how to choose one from scores.
 
-A pattern turns a score matrix (higher = more important) into a boolean keep-mask at a
-requested sparsity. Every function here works on the weight seen as (out_features, in_features);
-`sparsity.masks` handles layers stored transposed (GPT-2's Conv1D).
+A pattern turns an importance matrix (higher = keep) into a boolean keep-mask at a requested
+sparsity. The importance comes from a criterion (`sparsity.criteria`: |w| for magnitude, the OBS
+loss increase, Wanda's |w| * ||x||); the pattern only decides which units may go together. Every
+function here works on tensors seen as (out_features, in_features); `sparsity.masks` handles
+layers stored transposed (GPT-2's Conv1D).
 
 Patterns, as written in recipes (`pruning.pattern`):
 - ``unstructured``: any single weight may go.
-- ``block:RxC``: whole R x C tiles go together (score = mean |w| of the tile), e.g. 1x4, 4x1, 4x4.
-- ``nm:N:M``: in every group of M consecutive inputs of an output row, at most N stay (2:4 is
-  what sparse tensor cores run). The final sparsity is (M - N) / M.
+- ``block:RxC``: whole R x C tiles go together (tile score = mean of its weights' scores, e.g.
+  mean |w| for magnitude), e.g. 1x4, 4x1, 4x4.
+- ``nm:N:M``: in every group of M consecutive inputs of an output row, at most N stay, the N with
+  the highest scores (2:4 is what sparse tensor cores run). The final sparsity is (M - N) / M.
 - ``structured``: whole FFN neurons and attention heads, groups that span several layers
   (`sparsity.groups`, `sparsity.structured`); ``hybrid``: those groups, then unstructured on the rest.
 
@@ -96,12 +99,12 @@ def keep_top(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
     return keep.view_as(scores)
 
 
-def block_scores(weight: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """Mean |w| of each rows x cols tile; ragged edge tiles are averaged over what they hold."""
-    out_f, in_f = weight.shape
+def block_scores(scores: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Mean score of each rows x cols tile; ragged edge tiles are averaged over what they hold."""
+    out_f, in_f = scores.shape
     pad_r, pad_c = (-out_f) % rows, (-in_f) % cols
-    padded = torch.nn.functional.pad(weight.abs().float(), (0, pad_c, 0, pad_r))
-    count = torch.nn.functional.pad(torch.ones_like(weight, dtype=torch.float), (0, pad_c, 0, pad_r))
+    padded = torch.nn.functional.pad(scores.float(), (0, pad_c, 0, pad_r))
+    count = torch.nn.functional.pad(torch.ones_like(scores, dtype=torch.float), (0, pad_c, 0, pad_r))
     shape = (padded.shape[0] // rows, rows, padded.shape[1] // cols, cols)
     return padded.view(shape).sum(dim=(1, 3)) / count.view(shape).sum(dim=(1, 3))
 
@@ -112,14 +115,14 @@ def expand_blocks(block_mask: torch.Tensor, rows: int, cols: int, shape: torch.S
     return full[: shape[0], : shape[1]]
 
 
-def pattern_scores(weight: torch.Tensor, mask: torch.Tensor, pattern: Pattern) -> torch.Tensor:
-    """Importance score of each prunable unit (weight, tile or N:M entry); pruned units get -inf."""
+def pattern_scores(scores: torch.Tensor, mask: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    """Score of each prunable unit (weight, tile or N:M entry) from per-weight scores; pruned units get -inf."""
     if pattern.kind == "block":
-        scores = block_scores(weight, pattern.rows, pattern.cols)
+        units = block_scores(scores, pattern.rows, pattern.cols)
         alive = block_scores(mask.float(), pattern.rows, pattern.cols) > 0
     else:
-        scores, alive = weight.abs().float(), mask
-    return scores.masked_fill(~alive, float("-inf"))
+        units, alive = scores.float(), mask
+    return units.masked_fill(~alive, float("-inf"))
 
 
 def units_to_mask(unit_keep: torch.Tensor, pattern: Pattern, shape: torch.Size) -> torch.Tensor:
@@ -128,8 +131,9 @@ def units_to_mask(unit_keep: torch.Tensor, pattern: Pattern, shape: torch.Size) 
     return unit_keep
 
 
-def layer_mask(weight: torch.Tensor, mask: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
-    """New keep-mask for one (out, in) weight at `sparsity`, never reviving pruned entries.
+def layer_mask(scores: torch.Tensor, mask: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
+    """New keep-mask for one (out, in) layer from its importance `scores` at `sparsity`, never
+    reviving pruned entries (magnitude: scores = |w|, see `criteria.magnitude_scores`).
 
     unstructured: exactly round(sparsity * numel) weights are pruned.
     block:RxC: exactly round(sparsity * n_tiles) tiles are pruned.
@@ -138,47 +142,49 @@ def layer_mask(weight: torch.Tensor, mask: torch.Tensor, sparsity: float, patter
     if pattern.grouped:
         raise ValueError(f"pattern {pattern} spans layers: its masks come from sparsity.structured")
     if pattern.kind == "nm":
-        return _nm_mask(weight, mask, sparsity, pattern)
-    scores = pattern_scores(weight, mask, pattern)
-    n_prune = round(sparsity * scores.numel())
-    return units_to_mask(keep_top(scores, n_prune), pattern, weight.shape)
+        return _nm_mask(scores, mask, sparsity, pattern)
+    units = pattern_scores(scores, mask, pattern)
+    n_prune = round(sparsity * units.numel())
+    return units_to_mask(keep_top(units, n_prune), pattern, scores.shape)
 
 
-def _nm_mask(weight: torch.Tensor, mask: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
-    out_f, in_f = weight.shape
+def _nm_mask(scores: torch.Tensor, mask: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
+    out_f, in_f = scores.shape
     if in_f % pattern.m:
         raise UserError(
             f"nm:{pattern.n}:{pattern.m} needs in_features divisible by {pattern.m}, got {in_f}",
             "exclude that layer with pruning.exclude or pick another M",
         )
     per_group = min(round(sparsity * pattern.m), pattern.m - pattern.n)
-    scores = weight.abs().float().masked_fill(~mask, float("-inf")).view(out_f, in_f // pattern.m, pattern.m)
-    keep = torch.ones_like(scores, dtype=torch.bool)
+    grouped = scores.float().masked_fill(~mask, float("-inf")).view(out_f, in_f // pattern.m, pattern.m)
+    keep = torch.ones_like(grouped, dtype=torch.bool)
     if per_group > 0:
         # stable sort: ties (e.g. two pruned entries) break by position, so each group loses exactly per_group
-        lowest = torch.argsort(scores, dim=-1, stable=True)[..., :per_group]
+        lowest = torch.argsort(grouped, dim=-1, stable=True)[..., :per_group]
         keep.scatter_(-1, lowest, False)
     return keep.view(out_f, in_f)
 
 
 def global_masks(
-    weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], sparsity: float, pattern: Pattern
+    scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], sparsity: float, pattern: Pattern
 ) -> dict[str, torch.Tensor]:
-    """Keep-masks for several (out, in) weights that *together* reach `sparsity`.
+    """Keep-masks for several (out, in) layers that *together* reach `sparsity`.
 
-    One magnitude threshold over all layers (scores pooled), so layers end at different sparsities.
+    One threshold over the pooled scores of all layers, so layers end at different sparsities. That
+    needs scores comparable across layers: |w| (as the paper prunes), the OBS loss increase, or
+    Wanda's |w| * ||x|| (allowed, though Wanda itself compares within an output row).
     Exactly round(sparsity * total_units) units are pruned overall.
     """
     if pattern.kind not in ("unstructured", "block"):
         raise UserError(f"pattern {pattern} cannot be pruned globally", "use pruning.scope=layer")
-    scores = {name: pattern_scores(weights[name], masks[name], pattern) for name in weights}
-    pooled = torch.cat([s.flatten() for s in scores.values()])
+    units = {name: pattern_scores(scores[name], masks[name], pattern) for name in scores}
+    pooled = torch.cat([u.flatten() for u in units.values()])
     keep_flat = keep_top(pooled, round(sparsity * pooled.numel()))
     result, offset = {}, 0
-    for name, s in scores.items():
-        unit_keep = keep_flat[offset : offset + s.numel()].view_as(s)
-        offset += s.numel()
-        result[name] = units_to_mask(unit_keep, pattern, weights[name].shape)
+    for name, u in units.items():
+        unit_keep = keep_flat[offset : offset + u.numel()].view_as(u)
+        offset += u.numel()
+        result[name] = units_to_mask(unit_keep, pattern, scores[name].shape)
     return result
 
 

@@ -1,15 +1,20 @@
 """`Pruner`: puts masks on a model and moves them along a schedule.
 
-It joins the three separate concerns: *which* layers (`selection`), *what shape* of zeros
-(`patterns`, and `structured` for groups spanning layers: FFN neurons, attention heads) and *when*
-(`schedules`). Sparse transfer is the same object with `method="lock"`: the mask is the current
-zero pattern and never changes.
+It joins four separate concerns: *which* layers (`selection`), *which weights* matter
+(`criteria`: magnitude, OBS, Wanda), *what shape* of zeros (`patterns`, and `structured` for
+groups spanning layers: FFN neurons, attention heads) and *when* (`schedules`). Sparse transfer is
+the same object with `method="lock"`: the mask is the current zero pattern and never changes.
 
     pruner = Pruner(model, PruningConfig(target_sparsity=0.9, target_step=5000, frequency=100))
     for step, batch in enumerate(batches, start=1):
-        loss(model, batch).backward(); optimizer.step(); optimizer.zero_grad()
+        loss(model, batch).backward()
+        pruner.observe_gradients(step)   # criterion obs: the gradients before an update (else a no-op)
+        optimizer.step(); optimizer.zero_grad()
         pruner.step(step)
-    pruner.finalize()          # fold masks into the weights before save_pretrained
+    pruner.finalize()          # fold masks into the weights (and drop hooks) before save_pretrained
+
+Under DDP every process runs the same calls; rank 0's masks (and, with obs_update_weights, its
+updated weights) are broadcast so that all processes stay identical.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import nn
 from pruneofa.errors import UserError
 from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.config import PruningConfig
+from pruneofa.sparsity.criteria import Criterion, make_criterion
 from pruneofa.sparsity.groups import Block, find_blocks
 from pruneofa.sparsity.patterns import global_masks, layer_mask, parse_pattern
 from pruneofa.sparsity.schedules import gmp_sparsity, is_update_step, one_shot_sparsity
@@ -41,6 +47,7 @@ class Pruner:
         self.model = model
         self.layers: dict[str, nn.Module] = {}
         self.blocks: list[Block] = []
+        self.criterion: Criterion | None = None
         if config.method == "none":
             return
         from pruneofa.sparsity.selection import select_prunable
@@ -64,6 +71,7 @@ class Pruner:
                 current = module.weight.detach() != 0
             M.attach_mask(module, current)
         if config.method in ("gmp", "oneshot"):
+            self.criterion = make_criterion(config, self.layers)
             self.step(0)
 
     # --- schedule -----------------------------------------------------------------------------
@@ -84,11 +92,25 @@ class Pruner:
             return is_update_step(step, c.start_step, c.last_update_step, c.frequency)
         return c.method == "oneshot" and step == c.start_step
 
+    def observe_gradients(self, step: int) -> None:
+        """Call after the backward of update `step` (1-based) and before `optimizer.step()`.
+
+        Criteria that need gradients (obs) record them in the `obs_num_grads` steps that end at a
+        mask update (t in [T - m + 1, T] for an update step T), so their buffer exists only then.
+        """
+        if self.criterion is None or not self.criterion.needs_gradients:
+            return
+        if any(self.is_update_step(t) for t in range(step, step + self.config.obs_num_grads)):
+            self.criterion.observe_gradients()
+
     def step(self, step: int) -> bool:
         """Call after optimizer step `step` (1-based; 0 before training). True if masks changed."""
         if not self.is_update_step(step):
             return False
         self.update_masks(self.sparsity_at(step))
+        c = self.config
+        if self.criterion is not None and (c.method == "oneshot" or step + c.frequency > c.last_update_step):
+            self.criterion.close()  # the last update: stop observing (Wanda's hooks cost every forward)
         return True
 
     # --- masks --------------------------------------------------------------------------------
@@ -101,8 +123,9 @@ class Pruner:
 
     @torch.no_grad()
     def update_masks(self, sparsity: float) -> None:
-        """Recompute every mask at `sparsity` by magnitude; pruned weights never come back.
-        Structured/hybrid: the groups go to `group_fractions(sparsity)`; hybrid weights to `sparsity`."""
+        """Recompute every mask at `sparsity` from the criterion's scores; pruned weights never come
+        back. Structured/hybrid: the groups (by L2 norm) go to `group_fractions(sparsity)`; hybrid
+        weights (by magnitude) to `sparsity`. Then the criterion may update the weights that stay."""
         views = {
             name: (M.as_out_in(mod, M.original_weight(mod)), M.as_out_in(mod, M.get_mask(mod)))
             for name, mod in self.layers.items()
@@ -112,17 +135,36 @@ class Pruner:
         elif self.pattern.kind == "hybrid":
             new = hybrid_masks(views, self.blocks, *self.group_fractions(sparsity), sparsity)
         elif self.config.scope == "global":
-            new = global_masks({n: w for n, (w, _) in views.items()}, {n: m for n, (_, m) in views.items()},
-                               sparsity, self.pattern)
-        else:
-            new = {n: layer_mask(w, m, sparsity, self.pattern) for n, (w, m) in views.items()}
+            new = global_masks(self.criterion.scores(views), {n: m for n, (_, m) in views.items()}, sparsity,
+                               self.pattern)
+        else:  # one layer's scores at a time: the extra memory of an update is one layer's
+            new = {n: layer_mask(self.criterion.scores({n: v})[n], v[1], sparsity, self.pattern)
+                   for n, v in views.items()}
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         for name, module in self.layers.items():
             mask = M.from_out_in(module, new[name])
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            if distributed:
                 # identical masks on every rank: rank 0 decides, the others follow
                 mask = mask.to(torch.uint8)
                 dist.broadcast(mask, src=0)
             M.set_mask(module, mask.bool())
+        if self.criterion is not None:
+            if self.criterion.changes_weights():
+                self._update_weights(views, distributed)
+            self.criterion.reset()
+
+    def _update_weights(self, views: dict[str, tuple[torch.Tensor, torch.Tensor]], distributed: bool) -> None:
+        # one layer at a time, so the extra memory is one layer's, not the model's
+        for name, module in self.layers.items():
+            weight, old_mask = views[name]
+            keep = M.as_out_in(module, M.get_mask(module))
+            new = self.criterion.updated_weight(name, weight * old_mask, keep)
+            if new is None:
+                continue
+            original = M.original_weight(module)
+            original.copy_(M.from_out_in(module, new))
+            if distributed:  # rank 0's update wins, as its masks do: the processes stay identical
+                dist.broadcast(original.data, src=0)
 
     def masks(self) -> dict[str, torch.Tensor]:
         return {name: M.get_mask(mod).detach().clone() for name, mod in self.layers.items()}
@@ -151,7 +193,10 @@ class Pruner:
         return zeros / total if total else 0.0
 
     def finalize(self) -> nn.Module:
-        """Fold every mask into its weight; the model is a plain transformers model again."""
+        """Fold every mask into its weight and remove the criterion's hooks; the model is a plain
+        transformers model again."""
+        if self.criterion is not None:
+            self.criterion.close()
         for module in self.layers.values():
             M.fold_mask(module)
         return self.model

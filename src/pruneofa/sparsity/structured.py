@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from pruneofa.sparsity.criteria import magnitude_scores
 from pruneofa.sparsity.groups import Block, GroupSet, Member
 from pruneofa.sparsity.patterns import Pattern, keep_top, layer_mask
 
@@ -74,5 +75,5 @@ def hybrid_masks(views: Views, blocks: list[Block], ffn_fraction: float, head_fr
         mask = grouped[name]
         # the group zeros are pruned entries (-inf): a target below them must not bring any back
         layer_sparsity = max(sparsity, int((~mask).sum()) / mask.numel())
-        result[name] = layer_mask(weight, mask, layer_sparsity, unstructured)
+        result[name] = layer_mask(magnitude_scores(weight), mask, layer_sparsity, unstructured)
     return result
