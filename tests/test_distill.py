@@ -59,3 +59,36 @@ def test_chunked_kd_gradient_equals_autograd_of_the_formula(monkeypatch):
     out.backward()
     assert out.item() == pytest.approx(ref.item(), rel=1e-6)
     torch.testing.assert_close(s.grad, ref_s.grad, rtol=1e-5, atol=1e-9)
+
+
+def test_config_refuses_unknown_keys_and_impossible_layer_lists():
+    from pydantic import ValidationError
+
+    for bad in ({"alpha_attn": 1.0}, {"attention_layers": [0]}, {"attention_layers": []}, {"hidden_layers": [-1]}):
+        with pytest.raises(ValidationError):
+            DistillConfig(**bad)
+    assert DistillConfig(hidden_layers=[0, None, 4]).hidden_layers == [0, None, 4]
+    assert not DistillConfig(alpha_kd=0.0).uses_teacher
+    assert DistillConfig(alpha_kd=0.0, alpha_attention=0.1).uses_teacher
+
+
+def test_classifier_kd_counts_examples_while_the_representation_terms_count_tokens():
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from pruneofa.representation_kd import scaled_hidden_state_loss
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    s, t = torch.randn(2, 3), torch.randn(2, 3)
+    h_s, h_t = [torch.randn(2, 3, 4) for _ in range(3)], [torch.randn(2, 3, 4) for _ in range(3)]
+    out_s = SequenceClassifierOutput(loss=torch.tensor(2.0), logits=s, hidden_states=tuple(h_s))
+    out_t = SequenceClassifierOutput(logits=t, hidden_states=tuple(h_t))
+    cfg = DistillConfig(alpha_ce=0.5, alpha_kd=0.25, temperature=2.0, alpha_hidden=0.3)
+    parts = distillation_loss(out_s, out_t, cfg, mask)
+    hidden = scaled_hidden_state_loss(h_s, h_t, [(0, 0), (1, 1), (2, 2)], mask)
+    expected = 0.5 * 2.0 + 0.25 * kd_divergence(s, t, 2.0).item() + 0.3 * hidden.item()
+    assert parts["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert parts["hidden"].item() == pytest.approx(hidden.item(), rel=1e-6)
+    # with α_kd = 0 the CE keeps its weight α_ce while a representation term is on, and no KD is computed
+    parts = distillation_loss(out_s, out_t, cfg.model_copy(update={"alpha_kd": 0.0}), mask)
+    assert parts["loss"].item() == pytest.approx(0.5 * 2.0 + 0.3 * hidden.item(), rel=1e-6) and "kd" not in parts

@@ -1,31 +1,111 @@
-"""Knowledge distillation: the student learns the frozen teacher's output distribution.
+"""Knowledge distillation: the student learns the frozen teacher's outputs and representations.
 
-    L = α_ce · CE(student, labels) + α_kd · T² · KL(softmax(t / T) ‖ softmax(s / T)) [+ α_hid · MSE(h_s, h_t)]
+    L = α_ce · CE(student, labels) + α_kd · T² · KL(softmax(t / T) ‖ softmax(s / T))
+        + α_hidden · L_hid(hidden states) + α_attention · L_att(attention distributions)
 
 KL is summed over the classes (vocabulary) and averaged over the positions that count: for a
 language model every non-padding token (the attention mask), for a classifier every example.
-T² keeps the gradient scale of the soft targets independent of T (Hinton et al. 2015).
+T² keeps the gradient scale of the soft targets independent of T (Hinton et al. 2015). L_hid and
+L_att, and the layer map that lets a student of another depth use them, are in
+`pruneofa.representation_kd`. Each term is computed only when its weight is > 0, and without a
+teacher term (or a teacher) the loss is the student's own loss alone.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from pruneofa.attention_probabilities import return_attention_probabilities
 from pruneofa.deferred_logits import forward_deferring_logits
+from pruneofa.representation_kd import (
+    attention_kl,
+    attention_pairs,
+    check_same,
+    hidden_pairs,
+    layer_map,
+    scaled_hidden_state_loss,
+)
 from pruneofa.sparsity.config import StrictModel
 from pruneofa.token_loss import IGNORE, LogitSource, token_loss
 
 
 class DistillConfig(StrictModel):
     alpha_ce: float = Field(0.5, ge=0.0, description="weight of the student's own loss")
-    alpha_kd: float = Field(0.5, ge=0.0, description="weight of the KD term; 0 turns distillation off")
+    alpha_kd: float = Field(0.5, ge=0.0, description="weight of the KD term on the logits; 0 turns it off")
     temperature: float = Field(2.0, gt=0.0)
-    alpha_hidden: float = Field(0.0, ge=0.0, description="weight of an MSE between hidden states (needs equal widths)")
+    alpha_hidden: float = Field(0.0, ge=0.0, description="weight of the per-layer hidden-state error, scaled by "
+                                "the teacher layer's mean square (needs equal widths)")
+    hidden_layers: list[Annotated[int, Field(ge=0)] | None] | None = Field(
+        None, description="teacher hidden state matched to each student one (0: embeddings, i: layer i; null: "
+        "none), one entry per student hidden state; default ⌊i·L_teacher/L_student⌋")
+    alpha_attention: float = Field(0.0, ge=0.0, description="weight of the KL between teacher and student attention "
+                                   "distributions, MiniLM-style (needs equal head counts)")
+    attention_layers: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, min_length=1, description="student layers (1-based) whose attention is distilled, each from the "
+        "teacher layer hidden_layers maps it to; default the last")
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any term needs the teacher."""
+        return self.alpha_kd > 0 or self.alpha_hidden > 0 or self.alpha_attention > 0
+
+
+CE_ONLY = DistillConfig(alpha_ce=1.0, alpha_kd=0.0)
+
+
+def applicable_config(config: DistillConfig, teacher_ran: bool) -> DistillConfig:
+    """The weights that apply: `config` when a teacher ran for a term that is on, else the student's own loss alone."""
+    return config if teacher_ran and config.uses_teacher else CE_ONLY
+
+
+def representation_outputs(config: DistillConfig) -> dict[str, bool]:
+    """The forward's keyword arguments that return what the representation terms compare."""
+    return {**({"output_hidden_states": True} if config.alpha_hidden > 0 else {}),
+            **({"output_attentions": True} if config.alpha_attention > 0 else {})}
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def prepare_for_distillation(student: nn.Module, teacher: nn.Module | None, config: DistillConfig) -> None:
+    """Where the models are built: refuse a pair the representation terms cannot match (widths, head
+    counts, layer lists), and when the attention term is on switch both to an attention that returns
+    its probabilities (`pruneofa.attention_probabilities`). Doing it twice changes nothing."""
+    if teacher is None or not (config.alpha_hidden > 0 or config.alpha_attention > 0):
+        return
+    s, t = _unwrapped(student).config, teacher.config
+    depths = getattr(s, "num_hidden_layers", None), getattr(t, "num_hidden_layers", None)
+    if None not in depths:  # an unusual config is left to the loss, which checks the tensors themselves
+        mapping = layer_map(*depths, config.hidden_layers)
+        if config.alpha_attention > 0:
+            attention_pairs(mapping, config.attention_layers)
+    for key, what, attribute in (("alpha_hidden", "hidden width", "hidden_size"),
+                                 ("alpha_attention", "number of attention heads", "num_attention_heads")):
+        sizes = getattr(s, attribute, None), getattr(t, attribute, None)
+        if getattr(config, key) > 0 and None not in sizes:
+            check_same(what, *sizes, key)
+    if config.alpha_attention > 0:
+        for model in (student, teacher):
+            return_attention_probabilities(model)
+
+
+def run_teacher(teacher: nn.Module, config: DistillConfig, *args: Any,
+                **inputs: Any) -> tuple[Any, LogitSource | None]:
+    """The frozen teacher's outputs (with the representations the terms compare) and its logit source.
+
+    With α_kd = 0 its logits serve no term: only its base model runs, the LM or task head never does,
+    and the source is None.
+    """
+    inputs = {**inputs, **representation_outputs(config)}
+    if config.alpha_kd > 0:
+        return forward_deferring_logits(teacher, *args, **inputs)
+    return getattr(teacher, "base_model", teacher)(*args, **inputs), None
 
 
 def kd_divergence(
@@ -60,15 +140,19 @@ def token_distillation_loss(
     CE counts the labelled positions (labels != -100: the masked tokens of an MLM; for a causal LM
     each position predicts the next token's label), averaged over their number or over
     `num_items_in_batch` (the Trainer's count across accumulated micro-batches). KD counts every
-    position the attention `mask` keeps. Without a teacher (or with α_kd = α_hidden = 0) the loss is
-    the CE alone. Returns {"loss", "ce"[, "kd"]}.
+    position the attention `mask` keeps. `config` holds the weights that apply (`applicable_config`:
+    CE_ONLY when no teacher ran). With α_kd = 0 only the labelled positions' logits are built and
+    `teacher` is not used (pass None). Returns {"loss", "ce"[, "kd"]}.
     """
     targets = next_token_targets(labels) if causal else labels
     # counts as Python numbers: exact scales whatever the logits' dtype (one device sync per batch)
     n_labelled = float(num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE).sum().clamp_min(1))
-    if teacher is None or (config.alpha_kd == 0 and config.alpha_hidden == 0):
-        loss, ce_sum, _ = token_loss(student, None, targets, None, 1.0 / n_labelled, 0.0, config.temperature)
+    if config.alpha_kd == 0:
+        ce_scale = config.alpha_ce / n_labelled
+        loss, ce_sum, _ = token_loss(student, None, targets, None, ce_scale, 0.0, config.temperature)
         return {"loss": loss, "ce": ce_sum / n_labelled}
+    if teacher is None:
+        raise ValueError("distill.alpha_kd > 0 needs the teacher's logits; pass CE_ONLY when no teacher ran")
     rows = labels.shape
     weight = torch.ones(rows, device=labels.device) if mask is None else mask.to(torch.float32).expand(rows)
     n_counted = float(weight.sum().clamp_min(1.0))
@@ -76,20 +160,6 @@ def token_distillation_loss(
     loss, ce_sum, kd_sum = token_loss(student, teacher, targets, weight, config.alpha_ce / n_labelled,
                                       config.alpha_kd * kd_scale, config.temperature)
     return {"loss": loss, "ce": ce_sum / n_labelled, "kd": kd_sum * kd_scale}
-
-
-def hidden_state_mse(student_hidden: tuple[torch.Tensor, ...], teacher_hidden: tuple[torch.Tensor, ...],
-                     mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over layers of the MSE between matching hidden states (over counted positions)."""
-    losses = []
-    for hs, ht in zip(student_hidden, teacher_hidden, strict=True):
-        err = (hs.float() - ht.float()).pow(2).mean(-1)
-        if mask is not None:
-            w = mask.to(err.dtype)
-            losses.append((err * w).sum() / w.sum().clamp_min(1.0))
-        else:
-            losses.append(err.mean())
-    return torch.stack(losses).mean()
 
 
 def distillation_loss(
@@ -102,30 +172,55 @@ def distillation_loss(
     logits. For a language model pass `labels` and run the student without them: CE and KD then
     come from the same logits a chunk of tokens at a time (`token_distillation_loss`), and no
     [tokens, vocab] log-softmax is kept for backward (transformers' own LM loss keeps one).
+    `mask` is the attention mask: the tokens that count for token-level KD and the representation
+    terms (a classifier's KD has one distribution per example and ignores it).
 
-    Returns {"loss", "ce"[, "kd", "hidden"]}; "loss" is what to backpropagate.
+    Returns {"loss", "ce"[, "kd", "hidden", "attention"]}; "loss" is what to backpropagate.
     """
-    if labels is not None and student_out.logits.dim() == 3:
-        teacher = None if teacher_out is None else LogitSource(teacher_out.logits)
+    config = applicable_config(config, teacher_out is not None)
+    token_level = student_out.logits is not None and student_out.logits.dim() == 3
+    if labels is not None and token_level:
+        teacher = LogitSource(teacher_out.logits) if config.alpha_kd > 0 else None
         parts = token_distillation_loss(LogitSource(student_out.logits), teacher, labels, config, mask, causal,
                                         num_items_in_batch)
     else:
         ce = student_out.loss if labels is None else task_loss(student_out.logits, labels, causal, num_items_in_batch)
-        parts = {"loss": ce, "ce": ce}
-        if teacher_out is not None and (config.alpha_kd > 0 or config.alpha_hidden > 0):
-            kd = kd_divergence(student_out.logits, teacher_out.logits, config.temperature, mask)
-            parts.update(loss=config.alpha_ce * ce + config.alpha_kd * kd, kd=kd)
-    return with_hidden_term(parts, student_out, teacher_out, config, mask)
+        parts = {"loss": config.alpha_ce * ce, "ce": ce}
+        if config.alpha_kd > 0:
+            kd_mask = mask if token_level else None
+            kd = kd_divergence(student_out.logits, teacher_out.logits, config.temperature, kd_mask)
+            parts.update(loss=parts["loss"] + config.alpha_kd * kd, kd=kd)
+    return with_representation_terms(parts, student_out, teacher_out, config, mask)
 
 
-def with_hidden_term(parts: dict[str, torch.Tensor], student_out: Any, teacher_out: Any | None, config: DistillConfig,
-                     mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """`parts` with α_hidden · MSE(hidden states) added to its "loss" when a teacher ran and α_hidden > 0;
-    every part but "loss" detached (they are for logging)."""
-    if teacher_out is not None and config.alpha_hidden > 0:
-        hidden = hidden_state_mse(student_out.hidden_states, teacher_out.hidden_states, mask)
-        parts = {**parts, "loss": parts["loss"] + config.alpha_hidden * hidden, "hidden": hidden}
+def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, teacher_out: Any | None,
+                              config: DistillConfig, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`parts` with α_hidden · L_hid and α_attention · L_att added to its "loss" (each when a teacher
+    ran and its weight is > 0) and reported as "hidden" and "attention"; every part but "loss"
+    detached (they are for logging)."""
+    if teacher_out is not None and (config.alpha_hidden > 0 or config.alpha_attention > 0):
+        # a model's depth, from what it returned: hidden states 0..L or the attention of layers 1..L
+        name, extra = ("hidden_states", 1) if config.alpha_hidden > 0 else ("attentions", 0)
+        s_reps, t_reps = _returned(student_out, name), _returned(teacher_out, name)
+        mapping = layer_map(len(s_reps) - extra, len(t_reps) - extra, config.hidden_layers)
+        loss = parts["loss"]
+        if config.alpha_hidden > 0:
+            hidden = scaled_hidden_state_loss(s_reps, t_reps, hidden_pairs(mapping), mask)
+            loss, parts = loss + config.alpha_hidden * hidden, {**parts, "hidden": hidden}
+        if config.alpha_attention > 0:
+            attention = attention_kl(_returned(student_out, "attentions"), _returned(teacher_out, "attentions"),
+                                     attention_pairs(mapping, config.attention_layers), mask)
+            loss, parts = loss + config.alpha_attention * attention, {**parts, "attention": attention}
+        parts = {**parts, "loss": loss}
     return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
+
+
+def _returned(out: Any, name: str) -> tuple[torch.Tensor, ...]:
+    values = getattr(out, name, None)
+    if not values or values[0] is None:  # sdpa attention returns none
+        raise ValueError(f"the model returned no {name}: run it with representation_outputs(config), "
+                         "after prepare_for_distillation")
+    return values
 
 
 class DistillationLoss:
@@ -135,9 +230,9 @@ class DistillationLoss:
         trainer = Trainer(model=model, ..., compute_loss_func=kd)
 
     `attach` registers a forward pre-hook on the student that runs the frozen teacher on the same
-    inputs during training, so the Trainer's own loss plumbing stays untouched. A language-model
-    teacher runs without its output layer (`forward_deferring_logits`): its logits are built a chunk
-    of tokens at a time inside the loss.
+    inputs during training (and asks the student for the representations the terms compare), so the
+    Trainer's own loss plumbing stays untouched. A language-model teacher runs without its output
+    layer (`forward_deferring_logits`): its logits are built a chunk of tokens at a time inside the loss.
     """
 
     def __init__(self, teacher: nn.Module, config: DistillConfig | None = None, **kwargs: Any):
@@ -151,38 +246,36 @@ class DistillationLoss:
         from pruneofa.models import is_causal_lm
 
         self._causal = is_causal_lm(student.config)
+        prepare_for_distillation(student, self.teacher, self.config)
         student.register_forward_pre_hook(self._run_teacher, with_kwargs=True)
         return self
 
     @torch.no_grad()
-    def _run_teacher(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if not module.training:
+    def _run_teacher(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if not module.training or not self.config.uses_teacher:
             self._teacher_out = self._teacher_logits = None
-            return
+            return None
         inputs = {k: v for k, v in kwargs.items() if k not in ("labels", "num_items_in_batch")}
-        self._teacher_out, self._teacher_logits = forward_deferring_logits(self.teacher, *args, **inputs)
+        self._teacher_out, self._teacher_logits = run_teacher(self.teacher, self.config, *args, **inputs)
         self._mask = kwargs.get("attention_mask")
+        return args, {**kwargs, **representation_outputs(self.config)}
 
     def __call__(self, outputs: Any, labels: torch.Tensor | None, num_items_in_batch: Any = None) -> torch.Tensor:
         teacher_out, teacher_logits = self._teacher_out, self._teacher_logits
         self._teacher_out = self._teacher_logits = None
+        config = applicable_config(self.config, teacher_out is not None)
         # the Trainer pops `labels` before the forward when a compute_loss_func is set
         own_loss = outputs.get("loss") is not None
         if not own_loss and labels is None:
             raise ValueError("DistillationLoss needs labels: keep the Trainer's default label_names")
         if outputs.logits.dim() == 3 and not own_loss:
-            teacher = teacher_logits if teacher_out is not None else None
-            parts = token_distillation_loss(LogitSource(outputs.logits), teacher, labels, self.config, self._mask,
+            parts = token_distillation_loss(LogitSource(outputs.logits), teacher_logits, labels, config, self._mask,
                                             self._causal, num_items_in_batch)
-            return with_hidden_term(parts, outputs, teacher_out, self.config, self._mask)["loss"]
-        if teacher_out is not None and teacher_logits is not None:
+            return with_representation_terms(parts, outputs, teacher_out, config, self._mask)["loss"]
+        if teacher_logits is not None:
             teacher_out["logits"] = teacher_logits.materialize()
-        mask = self._mask if outputs.logits.dim() == 3 else None
-        return distillation_loss(outputs, teacher_out, self.config, mask, labels=None if own_loss else labels,
+        return distillation_loss(outputs, teacher_out, config, self._mask, labels=None if own_loss else labels,
                                  causal=self._causal, num_items_in_batch=num_items_in_batch)["loss"]
-
-
-CE_ONLY = DistillConfig(alpha_ce=1.0, alpha_kd=0.0)
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool, num_items_in_batch: Any = None) -> torch.Tensor:

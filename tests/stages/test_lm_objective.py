@@ -117,18 +117,100 @@ def test_logits_changed_after_the_output_layer_are_computed_in_full():
         torch.testing.assert_close(source.values, 2 * model.head(x))
 
 
-def test_hidden_state_term_is_added_on_top():
-    from pruneofa.distill import hidden_state_mse
+def representation_reference(out_s, out_t, mask, config):
+    """α_hidden · L_hid + α_attention · L_att of a student of 2 layers and a teacher of 4 (uniform map)."""
+    from pruneofa.representation_kd import attention_kl, scaled_hidden_state_loss
 
-    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0, alpha_hidden=0.3)
-    student, teacher, batch = tiny_lm("bert", 0), tiny_lm("bert", 1), lm_batch(causal=False)
-    parts = lm.lm_objective(config, causal=False)(student, teacher, batch)
+    hidden = scaled_hidden_state_loss(out_s.hidden_states, out_t.hidden_states, [(0, 0), (1, 2), (2, 4)], mask)
+    attention = attention_kl(out_s.attentions, out_t.attentions, [(2, 4)], mask)
+    return config.alpha_hidden * hidden + config.alpha_attention * attention, hidden, attention
+
+
+def deep_teacher(family: str) -> nn.Module:
+    """A teacher twice as deep as `tiny_lm`: the representation terms go through the layer map."""
+    torch.manual_seed(1)
+    config = tiny_config(family, VOCAB)
+    config.update({"num_hidden_layers": 4} if family != "gpt2" else {"n_layer": 4})
+    auto = transformers.AutoModelForCausalLM if family == "gpt2" else transformers.AutoModelForMaskedLM
+    return auto.from_config(config).eval()
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_representation_terms_are_added_on_top(family):
+    causal = family == "gpt2"
+    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0, alpha_hidden=0.3, alpha_attention=0.2)
+    student, teacher, batch = tiny_lm(family, 0), deep_teacher(family), lm_batch(causal)
+    parts = lm.lm_objective(config, causal)(student, teacher, batch)
     inputs, mask = {k: v for k, v in batch.items() if k != "labels"}, batch["attention_mask"]
-    out_s, out_t = student(**inputs, output_hidden_states=True), teacher(**inputs, output_hidden_states=True)
-    hidden = hidden_state_mse(out_s.hidden_states, out_t.hidden_states, mask)
-    ref = reference_loss(out_s.logits, out_t.logits, batch["labels"], mask, config) + 0.3 * hidden
+    outputs = {"output_hidden_states": True, "output_attentions": True}
+    out_s, out_t = student(**inputs, **outputs), teacher(**inputs, **outputs)
+    extra, hidden, attention = representation_reference(out_s, out_t, mask, config)
+    ref = reference_loss(out_s.logits, out_t.logits, batch["labels"], mask, config, causal) + extra
     torch.testing.assert_close(parts["loss"], ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(parts["hidden"], hidden.detach())
+    torch.testing.assert_close(parts["attention"], attention.detach())
+    assert hidden > 0 and attention > 0
+
+
+def test_without_logit_kd_the_teacher_head_never_runs_and_only_labelled_logits_are_built(monkeypatch):
+    import pruneofa.distill as distill
+
+    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.0, alpha_hidden=1.0, alpha_attention=1.0)
+    student, teacher, batch = tiny_lm("bert", 0), deep_teacher("bert"), lm_batch(causal=False)
+    head_calls = []
+    for name, module in teacher.named_modules():
+        if name and not name.startswith(teacher.base_model_prefix):  # the MLM head: transform and decoder
+            module.register_forward_hook(lambda *_, name=name: head_calls.append(name))
+    rows = []
+
+    def spy(student_logits, teacher_logits, targets, *args, **kwargs):
+        rows.append((teacher_logits, int((targets != -100).sum())))
+        return fused(student_logits, teacher_logits, targets, *args, **kwargs)
+
+    fused = distill.token_loss
+    monkeypatch.setattr(distill, "token_loss", spy)
+    parts = lm.lm_objective(config, causal=False)(student, teacher, batch)
+    parts["loss"].backward()
+    assert head_calls == [] and set(parts) == {"loss", "ce", "hidden", "attention"}
+    assert rows == [(None, int((batch["labels"] != -100).sum()))]  # CE alone: the labelled rows, no teacher
+    inputs, mask = {k: v for k, v in batch.items() if k != "labels"}, batch["attention_mask"]
+    with torch.no_grad():
+        outputs = {"output_hidden_states": True, "output_attentions": True}
+        out_s, out_t = student(**inputs, **outputs), teacher(**inputs, **outputs)
+        extra, _, _ = representation_reference(out_s, out_t, mask, config)
+        ref = 0.5 * reference_loss(out_s.logits, None, batch["labels"], mask, config) + extra
+    torch.testing.assert_close(parts["loss"].detach(), ref, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is not None for n, p in student.named_parameters() if ".attention.self." in n)
+
+
+def test_trainer_loss_adds_the_representation_terms():
+    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0, alpha_hidden=0.3, alpha_attention=0.2)
+    student, teacher, batch = tiny_lm("bert", 0).train(), deep_teacher("bert"), lm_batch(causal=False)
+    for module in student.modules():  # no dropout, so that the reference forward agrees
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    kd = DistillationLoss(teacher, config).attach(student)
+    labels = batch.pop("labels")
+    outputs = student(**batch)  # the pre-hook asks the student for its hidden states and attention too
+    assert outputs.hidden_states is not None and len(outputs.attentions) == 2
+    loss = kd(outputs, labels)
+    with torch.no_grad():
+        out_t = teacher(**batch, output_hidden_states=True, output_attentions=True)
+    extra, _, _ = representation_reference(outputs, out_t, batch["attention_mask"], config)
+    ref = reference_loss(outputs.logits, out_t.logits, labels, batch["attention_mask"], config) + extra
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_teacher_of_another_width_is_refused_in_one_line():
+    from pruneofa.errors import UserError
+
+    torch.manual_seed(0)
+    wide = transformers.BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=64)
+    teacher = transformers.AutoModelForMaskedLM.from_config(wide).eval()
+    objective = lm.lm_objective(DistillConfig(alpha_kd=0.0, alpha_hidden=1.0), causal=False)
+    with pytest.raises(UserError, match=r"hidden width to equal the teacher's \(32 vs 64\)"):
+        objective(tiny_lm("bert", 0), teacher, lm_batch(causal=False))
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])

@@ -97,3 +97,28 @@ def test_python_m_pruneofa_reports_bad_input_with_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_prune_bert_with_representation_kd_alone_from_a_deeper_teacher(tiny_models, corpus_file, tokenizer, tmp_path):
+    """The cheap recipe: no logit KD, hidden-state and attention KD from a teacher of 4 layers into 2."""
+    from pruneofa.attention_probabilities import NAME
+    from tests.conftest import tiny_config
+
+    teacher = tmp_path / "teacher-4-layers"
+    config = tiny_config("bert", len(tokenizer))
+    config.num_hidden_layers = 4
+    torch.manual_seed(1)
+    transformers.AutoModelForMaskedLM.from_config(config).save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    out = tmp_path / "student"
+    kd = {"teacher": teacher, "distill.alpha_kd": 0, "distill.alpha_hidden": 1, "distill.alpha_attention": 1}
+    assert run("prune", *tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE, **kd)) == 0
+    history = json.loads((out / "checkpoints" / "step-6" / "history.json").read_text())
+    steps = [h for h in history if "loss" in h]
+    assert len(steps) == 6
+    for h in steps:
+        assert "kd" not in h and 0 < h["hidden"] < 10 and 0 < h["attention"] < 10, h
+        assert h["loss"] == pytest.approx(0.5 * h["ce"] + h["hidden"] + h["attention"], rel=1e-4)
+    assert inspect_dir(out)["overall"] == pytest.approx(0.75, abs=0.01)
+    assert NAME not in (out / "config.json").read_text()  # the saved student loads with the default attention

@@ -164,6 +164,29 @@ def test_alpha_kd_zero_trains_without_teacher(sparse_bert, data, tmp_path):
     assert not any("kd" in h for h in history(out))
 
 
+@pytest.mark.slow
+def test_transfer_with_representation_kd_alone(sparse_bert, teacher, data, tmp_path):
+    out = tmp_path / "representation-kd"
+    kd = {"distill.alpha_kd": 0, "distill.alpha_hidden": 1, "distill.alpha_attention": 1,
+          "distill.attention_layers": "[1,2]"}
+    assert main(["transfer", *args(sparse_bert, out, teacher=teacher, **csv_task(data), **kd)]) == 0
+    steps = [h for h in history(out) if "loss" in h]
+    assert len(steps) == 4 and all("kd" not in h and h["hidden"] > 0 and h["attention"] > 0 for h in steps), steps
+    for h in steps:
+        assert h["loss"] == pytest.approx(0.5 * h["ce"] + h["hidden"] + h["attention"], rel=1e-4)
+    assert "validation/accuracy" in metrics(out)
+
+
+def test_teacher_of_another_width_is_refused_for_hidden_state_kd(capsys, sparse_bert, tokenizer, data, tmp_path):
+    wide, out = tmp_path / "wide-teacher", tmp_path / "o"
+    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    transformers.BertForSequenceClassification(config).save_pretrained(wide)
+    tokenizer.save_pretrained(wide)
+    argv = ["transfer", *args(sparse_bert, out, teacher=wide, **csv_task(data), **{"distill.alpha_hidden": 1})]
+    expect_refusal(capsys, argv, out, "hidden width to equal the teacher's (32 vs 48)")
+
+
 @pytest.mark.parametrize("kind", ["pair-3-labels", "regression"])
 def test_pair_and_regression_tasks_end_to_end(kind, tiny_models, teacher, data, tmp_path):
     out = tmp_path / kind
@@ -211,7 +234,7 @@ def test_eval_reproduces_the_trained_metrics(teacher, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((teacher / "eval_metrics.json").read_text())
     trained = metrics(teacher)
-    assert printed == written and set(written) == set(trained) - {"step"} | {"engine"}
+    assert printed == written and set(written) == set(trained) - {"step", "train_tokens"} | {"engine"}
     assert written.pop("engine") == "torch"
     for key, value in written.items():
         assert value == pytest.approx(trained[key], abs=1e-6), key

@@ -11,6 +11,7 @@ from pruneofa.distill import DistillConfig
 from pruneofa.quantization.config import QuantConfig
 from pruneofa.sparsity.config import PruningConfig, StrictModel
 from pruneofa.tasks.config import TaskDataConfig
+from pruneofa.tasks.retrieval import RetrievalConfig
 from pruneofa.train.config import TrainConfig
 
 
@@ -25,11 +26,21 @@ class RecipeBase(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class HeadTrainingConfig(StrictModel):
+    """A newly created LM head trained alone first, on a frozen encoder: a random head's gradients
+    would otherwise flow into the pre-trained encoder and damage it before the head is any good."""
+
+    steps: int = Field(0, ge=0, description="updates of the new head alone (0: train everything from the start); "
+                       "nothing happens when the checkpoint already has its LM head")
+    lr: float = Field(1e-3, gt=0.0, description="its own peak rate (linear warm-up over 10%, then linear decay)")
+
+
 class TeacherRecipe(RecipeBase):
     """Stage 1: continue LM training of a pre-trained model on the pre-training corpus."""
 
     stage: Literal["teacher"] = "teacher"
     data: CorpusConfig
+    head: HeadTrainingConfig = Field(default_factory=HeadTrainingConfig)
 
 
 class PruneRecipe(RecipeBase):
@@ -79,9 +90,10 @@ class TaskRecipe(RecipeBase):
         p, steps = self.pruning, self.train.max_steps
         if p.method == "gmp" and p.target_step > steps:
             raise ValueError(f"pruning.target_step ({p.target_step}) is after train.max_steps ({steps})")
-        if (self.distill.alpha_kd > 0 or self.distill.alpha_hidden > 0) and not self.teacher:
+        if self.distill.uses_teacher and not self.teacher:
             raise ValueError(f"{self.stage} distills from a task teacher: pass teacher=PATH (a fine-tuned model "
-                             "of this task, e.g. the output of pruneofa finetune) or distill.alpha_kd=0")
+                             "of this task, e.g. the output of pruneofa finetune) or distill.alpha_kd=0 "
+                             "(and alpha_hidden, alpha_attention 0)")
         return self
 
 
@@ -110,9 +122,12 @@ class QuantizeRecipe(TaskRecipe):
 
 
 class EvalRecipe(StrictModel):
-    """`pruneofa eval MODEL_DIR`: task metrics of a saved model (no training, no output dir)."""
+    """`pruneofa eval MODEL_DIR`: task metrics of a saved model (kind=task), or title -> summary
+    retrieval recall of its encoder (kind=retrieval, any model dir); no training, no output dir."""
 
     stage: Literal["eval"] = "eval"
+    kind: Literal["task", "retrieval"] = Field("task", description="task: the task head's metrics; retrieval: "
+                                               "recall@1/@10 of the encoder's mean-pooled embeddings (no head)")
     model: str = Field(description="model directory written by finetune/transfer (the CLI's MODEL_DIR)")
     data: TaskDataConfig | None = Field(None, description="default: the task recorded in the model's pruneofa.json")
     batch_size: int = Field(64, ge=1)
@@ -120,6 +135,7 @@ class EvalRecipe(StrictModel):
     engine: str = Field("torch", description="torch (transformers' forward), or any `pruneofa bench` engine: "
                                            "the metric as onnxruntime or the sparse kernels compute it")
     threads: int | None = Field(None, ge=1, description="threads of a non-torch engine (default: the machine's)")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="kind=retrieval: corpus and sizes")
 
     @field_validator("engine")
     @classmethod
@@ -129,6 +145,20 @@ class EvalRecipe(StrictModel):
         if engine not in ENGINES:
             raise ValueError(f"unknown engine '{engine}' (one of: {', '.join(ENGINES)})")
         return engine
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> "EvalRecipe":
+        # a setting the other kind would silently ignore is refused, so no run reports what it did not do
+        if self.kind == "task":
+            if "retrieval" in self.model_fields_set:
+                raise ValueError("retrieval.* applies to kind=retrieval (pruneofa eval MODEL_DIR retrieval)")
+            return self
+        ignored = [k for k in ("data", "batch_size", "threads") if k in self.model_fields_set]
+        if ignored or self.engine != "torch":
+            name = ignored[0] if ignored else f"engine={self.engine}"
+            raise ValueError(f"{name} applies to task metrics (kind=task), not kind=retrieval; "
+                             "it runs the torch encoder with retrieval.* settings (recipe: pruneofa eval MODEL_DIR retrieval)")
+        return self
 
 
 STAGE_SCHEMAS: dict[str, type[RecipeBase]] = {"teacher": TeacherRecipe, "prune": PruneRecipe}

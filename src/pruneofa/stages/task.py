@@ -22,12 +22,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, DataCollatorWithPadding
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 
 from pruneofa.config.loader import apply_overrides, find_recipe, load_yaml, validate_recipe
 from pruneofa.config.schema import EvalRecipe, TaskRecipe
 from pruneofa.data.assets import resolve_model_path
-from pruneofa.distill import DistillConfig, distillation_loss, hidden_state_mse, kd_divergence
+from pruneofa.distill import (
+    DistillConfig,
+    applicable_config,
+    distillation_loss,
+    kd_divergence,
+    prepare_for_distillation,
+    representation_outputs,
+    with_representation_terms,
+)
 from pruneofa.errors import UserError
 from pruneofa.inspect import sparsity_of_model
 from pruneofa.models import check_same_vocab, load_config, load_tokenizer
@@ -88,7 +96,7 @@ class ClassificationTask:
 
     def kd_loss(self, out_s, out_t, cfg: DistillConfig, mask) -> dict[str, torch.Tensor]:
         if not self.data.is_regression:
-            return distillation_loss(out_s, out_t, cfg, mask=None)  # one distribution per example
+            return distillation_loss(out_s, out_t, cfg, mask)  # KD: one distribution per example
         return combine_kd(out_s, out_t, cfg, mask, regression_kd)
 
     def score(self, model, split: str, batch_size: int, tokenizer) -> dict[str, float]:
@@ -155,18 +163,13 @@ def regression_kd(out_s, out_t, temperature: float) -> torch.Tensor:
 
 
 def combine_kd(out_s, out_t, cfg: DistillConfig, mask, kd_term: Callable) -> dict[str, torch.Tensor]:
-    """`distillation_loss` with another KD term: α_ce·CE + α_kd·KD [+ α_hid·MSE(hidden)]."""
-    ce = out_s.loss
-    parts = {"ce": ce.detach()}
-    if out_t is None:
-        return {**parts, "loss": ce}
-    kd = kd_term(out_s, out_t, cfg.temperature)
-    loss = cfg.alpha_ce * ce + cfg.alpha_kd * kd
-    parts["kd"] = kd.detach()
-    if cfg.alpha_hidden > 0:
-        hidden = hidden_state_mse(out_s.hidden_states, out_t.hidden_states, mask)
-        loss, parts["hidden"] = loss + cfg.alpha_hidden * hidden, hidden.detach()
-    return {**parts, "loss": loss}
+    """`distillation_loss` with another KD term: α_ce·CE + α_kd·KD [+ the representation terms]."""
+    cfg = applicable_config(cfg, out_t is not None)
+    parts = {"loss": cfg.alpha_ce * out_s.loss, "ce": out_s.loss}
+    if cfg.alpha_kd > 0:
+        kd = kd_term(out_s, out_t, cfg.temperature)
+        parts.update(loss=parts["loss"] + cfg.alpha_kd * kd, kd=kd)
+    return with_representation_terms(parts, out_s, out_t, cfg, mask)
 
 
 # --- models and batches --------------------------------------------------------------------------
@@ -252,16 +255,18 @@ def scored_splits(task, with_test: bool) -> list[str]:
 # --- the stages ----------------------------------------------------------------------------------
 def task_objective(task: Any, distill: DistillConfig) -> Callable:
     """`compute_loss` for `fit`: the student sees the batch with its targets (its own loss), the
-    frozen teacher sees it without them; `task.kd_loss` combines the two."""
-    hidden = distill.alpha_hidden > 0
+    frozen teacher sees it without them; `task.kd_loss` combines the two. With α_kd = 0 the
+    teacher's head serves no term and only its base model runs. The models must have been through
+    `prepare_for_distillation` (`load_training_inputs` does it)."""
+    outputs = representation_outputs(distill)
 
     def compute_loss(student, frozen_teacher, batch):
-        out_s = student(**batch, output_hidden_states=hidden)
+        out_s = student(**batch, **outputs)
         out_t = None
-        if frozen_teacher is not None:
+        if frozen_teacher is not None and distill.uses_teacher:
+            teacher = frozen_teacher if distill.alpha_kd > 0 else frozen_teacher.base_model
             with torch.no_grad():
-                out_t = frozen_teacher(**{k: v for k, v in batch.items() if k not in TARGETS},
-                                       output_hidden_states=hidden)
+                out_t = teacher(**{k: v for k, v in batch.items() if k not in TARGETS}, **outputs)
         return task.kd_loss(out_s, out_t, distill, batch.get("attention_mask"))
 
     return compute_loss
@@ -280,13 +285,15 @@ def load_training_inputs(recipe: TaskRecipe, trained_head: bool) -> tuple[Any, A
     model = load_task_model(recipe.model, task, recipe.trust_remote_code, "model", trained_head=trained_head)
     check_positions(model, recipe.data.max_seq_len)
     teacher = None
-    if recipe.distill.alpha_kd > 0 or recipe.distill.alpha_hidden > 0:
+    if recipe.distill.uses_teacher:
         teacher = load_task_model(recipe.teacher, task, recipe.trust_remote_code, "teacher", trained_head=True)
         check_same_vocab(model, teacher)
+        prepare_for_distillation(model, teacher, recipe.distill)
     return tokenizer, task, model, teacher
 
 
 def run_task_stage(recipe: TaskRecipe) -> Path:
+    set_seed(recipe.seed)  # before any model is built: a new task head is initialised from this seed
     tokenizer, task, model, teacher = load_training_inputs(recipe, trained_head=False)
     distill = recipe.distill
     pruner = None if recipe.pruning.method == "none" else Pruner(model, recipe.pruning)
@@ -309,7 +316,7 @@ def run_task_stage(recipe: TaskRecipe) -> Path:
     result = fit(job)
     if pruner is not None:
         pruner.finalize()
-    metrics = {"step": result.step, **result.metrics}
+    metrics = {"step": result.step, **result.metrics, "train_tokens": result.tokens}
     if task.test is not None:  # the test split is scored once, at the end, never during training
         metrics.update(evaluate_splits(task, model, ["test"], eval_batch, tokenizer))
     metrics["sparsity"] = sparsity_of_model(model, recipe)["overall"]
@@ -325,11 +332,14 @@ def recorded_recipe(model_dir: str) -> dict[str, Any]:
 
 def load_eval_recipe(model_dir: str, recipe: str | None, overrides: list[str]) -> EvalRecipe:
     """The eval recipe for MODEL_DIR; with no data.task, the task the model was trained on
-    (overrides such as data.max_eval_samples=100 apply on top of it)."""
-    if not Path(model_dir).is_dir():
-        raise UserError(f"model directory '{model_dir}' does not exist", "pass the output_dir of a finetune/transfer run")
+    (overrides such as data.max_eval_samples=100 apply on top of it). kind=retrieval takes no task:
+    MODEL_DIR may be any encoder, an offline/* asset or a hub name too."""
     data = apply_overrides(load_yaml(find_recipe("eval", recipe)), list(overrides))
     data["model"] = model_dir
+    if data.get("kind") == "retrieval":
+        return validate_recipe("eval", data)
+    if not Path(model_dir).is_dir():
+        raise UserError(f"model directory '{model_dir}' does not exist", "pass the output_dir of a finetune/transfer run")
     section = data.get("data") or {}
     if "task" not in section:
         recorded = recorded_recipe(model_dir).get("data")
@@ -342,22 +352,32 @@ def load_eval_recipe(model_dir: str, recipe: str | None, overrides: list[str]) -
 
 def run_eval(model_dir: str, recipe: str | None = None, overrides: list[str] | None = None,
              output: str | None = None) -> tuple[dict[str, float], Path]:
-    """Score a saved model on every eval split (and a labelled test split); write the metrics as JSON."""
+    """Score a saved model on every eval split (and a labelled test split), or its encoder on
+    title -> summary retrieval (kind=retrieval); write the metrics as JSON."""
     r = load_eval_recipe(model_dir, recipe, overrides or [])
-    tokenizer = load_tokenizer(r.model, r.trust_remote_code)
-    task = load_task_data(r.data, tokenizer, with_train=False)
-    model = load_task_model(r.model, task, r.trust_remote_code, "model", trained_head=True)
-    check_positions(model, r.data.max_seq_len)
-    sparsity = sparsity_of_model(model, recorded_recipe(model_dir) or None)["overall"]
-    if r.engine != "torch":  # the same data and metric code, through the deployed engine
-        from pruneofa.bench.task_model import engine_task_model
+    if r.kind == "retrieval":
+        from pruneofa.tasks.retrieval import evaluate_retrieval
 
-        model = engine_task_model(r.model, r.engine, r.threads)
+        resolve_model_path(r.model)  # a missing path is reported as missing, not as a place to write to
+        if output is None and not Path(model_dir).is_dir():  # never write into an installed package's files
+            raise UserError(f"'{model_dir}' is not a local model directory to write eval_retrieval.json beside",
+                            "pass --output FILE")
+        metrics, default = evaluate_retrieval(r.model, r.retrieval, r.trust_remote_code), "eval_retrieval.json"
     else:
-        model.to("cuda" if torch.cuda.is_available() else "cpu")
-    metrics = evaluate_splits(task, model, scored_splits(task, with_test=True), r.batch_size, tokenizer)
-    metrics.update(sparsity=sparsity, engine=r.engine)
-    default = "eval_metrics.json" if r.engine == "torch" else f"eval_metrics-{r.engine}.json"
+        tokenizer = load_tokenizer(r.model, r.trust_remote_code)
+        task = load_task_data(r.data, tokenizer, with_train=False)
+        model = load_task_model(r.model, task, r.trust_remote_code, "model", trained_head=True)
+        check_positions(model, r.data.max_seq_len)
+        sparsity = sparsity_of_model(model, recorded_recipe(model_dir) or None)["overall"]
+        if r.engine != "torch":  # the same data and metric code, through the deployed engine
+            from pruneofa.bench.task_model import engine_task_model
+
+            model = engine_task_model(r.model, r.engine, r.threads)
+        else:
+            model.to("cuda" if torch.cuda.is_available() else "cpu")
+        metrics = evaluate_splits(task, model, scored_splits(task, with_test=True), r.batch_size, tokenizer)
+        metrics.update(sparsity=sparsity, engine=r.engine)
+        default = "eval_metrics.json" if r.engine == "torch" else f"eval_metrics-{r.engine}.json"
     path = Path(output) if output else Path(model_dir) / default
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(metrics, indent=1))

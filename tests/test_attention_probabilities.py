@@ -1,0 +1,63 @@
+"""The attention implementation the attention-KD term runs: the same model, and probabilities before dropout."""
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from pruneofa.attention_probabilities import NAME, return_attention_probabilities
+from tests.conftest import FAMILIES, tiny_config
+
+VOCAB = 50
+
+
+def tiny_lm(family):
+    torch.manual_seed(0)
+    auto = transformers.AutoModelForCausalLM if family == "gpt2" else transformers.AutoModelForMaskedLM
+    return auto.from_config(tiny_config(family, VOCAB))
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, VOCAB, (2, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, -2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_outputs_and_attention_distributions_before_dropout(family, tmp_path):
+    model, inputs = tiny_lm(family).eval(), batch()
+    with torch.no_grad():
+        default = model(**inputs).logits
+        return_attention_probabilities(model)
+        return_attention_probabilities(model)  # a second call changes nothing
+        out = model(**inputs, output_attentions=True)
+    assert model.config._attn_implementation == NAME
+    torch.testing.assert_close(out.logits, default, rtol=1e-5, atol=1e-5)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 7, 7)
+    model.train()  # dropout on: the returned distributions must still be whole
+    out = model(**inputs, output_attentions=True)
+    for a in out.attentions:
+        torch.testing.assert_close(a.sum(-1), torch.ones(2, 4, 7))
+        assert (a[1, :, :, -2:] == 0).all()  # padded keys
+        if family != "gpt2":  # a causal model's future keys are 0 as well
+            assert (a[:, :, :, :5] > 0).all()
+    model.save_pretrained(tmp_path)
+    assert NAME not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
+
+
+def test_dropout_still_applies_to_the_attention_output():
+    model, inputs = tiny_lm("bert").train(), batch()
+    for name, module in model.named_modules():  # leave the attention-probability dropout alone
+        if isinstance(module, torch.nn.Dropout) and not name.endswith("attention.self.dropout"):
+            module.p = 0.0
+    return_attention_probabilities(model)
+    torch.manual_seed(1)
+    first = model(**inputs).logits
+    torch.manual_seed(2)
+    second = model(**inputs).logits
+    assert not torch.allclose(first, second)
+    model.eval()
+    assert torch.allclose(model(**inputs).logits, model(**inputs).logits)

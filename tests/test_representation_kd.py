@@ -1,0 +1,158 @@
+"""The representation-KD terms against hand computations written as plain loops on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+
+from pruneofa.errors import UserError
+from pruneofa.representation_kd import attention_kl, attention_pairs, hidden_pairs, layer_map, scaled_hidden_state_loss
+
+BATCH, TOKENS, WIDTH, HEADS = 2, 4, 3, 2
+MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])  # the second example ends in two padding tokens
+
+
+def hidden_states(n_layers: int, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(BATCH, TOKENS, WIDTH, generator=g) * (i + 1) for i in range(n_layers + 1))
+
+
+def attentions(n_layers: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Distributions over the keys the mask keeps, exactly 0 on padded keys (as a model's are)."""
+    g = torch.Generator().manual_seed(seed)
+    padded_keys = (MASK == 0)[:, None, None, :]
+    return tuple(torch.randn(BATCH, HEADS, TOKENS, TOKENS, generator=g).masked_fill(padded_keys, -math.inf).softmax(-1)
+                 for _ in range(n_layers))
+
+
+def hand_hidden(student, teacher, pairs, mask):
+    per_layer = []
+    for i, j in pairs:
+        error = scale = 0.0
+        for b in range(BATCH):
+            for n in range(TOKENS):
+                if mask[b][n]:
+                    for d in range(WIDTH):
+                        error += (student[i][b, n, d].item() - teacher[j][b, n, d].item()) ** 2
+                        scale += teacher[j][b, n, d].item() ** 2
+        per_layer.append(error / scale)
+    return sum(per_layer) / len(per_layer)
+
+
+def hand_attention(student, teacher, pairs, mask):
+    per_layer = []
+    for i, j in pairs:
+        total, queries = 0.0, 0
+        for b in range(BATCH):
+            for q in range(TOKENS):
+                if not mask[b][q]:
+                    continue
+                queries += 1
+                for h in range(HEADS):
+                    for k in range(TOKENS):
+                        p_t, p_s = teacher[j - 1][b, h, q, k].item(), student[i - 1][b, h, q, k].item()
+                        if p_t > 0:
+                            total += p_t * (math.log(p_t) - math.log(p_s)) / HEADS
+        per_layer.append(total / queries)
+    return sum(per_layer) / len(per_layer)
+
+
+def test_uniform_layer_map_of_a_2_layer_student_on_a_4_layer_teacher():
+    mapping = layer_map(2, 4)
+    assert mapping == [0, 2, 4]  # embeddings to embeddings, layer 1 to 2, the last to the last
+    assert hidden_pairs(mapping) == [(0, 0), (1, 2), (2, 4)]
+    assert attention_pairs(mapping) == [(2, 4)]  # the last layer by default
+    assert attention_pairs(mapping, [1, 2]) == [(1, 2), (2, 4)]
+    assert layer_map(3, 12) == [0, 4, 8, 12] and layer_map(4, 4) == [0, 1, 2, 3, 4]
+
+
+def test_explicit_layer_map_and_its_refusals():
+    mapping = layer_map(2, 4, [0, None, 3])
+    assert hidden_pairs(mapping) == [(0, 0), (2, 3)]
+    assert attention_pairs(mapping, [2]) == [(2, 3)]
+    with pytest.raises(UserError, match="maps to no teacher layer"):
+        attention_pairs(mapping, [1])
+    with pytest.raises(UserError, match="the student has layers 1..2"):
+        attention_pairs(mapping, [3])
+    with pytest.raises(UserError, match="has 2 entries for the student's 3 hidden states"):
+        layer_map(2, 4, [0, 4])
+    with pytest.raises(UserError, match="the teacher has 0..4"):
+        layer_map(2, 4, [0, 2, 5])
+
+
+def test_hidden_term_equals_the_hand_computation_through_the_layer_map():
+    student, teacher = hidden_states(2, 0), hidden_states(4, 1)
+    pairs = hidden_pairs(layer_map(2, 4))
+    got = scaled_hidden_state_loss(student, teacher, pairs, MASK)
+    assert got.item() == pytest.approx(hand_hidden(student, teacher, pairs, MASK.tolist()), rel=1e-5)
+    all_tokens = [[1] * TOKENS] * BATCH
+    assert scaled_hidden_state_loss(student, teacher, pairs).item() == pytest.approx(
+        hand_hidden(student, teacher, pairs, all_tokens), rel=1e-5)
+
+
+def test_hidden_term_is_scale_free_and_one_for_a_zero_student():
+    student, teacher = hidden_states(2, 0), hidden_states(2, 1)
+    pairs = hidden_pairs(layer_map(2, 2))
+    base = scaled_hidden_state_loss(student, teacher, pairs, MASK)
+    scaled = scaled_hidden_state_loss([10 * h for h in student], [10 * h for h in teacher], pairs, MASK)
+    assert scaled.item() == pytest.approx(base.item(), rel=1e-5)
+    zeros = [torch.zeros_like(h) for h in student]
+    assert scaled_hidden_state_loss(zeros, teacher, pairs, MASK).item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_attention_term_equals_the_hand_computation_through_the_layer_map():
+    student, teacher = attentions(2, 2), attentions(4, 3)
+    pairs = attention_pairs(layer_map(2, 4), [1, 2])
+    got = attention_kl(student, teacher, pairs, MASK)
+    assert got.item() == pytest.approx(hand_attention(student, teacher, pairs, MASK.tolist()), rel=1e-5)
+
+
+def test_padding_positions_do_not_count():
+    student_h, teacher_h = hidden_states(2, 0), hidden_states(2, 1)
+    student_a, teacher_a = attentions(2, 2), attentions(2, 3)
+    h_pairs, a_pairs = hidden_pairs(layer_map(2, 2)), attention_pairs(layer_map(2, 2), [1, 2])
+    padded = (MASK == 0)
+    changed_h = tuple(h.masked_fill(padded[..., None], 123.0) for h in student_h)
+    changed_a = tuple(a.masked_fill(padded[:, None, :, None], 0.5) for a in student_a)  # padded query rows
+    torch.testing.assert_close(scaled_hidden_state_loss(changed_h, teacher_h, h_pairs, MASK),
+                               scaled_hidden_state_loss(student_h, teacher_h, h_pairs, MASK))
+    torch.testing.assert_close(attention_kl(changed_a, teacher_a, a_pairs, MASK),
+                               attention_kl(student_a, teacher_a, a_pairs, MASK))
+    # without the mask they would have counted
+    assert not torch.allclose(scaled_hidden_state_loss(changed_h, teacher_h, h_pairs),
+                              scaled_hidden_state_loss(student_h, teacher_h, h_pairs))
+
+
+def test_both_terms_are_zero_when_the_student_is_the_teacher():
+    teacher_h, teacher_a = hidden_states(4, 1), attentions(4, 3)
+    mapping = layer_map(2, 4)
+    student_h = tuple(teacher_h[j].clone() for j in mapping)  # a student reproducing the mapped teacher layers
+    student_a = tuple(teacher_a[j - 1].clone() for j in mapping[1:])
+    hidden = scaled_hidden_state_loss(student_h, teacher_h, hidden_pairs(mapping), MASK)
+    attention = attention_kl(student_a, teacher_a, attention_pairs(mapping, [1, 2]), MASK)
+    assert hidden.item() == pytest.approx(0.0, abs=1e-7) and attention.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gradients_flow_to_the_student_and_stay_finite_at_zero_probabilities():
+    student_h = tuple(h.requires_grad_() for h in hidden_states(2, 0))
+    logits = torch.randn(BATCH, HEADS, TOKENS, TOKENS, requires_grad=True)
+    padded_keys = (MASK == 0)[:, None, None, :]
+    student_a = (logits.masked_fill(padded_keys, -math.inf).softmax(-1),) * 2
+    mapping = layer_map(2, 4)
+    loss = (scaled_hidden_state_loss(student_h, hidden_states(4, 1), hidden_pairs(mapping), MASK)
+            + attention_kl(student_a, attentions(4, 3), attention_pairs(mapping), MASK))
+    loss.backward()
+    assert all(h.grad is not None and h.grad.abs().sum() > 0 for h in student_h)
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert (student_h[0].grad[1, 2:] == 0).all()  # padding tokens get no gradient
+
+
+def test_width_and_head_mismatches_are_refused_in_one_line():
+    pairs = hidden_pairs(layer_map(2, 2))
+    wide = tuple(torch.randn(BATCH, TOKENS, WIDTH + 1) for _ in range(3))
+    with pytest.raises(UserError, match=r"hidden width to equal the teacher's \(3 vs 4\)") as err:
+        scaled_hidden_state_loss(hidden_states(2, 0), wide, pairs, MASK)
+    assert "\n" not in str(err.value) and "distill.alpha_hidden=0" in str(err.value)
+    more_heads = tuple(torch.full((BATCH, HEADS + 2, TOKENS, TOKENS), 1 / TOKENS) for _ in range(2))
+    with pytest.raises(UserError, match=r"number of attention heads to equal the teacher's \(2 vs 4\)"):
+        attention_kl(attentions(2, 2), more_heads, attention_pairs(layer_map(2, 2)), MASK)
