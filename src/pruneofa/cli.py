@@ -100,9 +100,10 @@ def _cmd_recipes(ns: argparse.Namespace) -> int:
 
 def _print_pipeline_end(state: dict, report_dir) -> None:
     from pruneofa.pipeline.report import table_lines
+    from pruneofa.pipeline.retrieval_report import retrieval_table
 
     report = json.loads((report_dir / "report.json").read_text())
-    print("\n".join(table_lines(report["rows"])))
+    print("\n".join(table_lines(report["rows"]) + retrieval_table(report.get("retrieval") or [])))
     print(f"report: {report_dir / 'report.md'}")
 
 
@@ -156,11 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="per-layer and overall sparsity of a saved model", parents=[common])
     p.add_argument("model_dir")
     p.add_argument("--json", action="store_true", help='print {"overall": ..., "layers": {...}}')
-    p = sub.add_parser("eval", help="task metrics of a finetune/transfer model dir (default: its own task)",
-                       parents=[common])
+    p = sub.add_parser("eval", help="task metrics of a finetune/transfer model dir (default: its own task); with the "
+                       "retrieval recipe, title -> summary recall@1/@10 of any model's encoder", parents=[common])
     p.add_argument("model_dir")
     p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]", help="an eval recipe, then overrides (data.*)")
-    p.add_argument("--output", metavar="FILE", help="where to write the metrics JSON (default: MODEL_DIR/eval_metrics.json)")
+    p.add_argument("--output", metavar="FILE", help="where to write the metrics JSON (default: MODEL_DIR/eval_metrics.json, "
+                   "or eval_retrieval.json for the retrieval recipe)")
     sub.add_parser("recipes", help="list the shipped recipes")
     p = sub.add_parser("export", help="write a model dir as hf, compressed (bitmask) or onnx (fp32 / int8 QDQ)",
                        parents=[common])

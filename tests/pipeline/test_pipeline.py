@@ -16,8 +16,10 @@ from pruneofa.pipeline.runner import PipelineRunner, load_pipeline
 
 SEQ = 32
 WORDS = "good bad great awful fine movie plot actor scene boring fun slow long short music".split()
-STEPS = ["teacher", "prune", "rt-teacher", "rt-sparse", "rt-int8", "export-sparse", "export-int8", "eval", "bench"]
-TRAINING_STEPS = STEPS[:5]
+STEPS = ["teacher", "prune", "retrieval-dense", "retrieval-sparse", "rt-teacher", "rt-sparse", "rt-int8",
+         "export-sparse", "export-int8", "eval", "bench"]
+TRAINING_STEPS = ["teacher", "prune", "rt-teacher", "rt-sparse", "rt-int8"]
+RETRIEVAL_TINY = {"retrieval.max_queries": 12, "retrieval.max_seq_len": SEQ}  # the offline summaries, a few of them
 
 
 def write_csv(path, seed, n):
@@ -59,6 +61,8 @@ def demo_overrides(model, corpus, files):
         "rt-sparse": task_tiny(files),
         "rt-int8": task_tiny(files),
         "eval": {"data.max_eval_samples": "null"},
+        "retrieval-dense": RETRIEVAL_TINY,
+        "retrieval-sparse": RETRIEVAL_TINY,
         "bench": {"seq_len": SEQ, "rounds": 2, "warmup": 1},
     }
     return [f"quick.{step}.{k}={v}" for step, values in per_step.items() for k, v in values.items()]
@@ -130,6 +134,25 @@ def test_report_figures_match_report_json_and_the_stages_metrics(demo_run, capsy
         assert f"| {fmt(row['latency_ms'], 'latency_ms')} |" in table_row
 
 
+def test_report_shows_retrieval_of_the_dense_teacher_and_the_sparse_pre_trained_model(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "report" / "report.json").read_text())
+    md = (out / "report" / "report.md").read_text()
+    dense, sparse = report["retrieval"]
+    for row, step, model in ((dense, "retrieval-dense", "teacher"), (sparse, "retrieval-sparse", "prune")):
+        metrics = json.loads((out / step / "eval_metrics.json").read_text())
+        assert metrics["kind"] == "retrieval" and metrics["n_queries"] == 12 and row["step"] == step
+        assert metrics["sparsity"] == inspect_dir(out / model)["overall"]  # the encoder that was scored
+        table_row = next(line for line in md.splitlines() if line.startswith(f"| {row['label']} | {step} |"))
+        for key in ("recall@1", "recall@10"):
+            assert row[key] == metrics[key]
+            ratio = metrics[key] / dense[key] if dense[key] else None  # a dense recall of 0 has no ratio
+            assert row["ratio"][key] == (ratio if ratio is None else pytest.approx(ratio))
+            assert f"| {100 * metrics[key]:.2f} |" in table_row
+    assert sparse["sparsity"] > 0.7 and dense["sparsity"] == 0.0
+    assert "## Retrieval without a task teacher" in md and "retrieval-dense:" not in md  # not repeated as a task eval
+
+
 def test_rerun_skips_every_finished_step(demo_run, capsys):
     out, argv = demo_run
     before = {s: (out / s / "pruneofa.json").stat().st_mtime_ns for s in TRAINING_STEPS}
@@ -138,6 +161,7 @@ def test_rerun_skips_every_finished_step(demo_run, capsys):
     assert captured.err.count("done in an earlier run, skipped") == len(STEPS)
     assert before == {s: (out / s / "pruneofa.json").stat().st_mtime_ns for s in TRAINING_STEPS}
     assert "| dense (task teacher) |" in captured.out and f"report: {out / 'report' / 'report.md'}" in captured.out
+    assert "| sparse (pre-trained) | retrieval-sparse |" in captured.out
 
 
 def write_pipeline(path, steps, out):
@@ -235,8 +259,15 @@ def test_the_shipped_demo_is_valid_and_fits_its_schedules():
     from pruneofa.config.loader import load_recipe
     from pruneofa.pipeline.runner import as_args, resolve_step
 
+    from pruneofa.stages.task import load_eval_recipe
+
     for quick in (False, True):
         for name, spec in pipeline.steps.items():
+            values = resolve_step(pipeline, name, quick)
             if spec.stage not in COMMANDS:
-                load_recipe(spec.stage, spec.recipe, as_args(resolve_step(pipeline, name, quick)))
+                load_recipe(spec.stage, spec.recipe, as_args(values))
+            elif spec.recipe == "retrieval":  # what run_eval_step passes to the eval command
+                options = {k: v for k, v in values.items() if k not in ("model", "output_dir")}
+                assert load_eval_recipe(values["model"], spec.recipe, as_args(options)).kind == "retrieval"
+
     assert re.search(r"pruning.target_sparsity", str(pipeline.steps["prune"].overrides))

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pruneofa.pipeline.retrieval_report import retrieval_rows, retrieval_section
 from pruneofa.pipeline.schema import PipelineRecipe
 from pruneofa.train.checkpoint import atomic_write_text
 
@@ -268,12 +269,13 @@ def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
     layers = inspect_dir(sparse_dir)["layers"] if sparse_dir else {}
     evals = {name: read_json(dirs[name] / "eval_metrics.json") for name, spec in pipeline.steps.items()
              if spec.stage == "eval" and name in dirs}
+    retrieval = retrieval_rows(pipeline, dirs)  # retrieval evals get their own table, not the eval-step list
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     plots = _plots(pipeline, dirs, rows, layers, report_dir)
     text = reading(rows)
     state = read_json(out / "pipeline.json")
-    report = {"rows": rows, "reading": text, "plots": plots, "eval": evals, "layer_sparsity": layers,
+    report = {"rows": rows, "reading": text, "plots": plots, "eval": evals, "retrieval": retrieval, "layer_sparsity": layers,
               "not_measured": [f"{r['model']}.{k}" for r in rows for k in ("accuracy", "sparsity", "size_mb", "latency_ms")
                                if r[k] is None],
               "steps": {n: {k: rec.get(k) for k in ("stage", "status", "output", "seconds")}
@@ -283,11 +285,12 @@ def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
           "Like the paper's Table 1: the task metric on the test split, overall sparsity of the prunable layers "
           "(pruneofa inspect), size of the file a deployment loads (model.safetensors, or the compressed export "
           "when the pipeline made one) and latency, each with its ratio to the dense model.", "",
-          *table_lines(rows, bench_shape(summary)), "", "## Reading", "", *[f"- {t}" for t in text], ""]
-    if evals:
+          *table_lines(rows, bench_shape(summary)), "", *retrieval_section(retrieval), "## Reading", "",
+          *[f"- {t}" for t in text], ""]
+    if any(m.get("kind") != "retrieval" for m in evals.values()):
         md += ["## Eval steps", ""]
         md += [f"- {name}: " + ", ".join(f"{k} = {v:.4f}" for k, v in m.items() if isinstance(v, (int, float)))
-               for name, m in evals.items()]
+               for name, m in evals.items() if m.get("kind") != "retrieval"]
         md.append("")
     md += ["## Steps", "", "| step | stage | status | seconds | output |", "|---|---|---|---|---|"]
     md += [f"| {n} | {s['stage']} | {s['status']} | {s['seconds']} | {s['output']} |" for n, s in report["steps"].items()]

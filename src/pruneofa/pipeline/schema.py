@@ -84,6 +84,10 @@ class ReportSpec(StrictModel):
     sparse_int8: str | None = Field(None, description="step of the quantized sparse model (default: the last quantize step)")
     pruning: str | None = Field(None, description="step of the student pruning (default: the last prune step)")
     bench: str | None = Field(None, description="step of a latency benchmark (default: the last bench step)")
+    retrieval_dense: str | None = Field(None, description="retrieval eval step of the dense LM teacher (default: "
+                                        "the one whose model is the model the pruning step started from)")
+    retrieval_sparse: str | None = Field(None, description="retrieval eval step of the sparse pre-trained model "
+                                         "(default: the one whose model is the pruning step's output)")
 
 
 class PipelineRecipe(StrictModel):
