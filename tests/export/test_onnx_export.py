@@ -14,12 +14,17 @@ from onnx import numpy_helper
 
 from pruneofa.errors import UserError
 from pruneofa.export import export_onnx
+from pruneofa.runtime import kernels
 from pruneofa.quantization import prepare_qat, qat_layers, quantization_state, quantized_weights
 from pruneofa.sparsity import masks as M
 
 
-def run_onnx(path, inputs):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def run_onnx(path, inputs, fuse=True):
+    """onnxruntime's output; `fuse=False` runs each Q/DQ node as written (fp32 math, no int8 kernels)."""
+    options = ort.SessionOptions()
+    if not fuse:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
 
 
@@ -49,8 +54,13 @@ def test_int8_qdq_onnx_matches_the_qat_model_and_keeps_zeros(tmp_path):
     inputs = other_shapes()
     with torch.no_grad():
         expected = model(**inputs).logits.numpy()
+    # the graph itself computes the QAT model: run node by node it agrees to fp32 round-off
+    assert np.abs(run_onnx(path, inputs, fuse=False) - expected).max() <= 1e-4 * np.abs(expected).max()
     got = run_onnx(path, inputs)
-    assert np.abs(got - expected).max() <= 0.01 * np.abs(expected).max()
+    # Without VNNI, onnxruntime's x86 u8 x s8 GEMM adds products in pairs into int16 (vpmaddubsw), which
+    # saturates on large activations: its int8 results then differ by more than the QAT rounding alone
+    tolerance = 0.01 if kernels.has_vnni() else 0.2
+    assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95
 
     graph = onnx.load(str(path)).graph
