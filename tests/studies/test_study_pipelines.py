@@ -22,16 +22,25 @@ def bench_on_path(monkeypatch):
         sys.modules.pop(name, None)
 
 
-def test_transfer_study_has_every_arm_for_every_seed():
+def test_transfer_study_has_every_arm_for_every_task_and_seed():
     import transfer_study
 
-    args = argparse.Namespace(output_dir=Path("runs/x"), seeds=[1, 2], teacher_steps=100, prune_steps=80,
-                              lm_batch=8, task_steps=160, task_batch=32, max_eval_samples=None)
-    pipeline = validate_pipeline(transfer_study.study_pipeline(args))
-    arms = {f"{kind}-{s}-s{seed}" for kind in ("ofa", "nokd", "ds") for s in (85, 90) for seed in (1, 2)}
-    assert arms | {"dense-s1", "dense-s2", "teacher", "prune-85", "prune-90"} == set(pipeline.steps)
-    assert pipeline.steps["ofa-90-s2"].overrides["teacher"] == "${dense-s2}"
-    assert pipeline.steps["nokd-85-s1"].recipe == "no-kd"
+    args = transfer_study.parse_args(["--output-dir", "runs/x"])  # the recorded defaults
+    steps = validate_pipeline(transfer_study.study_pipeline(args)).steps
+    students = {f"{arm}-{s}-p{p}" for arm in ("ofa", "best") for s in (85, 90) for p in (1, 2)}
+    task_runs = {f"{task}-{arm}-t{t}" for task in ("rt", "pairs") for t in (1, 2, 3)
+                 for arm in ["dense", "ds-85", "ds-90", *students]}
+    retrieval = {f"retrieval-{name}" for name in ["teacher", *students]}
+    assert {"teacher", *students, *retrieval, *task_runs} == set(steps)
+    # the pre-training seed varies on purpose, and each task run distils from the dense run of its own seed
+    assert steps["best-90-p2"].overrides["seed"] == 2 and steps["best-90-p2"].recipe == "offline-rkd"
+    assert steps["pairs-ofa-85-p2-t3"].overrides["teacher"] == "${pairs-dense-t3}"
+    assert steps["pairs-ofa-85-p2-t3"].overrides["model"] == "${ofa-85-p2}"
+    assert steps["rt-ds-90-t1"].overrides["pruning.target_sparsity"] == 0.9
+    # an equal task-side budget for every arm
+    budgets = {(o["train.max_steps"], o["train.batch_size"]) for name, spec in steps.items()
+               if name.startswith(("rt-", "pairs-")) for o in [spec.overrides]}
+    assert budgets == {(args.task_steps, args.task_batch)}
 
 
 def test_pattern_study_times_compacted_models_against_their_masked_model():

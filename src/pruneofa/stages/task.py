@@ -1,5 +1,7 @@
 """Stage 3 of Prune OFA, downstream tasks: `finetune`, `transfer` and `eval`.
 
+(Over 300 lines: the task adapters, the KD variants and the eval recipes are to move out, issue #13.)
+
 finetune and transfer are one code path (`run_task_stage`) with different recipe defaults:
   finetune  dense fine-tuning (the task teacher, the dense baseline); with pruning.method=gmp it is
             downstream-only pruning (paper Table 3), with teacher=PATH it distills;
