@@ -32,7 +32,8 @@ class HeadTrainingConfig(StrictModel):
 
     steps: int = Field(0, ge=0, description="updates of the new head alone (0: train everything from the start); "
                        "nothing happens when the checkpoint already has its LM head")
-    lr: float = Field(1e-3, gt=0.0, description="its own peak rate (linear warm-up over 10%, then linear decay)")
+    lr: float = Field(1e-3, gt=0.0, description="its own peak rate (linear warm-up over the first 10% of steps, "
+                      "then linear decay)")
 
 
 class TeacherRecipe(RecipeBase):

@@ -167,7 +167,7 @@ def train_new_head(job: TrainingJob, new_keys: list[str], recipe: TeacherRecipe)
     for p in frozen:
         p.requires_grad_(False)
     steps, lr = recipe.head.steps, recipe.head.lr
-    config = recipe.train.model_copy(update={"max_steps": steps, "lr": lr, "warmup_steps": max(1, steps // 10),
+    config = recipe.train.model_copy(update={"max_steps": steps, "lr": lr, "warmup_steps": steps // 10,
                                              "lr_schedule": "linear", "eval_every": 0, "save_every": 0})
     head_job = dataclasses.replace(job, config=config, output_dir=Path(job.output_dir) / "head", pruner=None,
                                    teacher=None, lr_at=lambda s: config.lr_at(s),
