@@ -6,10 +6,9 @@ Public API (see README):
 - `distillation_loss`, `DistillationLoss`: knowledge distillation.
 """
 
-__version__ = "0.1.0"
-
 from pruneofa.distill import DistillationLoss, distillation_loss
 from pruneofa.sparsity import Pruner, PruningConfig
 from pruneofa.sparsity.callback import PruningCallback
+from pruneofa.version import __version__
 
 __all__ = ["DistillationLoss", "Pruner", "PruningCallback", "PruningConfig", "distillation_loss", "__version__"]

@@ -30,7 +30,7 @@ from pruneofa.representation_kd import (
     layer_map,
     scaled_hidden_state_loss,
 )
-from pruneofa.sparsity.config import StrictModel
+from pruneofa.config.base import StrictModel
 from pruneofa.token_loss import IGNORE, LogitSource, token_loss
 
 

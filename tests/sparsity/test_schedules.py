@@ -1,7 +1,7 @@
 import pytest
 
 from pruneofa.sparsity.schedules import (
-    constant_lr, cubic_sparsity, gmp_sparsity, is_update_step, linear_warmup_decay, one_shot_sparsity, rewinding_lr,
+    cubic_sparsity, gmp_sparsity, is_update_step, one_shot_sparsity,
 )
 
 
@@ -37,25 +37,3 @@ def test_gmp_is_a_staircase_updated_every_frequency_until_stop():
 
 def test_one_shot():
     assert one_shot_sparsity(9, 0.9, 10) == 0.0 and one_shot_sparsity(10, 0.9, 10) == 0.9
-
-
-def test_linear_warmup_decay_at_key_points():
-    assert linear_warmup_decay(0, 1.0, 10, 110) == 0.0
-    assert linear_warmup_decay(5, 1.0, 10, 110) == pytest.approx(0.5)
-    assert linear_warmup_decay(10, 1.0, 10, 110) == pytest.approx(1.0)
-    assert linear_warmup_decay(60, 1.0, 10, 110) == pytest.approx(0.5)
-    assert linear_warmup_decay(110, 1.0, 10, 110) == 0.0
-    assert linear_warmup_decay(500, 1.0, 10, 110) == 0.0
-
-
-def test_rewinding_holds_through_the_pruning_window_then_decays_to_zero():
-    lr = lambda t: rewinding_lr(t, 2.0, warmup=1000, hold_until=50_000, total=100_000)  # noqa: E731
-    assert lr(0) == 0.0 and lr(500) == pytest.approx(1.0)
-    assert lr(1000) == lr(25_000) == lr(49_999) == 2.0
-    assert lr(50_000) == pytest.approx(2.0)
-    assert lr(75_000) == pytest.approx(1.0)
-    assert lr(100_000) == 0.0 and lr(120_000) == 0.0
-
-
-def test_constant():
-    assert constant_lr(5, 1.0, 10) == pytest.approx(0.5) and constant_lr(50, 1.0, 10) == 1.0 and constant_lr(0, 1.0, 0) == 1.0

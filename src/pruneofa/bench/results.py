@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.fileio import atomic_write_text
 
 BENCH_FILE = "bench.json"
 

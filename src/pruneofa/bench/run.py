@@ -217,7 +217,7 @@ def _environment(load_before: tuple[float, float, float], started: str) -> dict[
     import onnxruntime
     import transformers
 
-    from pruneofa import __version__
+    from pruneofa.version import __version__
 
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__,
             "pruneofa": __version__, "python": platform.python_version(),

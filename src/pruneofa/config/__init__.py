@@ -1,5 +1,4 @@
-"""Recipes: YAML files checked by typed schemas, with `key=value` overrides."""
+"""Config plumbing shared by every layer: the typed-config base (`base.StrictModel`) and recipe files
+(`loader`: shipped names or YAML paths, `key=value` overrides, readable validation errors).
 
-from pruneofa.config.loader import load_recipe
-
-__all__ = ["load_recipe"]
+The recipe schemas of the stages live with the stages (`pruneofa.stages.recipes`)."""

@@ -9,7 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from pruneofa.data.corpus import CorpusConfig
 from pruneofa.distill import DistillConfig
 from pruneofa.quantization.config import QuantConfig
-from pruneofa.sparsity.config import PruningConfig, StrictModel
+from pruneofa.config.base import StrictModel
+from pruneofa.sparsity.config import PruningConfig
 from pruneofa.tasks.config import TaskDataConfig
 from pruneofa.tasks.retrieval import RetrievalConfig
 from pruneofa.train.config import TrainConfig

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from pruneofa.data.assets import asset_path, is_asset
 from pruneofa.errors import UserError
-from pruneofa.sparsity.config import StrictModel
+from pruneofa.config.base import StrictModel
 
 TEXT_SUFFIXES = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pruneofa.pipeline.retrieval_report import retrieval_rows, retrieval_section
 from pruneofa.pipeline.schema import PipelineRecipe
-from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.fileio import atomic_write_text
 
 NOT_MEASURED = "not measured"
 ROWS = [("dense", "dense (task teacher)"), ("sparse", "sparse (transfer)"), ("sparse_int8", "sparse + int8")]

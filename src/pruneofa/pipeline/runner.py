@@ -22,7 +22,7 @@ from pruneofa.config.loader import apply_overrides, find_recipe, load_yaml, reci
 from pruneofa.errors import UserError
 from pruneofa.pipeline.commands import COMMANDS, run_command
 from pruneofa.pipeline.schema import REF, PipelineRecipe, validate_pipeline
-from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.fileio import atomic_write_text
 
 STATE_FILE = "pipeline.json"
 DEMO_RECIPE = "demo"

@@ -28,7 +28,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pruneofa.config.loader import format_validation_error
 from pruneofa.errors import UserError
 from pruneofa.pipeline.commands import COMMANDS, check_options
-from pruneofa.sparsity.config import StrictModel
+from pruneofa.config.base import StrictModel
 
 REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from pruneofa.sparsity.config import DEFAULT_INCLUDE, StrictModel
+from pruneofa.config.base import StrictModel
+from pruneofa.sparsity.config import DEFAULT_INCLUDE
 
 # The pruner's layers (Linear layers inside the repeated blocks, the pooler) plus the task heads,
 # as in Q8BERT: every fully-connected layer. Embeddings, LayerNorm and softmax stay float.

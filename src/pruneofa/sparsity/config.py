@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from pruneofa.config.base import StrictModel
 from pruneofa.sparsity.criteria import CRITERIA
 from pruneofa.sparsity.patterns import check_pattern_fits, parse_pattern
 
 # Linear layers inside the repeated transformer blocks (`.<index>.` in the name), plus the pooler.
 # This keeps embeddings and every head (cls.*, lm_head, classifier, qa_outputs, ...) dense.
 DEFAULT_INCLUDE = [r"\.\d+\.", r"(^|\.)pooler\."]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class PruningConfig(StrictModel):

@@ -1,4 +1,5 @@
-"""Schedules: *when* to prune and how fast to learn. Pure functions of the step, nothing else.
+"""Sparsity schedules: *when* to prune. Pure functions of the step, nothing else
+(the learning-rate schedules are beside the training loop, in `pruneofa.train.schedules`).
 
 Steps count optimizer updates. `pruner.step(t)` is called after update t, so a mask computed
 at step t is used from update t + 1 on.
@@ -47,41 +48,3 @@ def gmp_sparsity(step: int, initial: float, final: float, begin: int, end: int, 
 def one_shot_sparsity(step: int, final: float, at_step: int) -> float:
     """All at once: s(t) = 0 for t < t0, s_f from t0 on."""
     return final if step >= at_step else 0.0
-
-
-def linear_warmup_decay(step: int, peak: float, warmup: int, total: int) -> float:
-    """Linear warmup then linear decay to zero (BERT's and HF's default schedule).
-
-        lr(t) = peak * t / w                       for t < w
-        lr(t) = peak * (T - t) / (T - w)           for w <= t <= T, and 0 after T
-    """
-    if step < warmup:
-        return peak * step / warmup
-    if step >= total:
-        return 0.0
-    return peak * (total - step) / max(total - warmup, 1)
-
-
-def rewinding_lr(step: int, peak: float, warmup: int, hold_until: int, total: int) -> float:
-    """Learning-rate rewinding (Renda et al. 2020) as Prune OFA runs it.
-
-        lr(t) = peak * t / w                       for t < w                (warmup)
-        lr(t) = peak                               for w <= t < t_hold      (pruning window)
-        lr(t) = peak * (T - t) / (T - t_hold)      for t_hold <= t <= T     (decay to 0)
-
-    `hold_until` is the end of the pruning window (the step the target sparsity is reached):
-    the pruned network keeps training at the full rate while it loses weights, and only then anneals.
-    """
-    if step < warmup:
-        return peak * step / warmup
-    hold_until = max(hold_until, warmup)
-    if step < hold_until:
-        return peak
-    if step >= total:
-        return 0.0
-    return peak * (total - step) / max(total - hold_until, 1)
-
-
-def constant_lr(step: int, peak: float, warmup: int) -> float:
-    """Linear warmup then constant: lr(t) = peak * min(1, t / w)."""
-    return peak * min(1.0, step / warmup) if warmup > 0 else peak

@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pruneofa import __version__
+from pruneofa.version import __version__
 from pruneofa.config.schema import RecipeBase
 from pruneofa.errors import UserError
-from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.fileio import atomic_write_text
 from pruneofa.train.distributed import on_main, refuse_sharded_launch
 
 RUN_FILE = "run.json"

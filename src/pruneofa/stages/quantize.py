@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from pruneofa import __version__
+from pruneofa.version import __version__
 from pruneofa.config.schema import QuantizeRecipe
 from pruneofa.errors import UserError
 from pruneofa.inspect import sparsity_of_model
@@ -36,7 +36,7 @@ from pruneofa.stages.task import (
     scored_splits,
     task_objective,
 )
-from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.fileio import atomic_write_text
 from pruneofa.train.distributed import on_main
 from pruneofa.train.loop import TrainingJob, fit
 

@@ -57,7 +57,7 @@ from pruneofa.tasks import (
     task_metrics,
     tokenize_task,
 )
-from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.fileio import atomic_write_text
 from pruneofa.train.loop import TrainingJob, fit
 
 log = logging.getLogger(__name__)

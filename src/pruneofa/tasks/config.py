@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pruneofa.sparsity.config import StrictModel
+from pruneofa.config.base import StrictModel
 
 # Text columns of each GLUE task in `nyu-mll/glue`; stsb is the only regression task.
 GLUE_TEXT_COLUMNS: dict[str, list[str]] = {

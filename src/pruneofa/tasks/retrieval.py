@@ -33,7 +33,7 @@ from pruneofa.data.corpus import split_documents
 from pruneofa.data.summaries import read_all
 from pruneofa.errors import UserError
 from pruneofa.models import load_config, load_tokenizer
-from pruneofa.sparsity.config import StrictModel
+from pruneofa.config.base import StrictModel
 
 KS = (1, 10)
 MAX_SOURCE_HOPS = 8  # teacher -> prune -> transfer chains are 3 deep; the cap only stops a cycle

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pruneofa.data.summaries import read_titled_summaries
 from pruneofa.errors import UserError
-from pruneofa.train.checkpoint import atomic_write_text
+from pruneofa.fileio import atomic_write_text
 
 COLUMNS = ("sentence1", "sentence2", "label")
 DEFAULT_SIZES = {"train": 8000, "validation": 1000, "test": 1000}

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pruneofa.sparsity.config import StrictModel
+from pruneofa.config.base import StrictModel
+from pruneofa.train.schedules import constant_lr, linear_warmup_decay, rewinding_lr
 
 
 class TrainConfig(StrictModel):
@@ -39,8 +40,6 @@ class TrainConfig(StrictModel):
 
         `hold_until` is the end of the pruning window for `rewind` (pruning.target_step).
         """
-        from pruneofa.sparsity.schedules import constant_lr, linear_warmup_decay, rewinding_lr
-
         if self.lr_schedule == "constant":
             return constant_lr(step, self.lr, self.warmup_steps)
         if self.lr_schedule == "rewind":
