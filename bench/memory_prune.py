@@ -48,10 +48,11 @@ def recipe_overrides(args: argparse.Namespace, out: Path) -> list[str]:
 
 
 def child_prune(overrides: list[str]) -> None:
-    from pruneofa.config.loader import load_recipe
+    from pruneofa.config.loader import parse_overrides
     from pruneofa.stages.lm import run_lm_stage
+    from pruneofa.stages.registry import load_recipe
 
-    run_lm_stage(load_recipe("prune", "offline", overrides))
+    run_lm_stage(load_recipe("prune", "offline", parse_overrides(overrides)))
 
 
 def child_custom(overrides: list[str], variant: str) -> None:
@@ -59,16 +60,17 @@ def child_custom(overrides: list[str], variant: str) -> None:
     or `logits` (masks + KD as the stage, through distillation_loss on full logits)."""
     import torch
 
-    from pruneofa.config.loader import load_recipe
+    from pruneofa.config.loader import parse_overrides
     from pruneofa.distill import distillation_loss
     from pruneofa.data.corpus import build_lm_blocks
     from pruneofa.models import is_causal_lm, load_lm, load_tokenizer
     from pruneofa.sparsity.pruner import Pruner
     from pruneofa.stages.lm import _batch, _collator, lm_evaluator
     from pruneofa.stages.output import claim_output_dir, write_model_dir
+    from pruneofa.stages.registry import load_recipe
     from pruneofa.train.loop import TrainingJob, fit
 
-    recipe = load_recipe("prune", "offline", overrides)
+    recipe = load_recipe("prune", "offline", parse_overrides(overrides))
     model = load_lm(recipe.model)
     tokenizer = load_tokenizer(recipe.model)
     teacher = load_lm(recipe.model)

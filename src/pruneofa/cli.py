@@ -9,48 +9,14 @@ import argparse
 import json
 import logging
 import sys
-from typing import Callable
+from typing import Any
 
+from pruneofa.config.loader import parse_overrides
 from pruneofa.errors import UserError
+from pruneofa.stages.registry import STAGES, TRAINING_STAGES, run_stage
 
-# stage name -> (one-line help, runner taking the validated recipe)
-STAGES: dict[str, tuple[str, Callable]] = {}
-
-
-def _lm_stage(recipe):
-    from pruneofa.stages.lm import run_lm_stage
-
-    return run_lm_stage(recipe)
-
-
-STAGES["teacher"] = ("stage 1: continue LM training of a pre-trained model (creates a missing LM head)", _lm_stage)
-STAGES["prune"] = ("stage 2: student pruning with GMP + KD + learning-rate rewinding", _lm_stage)
-
-
-def _task_stage(recipe):
-    from pruneofa.stages.task import run_task_stage
-
-    return run_task_stage(recipe)
-
-
-STAGES["finetune"] = ("dense fine-tuning on a task (the task teacher, baselines; pruning.method=gmp prunes "
-                      "downstream)", _task_stage)
-STAGES["transfer"] = ("stage 3: sparse transfer to a task with the zero pattern locked + KD from the task teacher",
-                      _task_stage)
-
-
-def _quantize_stage(recipe):
-    from pruneofa.stages.quantize import run_quantize_stage
-
-    return run_quantize_stage(recipe)
-
-
-STAGES["quantize"] = ("8-bit quantization-aware training on a task (zero pattern locked + KD); writes a QAT dir",
-                      _quantize_stage)
-
-
-def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
-    """The first argument without '=' is the recipe; every key=value is an override."""
+def split_recipe_args(args: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """The first argument without '=' is the recipe; every key=value is an override (parsed here, once)."""
     recipe = None
     overrides = []
     for arg in args:
@@ -60,15 +26,7 @@ def split_recipe_args(args: list[str]) -> tuple[str | None, list[str]]:
             recipe = arg
         else:
             raise UserError(f"unexpected argument '{arg}'", "pass one RECIPE followed by key=value overrides")
-    return recipe, overrides
-
-
-def run_stage(stage: str, args: list[str]):
-    from pruneofa.config.loader import load_recipe
-
-    recipe, overrides = split_recipe_args(args)
-    validated = load_recipe(stage, recipe, overrides)
-    return STAGES[stage][1](validated)
+    return recipe, parse_overrides(overrides)
 
 
 def _cmd_inspect(ns: argparse.Namespace) -> int:
@@ -80,7 +38,7 @@ def _cmd_inspect(ns: argparse.Namespace) -> int:
 
 
 def _cmd_eval(ns: argparse.Namespace) -> int:
-    from pruneofa.stages.task import run_eval
+    from pruneofa.stages.eval import run_eval
 
     recipe, overrides = split_recipe_args(ns.args)
     metrics, path = run_eval(ns.model_dir, recipe, overrides, ns.output)
@@ -121,7 +79,9 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 def _cmd_demo(ns: argparse.Namespace) -> int:
     from pruneofa.pipeline.runner import DEMO_RECIPE, run_pipeline
 
-    overrides = list(ns.overrides) + ([f"output_dir={ns.output_dir}"] if ns.output_dir else [])
+    overrides = parse_overrides(ns.overrides)
+    if ns.output_dir:
+        overrides["output_dir"] = ns.output_dir
     state, report_dir = run_pipeline(DEMO_RECIPE, overrides, quick=ns.quick)
     _print_pipeline_end(state, report_dir)
     return 0
@@ -150,22 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pruneofa", parents=[common],
                                      description="Prune Once for All: sparse pre-trained language models")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, _) in STAGES.items():
+    for name in TRAINING_STAGES:
+        help_text = STAGES[name].help
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]",
                        help="a shipped recipe name or YAML path (default: the offline recipe), then overrides")
     p = sub.add_parser("inspect", help="per-layer and overall sparsity of a saved model", parents=[common])
     p.add_argument("model_dir")
     p.add_argument("--json", action="store_true", help='print {"overall": ..., "layers": {...}}')
-    p = sub.add_parser("eval", help="task metrics of a finetune/transfer model dir (default: its own task); with the "
-                       "retrieval recipe, title -> summary recall@1/@10 of any model's encoder", parents=[common])
+    p = sub.add_parser("eval", help=STAGES["eval"].help, parents=[common])
     p.add_argument("model_dir")
     p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]", help="an eval recipe, then overrides (data.*)")
     p.add_argument("--output", metavar="FILE", help="where to write the metrics JSON (default: MODEL_DIR/eval_metrics.json, "
                    "or eval_retrieval.json for the retrieval recipe)")
     sub.add_parser("recipes", help="list the shipped recipes")
-    p = sub.add_parser("export", help="write a model dir as hf, compressed (bitmask) or onnx (fp32 / int8 QDQ)",
-                       parents=[common])
+    p = sub.add_parser("export", help=STAGES["export"].help, parents=[common])
     p.add_argument("model_dir")
     p.add_argument("--format", required=True, metavar="hf|compressed|onnx")
     p.add_argument("--output-dir", required=True, metavar="DIR")
@@ -177,8 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-dtype", metavar="fp32|fp16", help="compressed: storage of the unpruned rest (default: fp32)")
     p.add_argument("--compact", action="store_true",
                    help="hf: drop zero attention heads and FFN neurons (structured pruning): a smaller dense model")
-    p = sub.add_parser("bench", help="latency, throughput, memory and size of every inference engine vs dense fp32 "
-                       "PyTorch", parents=[common])
+    p = sub.add_parser("bench", help=STAGES["bench"].help, parents=[common])
     p.add_argument("model_dir")
     p.add_argument("--batch-sizes", default="1", metavar="1,8", help="comma-separated batch sizes (default: 1)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
@@ -233,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     _quiet_libraries(ns.verbose)
     try:
-        if ns.command in STAGES:
-            out = run_stage(ns.command, ns.args)
+        if ns.command in TRAINING_STAGES:
+            out = run_stage(ns.command, *split_recipe_args(ns.args))
             if _is_main_process():
                 print(f"{ns.command}: wrote {out}")
             return 0

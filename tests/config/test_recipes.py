@@ -1,7 +1,8 @@
 import pytest
 
-from pruneofa.config.loader import apply_overrides, load_recipe, load_yaml, shipped_recipes, validate_recipe
+from pruneofa.config.loader import apply_overrides, load_yaml, parse_overrides, shipped_recipes
 from pruneofa.errors import UserError
+from pruneofa.stages.registry import load_recipe, validate_recipe
 
 
 @pytest.mark.parametrize("name", sorted(shipped_recipes()))
@@ -22,8 +23,8 @@ def test_every_shipped_recipe_validates_and_names_its_command(name):
 
 
 def test_overrides_parse_yaml_values_and_lists():
-    data = apply_overrides({"train": {}}, ["train.max_steps=7", "data.train_files=[a.txt,b.txt]", "resume=true",
-                                           "pruning.target_sparsity=0.85"])
+    data = apply_overrides({"train": {}}, parse_overrides([
+        "train.max_steps=7", "data.train_files=[a.txt,b.txt]", "resume=true", "pruning.target_sparsity=0.85"]))
     assert data["train"]["max_steps"] == 7 and data["data"]["train_files"] == ["a.txt", "b.txt"]
     assert data["resume"] is True and data["pruning"]["target_sparsity"] == 0.85
 
@@ -40,7 +41,7 @@ def test_overrides_parse_yaml_values_and_lists():
 ])
 def test_bad_values_give_one_line_errors(override, needle):
     with pytest.raises(UserError) as err:
-        load_recipe("prune", None, [override])
+        load_recipe("prune", None, parse_overrides([override]))
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 

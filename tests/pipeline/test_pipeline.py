@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pruneofa.cli import main
+from pruneofa.config.loader import parse_overrides
 from pruneofa.inspect import inspect_dir
 from pruneofa.pipeline.commands import COMMANDS
 from pruneofa.pipeline.report import fmt
@@ -231,7 +232,7 @@ def test_plan_passes_outputs_and_redoes_what_depends_on_a_changed_step(tmp_path)
     assert calls[2][1]["model"] == str(tmp_path / "out" / "b")
 
     calls.clear()
-    pipeline, source = load_pipeline(str(recipe), ["steps.a.overrides.train.max_steps=6"])
+    pipeline, source = load_pipeline(str(recipe), parse_overrides(["steps.a.overrides.train.max_steps=6"]))
     plan = {s["name"]: s["action"] for s in PipelineRunner(pipeline, source, step_fn=fake).plan()}
     assert plan == {"a": "redo", "b": "redo", "c": "run"}
     pipeline, source = load_pipeline(str(recipe))
@@ -256,18 +257,18 @@ def test_bad_pipeline_recipes_are_refused_in_one_line(steps, message, tmp_path, 
 def test_the_shipped_demo_is_valid_and_fits_its_schedules():
     pipeline, _ = load_pipeline("demo")
     assert list(pipeline.steps) == STEPS and pipeline.output_dir == "runs/demo"
-    from pruneofa.config.loader import load_recipe
-    from pruneofa.pipeline.runner import as_args, resolve_step
-
-    from pruneofa.stages.task import load_eval_recipe
+    from pruneofa.config.loader import text_values_parsed
+    from pruneofa.pipeline.runner import resolve_step
+    from pruneofa.stages.eval import load_eval_recipe
+    from pruneofa.stages.registry import load_recipe
 
     for quick in (False, True):
         for name, spec in pipeline.steps.items():
             values = resolve_step(pipeline, name, quick)
             if spec.stage not in COMMANDS:
-                load_recipe(spec.stage, spec.recipe, as_args(values))
+                load_recipe(spec.stage, spec.recipe, text_values_parsed(values))
             elif spec.recipe == "retrieval":  # what run_eval_step passes to the eval command
                 options = {k: v for k, v in values.items() if k not in ("model", "output_dir")}
-                assert load_eval_recipe(values["model"], spec.recipe, as_args(options)).kind == "retrieval"
+                assert load_eval_recipe(values["model"], spec.recipe, text_values_parsed(options)).kind == "retrieval"
 
     assert re.search(r"pruning.target_sparsity", str(pipeline.steps["prune"].overrides))

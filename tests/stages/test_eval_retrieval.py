@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from pruneofa.cli import main
-from pruneofa.config.loader import load_recipe
+from pruneofa.stages.registry import load_recipe
 from pruneofa.tasks.retrieval import RetrievalConfig, evaluate_retrieval
 from tests.conftest import SEQ
 from tests.tasks.summaries import make_articles, write_summaries

@@ -142,7 +142,8 @@ def test_quantize_refuses_a_model_without_task_head(tiny_models, data, runs, tmp
 
 
 def test_shipped_quantize_recipe_validates_and_names_its_command():
-    from pruneofa.config.loader import find_recipe, load_recipe
+    from pruneofa.config.loader import find_recipe
+    from pruneofa.stages.registry import load_recipe
 
     recipe = load_recipe("quantize", None, [])
     assert recipe.stage == "quantize" and recipe.pruning.method == "lock" and recipe.teacher

@@ -32,7 +32,7 @@ def test_no_unsafe_loading_anywhere_in_the_package():
 
 
 def test_trust_remote_code_is_off_unless_the_recipe_says_so():
-    from pruneofa.config.schema import RecipeBase
+    from pruneofa.stages.recipes import RecipeBase
 
     assert RecipeBase.model_fields["trust_remote_code"].default is False
 

@@ -1,9 +1,11 @@
-"""Load a recipe: shipped name or YAML path, then `key=value` overrides, then the stage's schema.
+"""Recipe files: a shipped name or YAML path, then overrides, then a schema's validation.
 
     pruneofa prune bert-base-90 train.max_steps=200 pruning.target_sparsity=0.85 data.train_files=[a.txt,b.txt]
 
-Values are parsed as YAML scalars/lists (`true`, `0.9`, `[a,b]`); keys are dotted paths. YAML is
-read with `safe_load`, so a recipe is data and can never run code.
+On the command line, values are parsed as YAML scalars/lists (`true`, `0.9`, `[a,b]`) by
+`parse_overrides`; keys are dotted paths. The pipeline passes its (already typed) values as a dict.
+YAML is read with `safe_load`, so a recipe is data and can never run code. Which schema a stage
+validates with is the stage registry's business (`pruneofa.stages.registry.load_recipe`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from pruneofa.config.schema import STAGE_SCHEMAS, RecipeBase
 from pruneofa.errors import UserError
 
 DEFAULT_RECIPE = "offline"
@@ -30,7 +31,8 @@ def shipped_recipes() -> dict[str, Path]:
     return {f"{p.parent.name}/{p.stem}": p for p in sorted(recipes_dir().glob("*/*.yaml"))}
 
 
-def find_recipe(stage: str, recipe: str | None) -> Path:
+def find_recipe(folder: str, recipe: str | None) -> Path:
+    """A YAML path as given, or the shipped recipe `folder/NAME` (default NAME: offline)."""
     name = recipe or DEFAULT_RECIPE
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
@@ -38,32 +40,51 @@ def find_recipe(stage: str, recipe: str | None) -> Path:
             raise UserError(f"recipe file '{name}' not found", "pass an existing YAML path or a shipped recipe name")
         return path
     shipped = shipped_recipes()
-    for key in (f"{stage}/{name}", name):
+    for key in (f"{folder}/{name}", name):
         if key in shipped:
             return shipped[key]
-    names = sorted(k.split("/", 1)[1] for k in shipped if k.startswith(f"{stage}/"))
-    raise UserError(f"no recipe '{name}' for stage {stage}", f"use a YAML path or one of: {', '.join(names)}")
+    names = sorted(k.split("/", 1)[1] for k in shipped if k.startswith(f"{folder}/"))
+    raise UserError(f"no recipe '{name}' for stage {folder}", f"use a YAML path or one of: {', '.join(names)}")
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.max_steps=100' -> ('train.max_steps', 100): the value parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserError(f"bad override '{text}'", "write overrides as dotted.key=value, e.g. train.max_steps=100")
+    return key, parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """An override's text as YAML: 'true' -> True, '0.9' -> 0.9, '[a,b]' -> ['a', 'b'], '' -> ''."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        return yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+        return raw
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        path, value = parse_override(text)
+def text_values_parsed(overrides: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline step's overrides as the command line would give them: text values parsed as YAML
+    (`"[a.txt]"` is a list there too), the others as they are."""
+    return {k: parse_value(v) if isinstance(v, str) else v for k, v in overrides.items()}
+
+
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    """Command-line `key=value` strings -> {dotted key: value}, in order (a later key wins)."""
+    return dict(parse_override(text) for text in texts)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set each dotted key of `overrides` in the nested `data` (in place); returns `data`."""
+    for key, value in overrides.items():
+        path = key.split(".")
+        if not key or any(not part for part in path):
+            raise UserError(f"bad override '{key}'", "write overrides as dotted.key=value, e.g. train.max_steps=100")
         node = data
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise UserError(f"override '{text}': '{part}' is not a section", "check the key path")
+                raise UserError(f"override '{key}={value}': '{part}' is not a section", "check the key path")
             node = child
         node[path[-1]] = value
     return data
@@ -93,17 +114,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate_recipe(stage: str, data: dict[str, Any]) -> RecipeBase:
-    if data.setdefault("stage", stage) != stage:
-        raise UserError(f"recipe is for stage '{data['stage']}', not '{stage}'", f"run: pruneofa {data['stage']} ...")
+def validate(schema: type[BaseModel], data: dict[str, Any]) -> Any:
+    """`schema.model_validate(data)`, its first problem as a one-line UserError."""
     try:
-        return STAGE_SCHEMAS[stage].model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
         raise format_validation_error(err) from None
-    except UserError:
-        raise
-
-
-def load_recipe(stage: str, recipe: str | None = None, overrides: list[str] | None = None) -> RecipeBase:
-    data = apply_overrides(load_yaml(find_recipe(stage, recipe)), list(overrides or []))
-    return validate_recipe(stage, data)

@@ -1,6 +1,7 @@
 """Pipeline steps that run a command rather than a training stage: eval, export and bench.
 
-A command step's overrides are the command's options (`model` is MODEL_DIR, `format` is --format, ...).
+A command step's overrides are the command's options (`model` is MODEL_DIR, `format` is --format, ...);
+which commands there are, and their options, come from the stage registry.
 Each command writes its whole output into a temporary sibling directory that is renamed into place
 only when it succeeded, with a marker file that tells the runner the step finished, so an
 interrupted export or benchmark leaves nothing that looks done.
@@ -8,45 +9,15 @@ interrupted export or benchmark leaves nothing that looks done.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from pruneofa.stages.registry import STAGES, Stage
 
-
-@dataclass(frozen=True)
-class Command:
-    target: str               # "module:function", imported when the step runs (it pulls in torch)
-    marker: str               # the file whose presence means the step finished
-    renamed: dict[str, str]   # step key -> parameter name of the function, where they differ
-
-    def function(self) -> Callable[..., Any]:
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
-
-    def options(self) -> list[str]:
-        """The step keys this command takes: read from the function itself, so new options need no edit here."""
-        back = {v: k for k, v in self.renamed.items()}
-        return [back.get(p, p) for p in inspect.signature(self.function()).parameters if p != "output_dir"]
-
-
-def run_eval_step(model: str, output_dir: str, recipe: str | None = None, **overrides: Any) -> None:
-    from pruneofa.pipeline.runner import as_args
-    from pruneofa.stages.task import run_eval
-
-    run_eval(model, recipe, as_args(overrides), str(Path(output_dir) / "eval_metrics.json"))
-
-
-COMMANDS: dict[str, Command] = {
-    "eval": Command("pruneofa.pipeline.commands:run_eval_step", "eval_metrics.json", {}),
-    "export": Command("pruneofa.stages.export_cmd:run_export", "export.json", {"model": "model_dir", "format": "fmt"}),
-    "bench": Command("pruneofa.runtime.benchmark:run_bench_command", "bench.json", {"model": "model_dir"}),
-}
+COMMANDS: dict[str, Stage] = {name: stage for name, stage in STAGES.items() if stage.command}
 
 
 def check_options(stage: str, keys: list[str]) -> None:

@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from pruneofa.config.loader import apply_overrides, find_recipe, load_yaml, recipes_dir
+from pruneofa.config.loader import apply_overrides, load_yaml, recipes_dir, text_values_parsed
 from pruneofa.errors import UserError
 from pruneofa.pipeline.commands import COMMANDS, run_command
 from pruneofa.pipeline.schema import REF, PipelineRecipe, validate_pipeline
+from pruneofa.stages.registry import STAGES, recipe_data, run_stage
 from pruneofa.fileio import atomic_write_text
 
 STATE_FILE = "pipeline.json"
@@ -43,10 +44,10 @@ def find_pipeline(name: str) -> Path:
     return shipped
 
 
-def load_pipeline(name: str, overrides: list[str] | None = None) -> tuple[PipelineRecipe, Path]:
-    """The validated pipeline recipe (shipped name or YAML path, then key=value overrides) and its path."""
+def load_pipeline(name: str, overrides: dict[str, Any] | None = None) -> tuple[PipelineRecipe, Path]:
+    """The validated pipeline recipe (shipped name or YAML path, then {dotted key: value} overrides) and its path."""
     path = find_pipeline(name)
-    return validate_pipeline(apply_overrides(load_yaml(path), list(overrides or []))), path
+    return validate_pipeline(apply_overrides(load_yaml(path), dict(overrides or {}))), path
 
 
 # --- resolving steps ---------------------------------------------------------------------------
@@ -76,11 +77,6 @@ def resolve_step(pipeline: PipelineRecipe, name: str, quick: bool) -> dict[str, 
     return resolved
 
 
-def as_args(values: dict[str, Any]) -> list[str]:
-    """key=value strings the stage loader parses back into the same values."""
-    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()]
-
-
 def inputs_of(pipeline: PipelineRecipe, name: str, quick: bool) -> set[str]:
     spec = pipeline.steps[name]
     merged = {**spec.overrides, **(pipeline.quick.get(name, {}) if quick else {})}
@@ -92,7 +88,7 @@ def inputs_of(pipeline: PipelineRecipe, name: str, quick: bool) -> set[str]:
 
 
 def is_complete(stage: str, out: Path) -> bool:
-    return (out / (COMMANDS[stage].marker if stage in COMMANDS else "pruneofa.json")).is_file()
+    return (out / STAGES[stage].marker).is_file()
 
 
 # --- cost estimate for the ETA line ------------------------------------------------------------
@@ -103,7 +99,7 @@ def estimate_units(stage: str, recipe: str | None, values: dict[str, Any]) -> fl
     if stage in COMMANDS:
         return 3 * STAGE_OVERHEAD_UNITS
     try:
-        data = apply_overrides(load_yaml(find_recipe(stage, recipe)), as_args(values))
+        data = recipe_data(stage, recipe, text_values_parsed(values))
         train = data.get("train", {})
         seq = train.get("seq_len") or (data.get("data") or {}).get("max_seq_len") or 128
         units = float(train.get("max_steps", 1000)) * train.get("batch_size", 32) * seq
@@ -133,9 +129,7 @@ def run_step(stage: str, recipe: str | None, values: dict[str, Any]) -> Path:
     """Run one step in this process, exactly as `pruneofa STAGE [RECIPE] key=value ...` (or the command) would."""
     if stage in COMMANDS:
         return run_command(stage, recipe, values)
-    from pruneofa.cli import run_stage
-
-    return run_stage(stage, ([recipe] if recipe else []) + as_args(values))
+    return run_stage(stage, recipe, text_values_parsed(values))
 
 
 class PipelineRunner:
@@ -242,7 +236,7 @@ class PipelineRunner:
         return self.state
 
 
-def run_pipeline(name: str, overrides: list[str] | None = None, quick: bool = False,
+def run_pipeline(name: str, overrides: dict[str, Any] | None = None, quick: bool = False,
                  log: Callable[[str], None] | None = None, report: bool = True) -> tuple[dict[str, Any], Path | None]:
     """Run (or resume) a pipeline, then write its report. Returns pipeline.json's content and the report dir."""
     pipeline, source = load_pipeline(name, overrides)

@@ -23,11 +23,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pruneofa.config.loader import format_validation_error
-from pruneofa.errors import UserError
+from pruneofa.config.base import StrictModel
+from pruneofa.config.loader import validate
 from pruneofa.pipeline.commands import COMMANDS, check_options
+from pruneofa.stages.registry import STAGES
 from pruneofa.config.base import StrictModel
 
 REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
@@ -58,9 +59,7 @@ class StepSpec(StrictModel):
     @field_validator("stage")
     @classmethod
     def _known_stage(cls, stage: str) -> str:
-        from pruneofa.cli import STAGES
-
-        known = [*STAGES, *COMMANDS]
+        known = list(STAGES)
         if stage not in known:
             raise ValueError(f"unknown stage '{stage}' (this pruneofa has: {', '.join(known)})")
         return stage
@@ -134,7 +133,4 @@ class PipelineRecipe(StrictModel):
 
 
 def validate_pipeline(data: dict[str, Any]) -> PipelineRecipe:
-    try:
-        return PipelineRecipe.model_validate(data)
-    except ValidationError as err:
-        raise format_validation_error(err) from None
+    return validate(PipelineRecipe, data)

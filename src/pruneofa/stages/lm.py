@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForLanguageModeling, set_seed
 
-from pruneofa.config.schema import PruneRecipe, TeacherRecipe
+from pruneofa.stages.recipes import PruneRecipe, TeacherRecipe
 from pruneofa.data.corpus import build_lm_blocks
 from pruneofa.deferred_logits import forward_deferring_logits
 from pruneofa.distill import (

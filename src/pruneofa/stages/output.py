@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pruneofa.version import __version__
-from pruneofa.config.schema import RecipeBase
+from pruneofa.stages.recipes import RecipeBase
 from pruneofa.errors import UserError
 from pruneofa.fileio import atomic_write_text
 from pruneofa.train.distributed import on_main, refuse_sharded_launch

@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from pruneofa.version import __version__
-from pruneofa.config.schema import QuantizeRecipe
+from pruneofa.stages.recipes import QuantizeRecipe
 from pruneofa.errors import UserError
 from pruneofa.inspect import sparsity_of_model
 from pruneofa.quantization import prepare_qat, qat_layers, save_qat

@@ -16,7 +16,6 @@ QA; `pruneofa.tasks` loads and scores them, this module trains and evaluates mod
 from __future__ import annotations
 
 import inspect as pyinspect
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -26,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 
-from pruneofa.config.loader import apply_overrides, find_recipe, load_yaml, validate_recipe
-from pruneofa.config.schema import EvalRecipe, TaskRecipe
+from pruneofa.stages.recipes import TaskRecipe
 from pruneofa.data.assets import resolve_model_path
 from pruneofa.distill import (
     DistillConfig,
@@ -57,7 +55,6 @@ from pruneofa.tasks import (
     task_metrics,
     tokenize_task,
 )
-from pruneofa.fileio import atomic_write_text
 from pruneofa.train.loop import TrainingJob, fit
 
 log = logging.getLogger(__name__)
@@ -325,62 +322,3 @@ def run_task_stage(recipe: TaskRecipe) -> Path:
     write_model_dir(model, tokenizer, out, recipe.stage, recipe, metrics,
                     extra={"task": recipe.data.task, "head": head_name(task)})
     return out
-
-
-def recorded_recipe(model_dir: str) -> dict[str, Any]:
-    meta = Path(model_dir) / "pruneofa.json"
-    return json.loads(meta.read_text()).get("recipe", {}) if meta.is_file() else {}
-
-
-def load_eval_recipe(model_dir: str, recipe: str | None, overrides: list[str]) -> EvalRecipe:
-    """The eval recipe for MODEL_DIR; with no data.task, the task the model was trained on
-    (overrides such as data.max_eval_samples=100 apply on top of it). kind=retrieval takes no task:
-    MODEL_DIR may be any encoder, an offline/* asset or a hub name too."""
-    data = apply_overrides(load_yaml(find_recipe("eval", recipe)), list(overrides))
-    data["model"] = model_dir
-    if data.get("kind") == "retrieval":
-        return validate_recipe("eval", data)
-    if not Path(model_dir).is_dir():
-        raise UserError(f"model directory '{model_dir}' does not exist", "pass the output_dir of a finetune/transfer run")
-    section = data.get("data") or {}
-    if "task" not in section:
-        recorded = recorded_recipe(model_dir).get("data")
-        if not recorded:
-            raise UserError(f"'{model_dir}' records no task (no pruneofa.json from finetune/transfer)",
-                            "name the task: data.task=... (and its files)")
-        data["data"] = {**recorded, **section}
-    return validate_recipe("eval", data)
-
-
-def run_eval(model_dir: str, recipe: str | None = None, overrides: list[str] | None = None,
-             output: str | None = None) -> tuple[dict[str, float], Path]:
-    """Score a saved model on every eval split (and a labelled test split), or its encoder on
-    title -> summary retrieval (kind=retrieval); write the metrics as JSON."""
-    r = load_eval_recipe(model_dir, recipe, overrides or [])
-    if r.kind == "retrieval":
-        from pruneofa.tasks.retrieval import evaluate_retrieval
-
-        resolve_model_path(r.model)  # a missing path is reported as missing, not as a place to write to
-        if output is None and not Path(model_dir).is_dir():  # never write into an installed package's files
-            raise UserError(f"'{model_dir}' is not a local model directory to write eval_retrieval.json beside",
-                            "pass --output FILE")
-        metrics, default = evaluate_retrieval(r.model, r.retrieval, r.trust_remote_code), "eval_retrieval.json"
-    else:
-        tokenizer = load_tokenizer(r.model, r.trust_remote_code)
-        task = load_task_data(r.data, tokenizer, with_train=False)
-        model = load_task_model(r.model, task, r.trust_remote_code, "model", trained_head=True)
-        check_positions(model, r.data.max_seq_len)
-        sparsity = sparsity_of_model(model, recorded_recipe(model_dir) or None)["overall"]
-        if r.engine != "torch":  # the same data and metric code, through the deployed engine
-            from pruneofa.bench.task_model import engine_task_model
-
-            model = engine_task_model(r.model, r.engine, r.threads)
-        else:
-            model.to("cuda" if torch.cuda.is_available() else "cpu")
-        metrics = evaluate_splits(task, model, scored_splits(task, with_test=True), r.batch_size, tokenizer)
-        metrics.update(sparsity=sparsity, engine=r.engine)
-        default = "eval_metrics.json" if r.engine == "torch" else f"eval_metrics-{r.engine}.json"
-    path = Path(output) if output else Path(model_dir) / default
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(metrics, indent=1))
-    return metrics, path

@@ -1,4 +1,5 @@
-"""Typed recipe schemas, one per stage. Unknown keys and impossible values are rejected."""
+"""Typed recipe schemas, one per stage (the registry, `stages.registry`, names each stage's schema).
+Unknown keys and impossible values are rejected."""
 
 from __future__ import annotations
 
@@ -161,15 +162,3 @@ class EvalRecipe(StrictModel):
             raise ValueError(f"{name} applies to task metrics (kind=task), not kind=retrieval; "
                              "it runs the torch encoder with retrieval.* settings (recipe: pruneofa eval MODEL_DIR retrieval)")
         return self
-
-
-STAGE_SCHEMAS: dict[str, type[RecipeBase]] = {"teacher": TeacherRecipe, "prune": PruneRecipe}
-
-
-def register_stage(name: str, schema: type[RecipeBase]) -> None:
-    STAGE_SCHEMAS[name] = schema
-
-
-for _name, _schema in {"finetune": FinetuneRecipe, "transfer": TransferRecipe, "quantize": QuantizeRecipe,
-                      "eval": EvalRecipe}.items():
-    register_stage(_name, _schema)  # type: ignore[arg-type]  # eval has no output_dir/train: not a RecipeBase
