@@ -17,7 +17,8 @@ from pruneofa.inspect import sparsity_of_model
 from pruneofa.models import load_tokenizer
 from pruneofa.stages.recipes import EvalRecipe
 from pruneofa.stages.registry import recipe_data, validate_recipe
-from pruneofa.stages.task import check_positions, evaluate_splits, load_task_data, load_task_model, scored_splits
+from pruneofa.tasks.adapters import evaluate_splits, load_task_data, scored_splits
+from pruneofa.tasks.task_models import check_positions, load_task_model
 
 
 def recorded_recipe(model_dir: str) -> dict[str, Any]:

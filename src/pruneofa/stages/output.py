@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pruneofa.version import __version__
 from pruneofa.stages.recipes import RecipeBase
@@ -61,24 +61,33 @@ def _claim(out: Path, recipe: RecipeBase) -> None:
 
 
 def write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: RecipeBase,
-                    metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Write config, weights, tokenizer, metrics.json and pruneofa.json into `out`.
+                    metrics: dict[str, Any], extra: dict[str, Any] | None = None,
+                    save: Callable[[Any, Path], None] | None = None) -> None:
+    """Write config, weights, tokenizer, metrics.json and pruneofa.json into `out`. `save(model, dir)`
+    writes the weights (default: a plain transformers checkpoint with the masks folded; quantize
+    passes the QAT writer).
 
     Files are written to a temporary folder and moved in one by one with os.replace; pruneofa.json
     goes last, so its presence means the model directory is complete.
     """
-    on_main(lambda: _write_model_dir(model, tokenizer, out, stage, recipe, metrics, extra))
+    on_main(lambda: _write_model_dir(model, tokenizer, out, stage, recipe, metrics, extra, save))
+
+
+def _save_plain(model: Any, out: Path) -> None:
+    from pruneofa.sparsity.masks import plain_state_dict
+
+    model.save_pretrained(out, state_dict=plain_state_dict(model))
 
 
 def _write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: RecipeBase,
-                     metrics: dict[str, Any], extra: dict[str, Any] | None) -> None:
+                     metrics: dict[str, Any], extra: dict[str, Any] | None,
+                     save: Callable[[Any, Path], None] | None) -> None:
     from pruneofa.inspect import sparsity_of_model
-    from pruneofa.sparsity.masks import plain_state_dict
 
     tmp = out / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, state_dict=plain_state_dict(model))
+    (save or _save_plain)(model, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -61,7 +61,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("transfer", "stage 3: sparse transfer to a task with the zero pattern locked + KD from the task teacher",
           _TASK, "TransferRecipe", "transfer"),
     Stage("quantize", "8-bit quantization-aware training on a task (zero pattern locked + KD); writes a QAT dir",
-          "pruneofa.stages.quantize:run_quantize_stage", "QuantizeRecipe", "quantize"),
+          _TASK, "QuantizeRecipe", "quantize"),
     Stage("eval", "task metrics of a finetune/transfer model dir (default: its own task); with the retrieval "
           "recipe, title -> summary recall@1/@10 of any model's encoder", "pruneofa.stages.eval:run_eval_step",
           "EvalRecipe", "eval", command=True, marker="eval_metrics.json"),
