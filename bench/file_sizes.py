@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from pruneofa import Pruner
 from pruneofa.export import compressed_sizes, load_compressed, save_compressed
-from pruneofa.export.container import read_container
+from pruneofa.modeldir.container import read_container
 
 SHAPES = {"base": {}, "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)}
 INT8_ALL = dict(dtype="int8", dense_dtype="fp16", int8_embeddings=True)

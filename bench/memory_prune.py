@@ -124,7 +124,7 @@ def measure(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
     row = {"mode": mode, "peak_rss_mib": usage.ru_maxrss / 1024, "wall_s": time.perf_counter() - start,
            "cpu_s": usage.ru_utime + usage.ru_stime}
     if mode != "dense":
-        from pruneofa.inspect import inspect_dir
+        from pruneofa.modeldir import inspect_dir
 
         row["final_sparsity"] = inspect_dir(out)["overall"]
     return row

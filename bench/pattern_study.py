@@ -21,7 +21,7 @@ import torch
 
 from transfer_study import prune_schedule, train_section  # this folder: the same budgets and GMP timing
 
-from pruneofa.inspect import inspect_dir
+from pruneofa.modeldir import inspect_dir
 from pruneofa.pipeline.runner import PipelineRunner
 from pruneofa.pipeline.schema import validate_pipeline
 

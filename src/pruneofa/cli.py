@@ -30,7 +30,7 @@ def split_recipe_args(args: list[str]) -> tuple[str | None, dict[str, Any]]:
 
 
 def _cmd_inspect(ns: argparse.Namespace) -> int:
-    from pruneofa.inspect import format_report, inspect_dir
+    from pruneofa.modeldir import format_report, inspect_dir
 
     report = inspect_dir(ns.model_dir)
     print(json.dumps(report, indent=1) if ns.json else format_report(report))

@@ -9,7 +9,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from pruneofa.inspect import inspect_dir
+from pruneofa.modeldir import inspect_dir
 from pruneofa.train.checkpoint import mask_digest
 from tests.conftest import SEQ, tiny_overrides
 

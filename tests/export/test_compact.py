@@ -12,8 +12,10 @@ import transformers
 from pruneofa import Pruner
 from pruneofa.cli import main
 from pruneofa.errors import UserError
-from pruneofa.export.compact import compact_model, export_compact_hf, is_compact_dir
-from pruneofa.quantization.checkpoint import fold_masks, load_model_dir
+from pruneofa.export.compact import compact_model, export_compact_hf
+from pruneofa.modeldir import is_compact_dir
+from pruneofa.modeldir import load_plain as load_model_dir
+from pruneofa.sparsity.masks import fold_masks
 
 FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
 FFN_ONLY, WITH_HEADS = dict(ffn_sparsity=0.5, head_sparsity=0.0), dict(ffn_sparsity=0.75, head_sparsity=0.5)
@@ -192,7 +194,7 @@ def test_runtime_engines_run_the_compacted_model(pattern, engine, tiny_models):
 def test_pruneofas_own_readers_take_a_compact_dir(tiny_models, tmp_path):
     import pruneofa.runtime as rt
     from pruneofa.export import load_compressed, save_compressed
-    from pruneofa.inspect import inspect_dir
+    from pruneofa.modeldir import inspect_dir
 
     model = pruned(tiny_models["bert"], **WITH_HEADS)
     out = export_compact_hf(model, tmp_path / "c")

@@ -12,7 +12,9 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from pruneofa.cli import main
 from pruneofa.errors import UserError
-from pruneofa.export import codecs, compressed_sizes, gaps, load_compressed, save_compressed
+from pruneofa.export import compressed_sizes, load_compressed, save_compressed
+from pruneofa.modeldir import coding as codecs
+from pruneofa.modeldir import gaps
 
 VARIANTS = {  # dtype, save_compressed keywords
     "fp32": ("fp32", {}),

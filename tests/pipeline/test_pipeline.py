@@ -10,7 +10,7 @@ import yaml
 
 from pruneofa.cli import main
 from pruneofa.config.loader import parse_overrides
-from pruneofa.inspect import inspect_dir
+from pruneofa.modeldir import inspect_dir
 from pruneofa.pipeline.commands import COMMANDS
 from pruneofa.pipeline.report import fmt
 from pruneofa.pipeline.runner import PipelineRunner, load_pipeline

@@ -7,9 +7,9 @@ from safetensors.torch import load_file, save_file
 
 from pruneofa import Pruner
 from pruneofa.errors import UserError
+from pruneofa.modeldir import load_qat
 from pruneofa.quantization import (
     QuantConfig,
-    load_qat,
     prepare_qat,
     qat_layers,
     quantization_state,

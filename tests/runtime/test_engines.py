@@ -197,7 +197,7 @@ def test_fast_path_takes_a_compacted_checkpoint_but_not_a_changed_forward(inputs
 
     from pruneofa import Pruner
     from pruneofa.export.compact import export_compact_hf
-    from pruneofa.quantization.checkpoint import load_model_dir
+    from pruneofa.modeldir import load_plain as load_model_dir
 
     model = tiny_bert(sparsity=0, cls=transformers.BertForSequenceClassification)
     Pruner(model, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.5, head_sparsity=0.5)

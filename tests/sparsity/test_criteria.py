@@ -280,7 +280,7 @@ def test_prune_cli_with_each_criterion_reaches_the_target(criterion, extra, tiny
     import json
 
     from pruneofa.cli import main
-    from pruneofa.inspect import inspect_dir
+    from pruneofa.modeldir import inspect_dir
     from tests.conftest import tiny_overrides
     from tests.stages.test_lm_stages import PRUNE
 

@@ -168,7 +168,7 @@ def test_no_complete_block_is_a_user_error():
 @pytest.mark.slow
 def test_cli_prune_structured_then_export_compact(tiny_models, corpus_file, tmp_path):
     from pruneofa.cli import main
-    from pruneofa.quantization.checkpoint import load_model_dir
+    from pruneofa.modeldir import load_plain as load_model_dir
     from tests.conftest import tiny_overrides
 
     out = tmp_path / "student"

@@ -10,7 +10,7 @@ import transformers
 from safetensors.torch import load_file
 
 from pruneofa.cli import main
-from pruneofa.inspect import inspect_dir
+from pruneofa.modeldir import inspect_dir
 from tests.conftest import FAMILIES, tiny_overrides
 
 PRUNE = {"pruning.target_sparsity": 0.75, "pruning.target_step": 4, "pruning.stop_step": 4, "pruning.frequency": 2}

@@ -19,7 +19,7 @@ import transformers
 from safetensors.torch import load_file
 
 from pruneofa.cli import main
-from pruneofa.inspect import inspect_dir
+from pruneofa.modeldir import inspect_dir
 from pruneofa.train import checkpoint as C
 from tests.conftest import SEQ, tiny_overrides
 

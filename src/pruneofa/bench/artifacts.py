@@ -1,6 +1,6 @@
 """What each engine loads from disk, written once per benchmark into a work directory.
 
-The model directory is read with the export loader (`resolve_model`: a plain transformers dir, a
+The model directory is read with `modeldir.load_model` (a plain transformers dir, a
 QAT dir from `pruneofa quantize`, or a compressed dir), then every engine gets the file a
 deployment of it would ship, so that its size is the size of a real artifact:
 
@@ -22,9 +22,6 @@ from torch import nn
 
 from pruneofa.errors import UserError
 
-ARTIFACT_KINDS = ("hf", "compressed-fp32", "compressed-int8", "onnx-fp32", "onnx-int8-dynamic", "onnx-qdq")
-
-
 class Unavailable(Exception):
     """An artifact (so the engines that load it) cannot be made for this model; the message says why."""
 
@@ -41,19 +38,19 @@ class Source:
 
 
 def load_source(model_dir: str | Path) -> Source:
-    from pruneofa.export.compressed import COMPRESSED_FILE
-    from pruneofa.export.sources import resolve_model
-    from pruneofa.quantization.checkpoint import QAT_STATE_FILE, plain_model_copy
+    from pruneofa.modeldir import kind_of, load_model
+    from pruneofa.quantization.checkpoint import plain_model_copy
 
     path = Path(model_dir)
     if not path.is_dir() or not (path / "config.json").is_file():
         raise UserError(f"model directory '{path}' does not exist or has no config.json",
                         "pass a directory written by pruneofa (finetune, transfer, quantize, export) or save_pretrained")
-    model, _ = resolve_model(path)
+    model, _ = load_model(path)
     model.eval()
-    if (path / QAT_STATE_FILE).is_file():
+    kind = kind_of(path)
+    if kind == "qat":
         return Source(path, "qat", model, plain_model_copy(model, keep_quantized_values=True).eval())
-    return Source(path, "compressed" if (path / COMPRESSED_FILE).is_file() else "hf", model, model)
+    return Source(path, "compressed" if kind == "compressed" else "hf", model, model)
 
 
 @dataclass

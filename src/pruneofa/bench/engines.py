@@ -106,13 +106,12 @@ class OrtEngine:
 def load_engine(name: str, artifact_path: Path, threads: int) -> TorchEngine | OrtEngine:
     """Load engine `name` from its artifact (see artifacts.py), using `threads` threads."""
     import pruneofa.runtime as rt
-    from pruneofa.export.compressed import load_compressed
-    from pruneofa.quantization.checkpoint import load_model_dir
+    from pruneofa.modeldir import load_compressed, load_plain
 
     if name.startswith("ort"):
         return OrtEngine(artifact_path, threads)
     if name == REFERENCE:
-        model: nn.Module = load_model_dir(artifact_path)
+        model: nn.Module = load_plain(artifact_path)
         return TorchEngine(model, model.forward)
     if name in ("sparse", "sparse-int8"):
         runtime = rt.load(load_compressed(artifact_path), engine=name, threads=threads, copy_model=False)

@@ -71,8 +71,7 @@ def _import_libraries(artifact: Path) -> None:
     import torch.ao.nn.quantized.dynamic  # noqa: F401
     import transformers
 
-    import pruneofa.export.compressed  # noqa: F401
-    import pruneofa.quantization.checkpoint  # noqa: F401
+    import pruneofa.modeldir  # noqa: F401
     from pruneofa.runtime import kernels_available
 
     kernels_available()  # loads (or builds) the shared library

@@ -83,7 +83,7 @@ def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), se
 
 def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: list[str], rounds: int, warmup: int,
          threads: int, measure_memory: bool, work_dir: Path, seed: int, baseline: Path | None) -> dict[str, Any]:
-    from pruneofa.inspect import sparsity_of_model
+    from pruneofa.sparsity.measure import sparsity_of_model
 
     load_before, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M %Z")
     source = load_source(model_dir)

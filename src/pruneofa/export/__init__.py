@@ -2,12 +2,13 @@
 
 - `export_hf`: a plain transformers checkpoint (masks folded, QAT weights dequantized).
 - `save_compressed` / `load_compressed` / `decompress_to_hf`: bitmask + non-zeros in one
-  safetensors file with checksums; fp32, fp16 or int8 values, entropy coded (zstd by default).
+  safetensors file with checksums; fp32, fp16 or int8 values, entropy coded (zstd by default);
+  the format itself is a kind of model directory, in `pruneofa.modeldir`.
 - `export_onnx`: fp32 ONNX, or int8 QDQ ONNX with the QAT scales, for onnxruntime.
 """
 
-from pruneofa.export.compressed import compressed_sizes, decompress_to_hf, load_compressed, save_compressed
 from pruneofa.export.hf import export_hf
+from pruneofa.modeldir import compressed_sizes, decompress_to_hf, load_compressed, save_compressed
 
 __all__ = ["compressed_sizes", "decompress_to_hf", "export_hf", "export_onnx", "load_compressed", "save_compressed"]
 

@@ -21,7 +21,6 @@ The checkpoint (`export_compact_hf`):
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,9 @@ import torch
 from torch import nn
 
 from pruneofa.errors import UserError
-from pruneofa.export import modeling_compact
+from pruneofa.modeldir import modeling_compact
+from pruneofa.modeldir import load_model, write_tokenizer
+from pruneofa.quantization.checkpoint import plain_model_copy
 from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.groups import Block, GroupSet, find_blocks
 
@@ -105,8 +106,6 @@ def plan_cuts(model: nn.Module) -> list[BlockCut]:
 def compact_model(model: nn.Module) -> nn.Module:
     """A physically smaller copy of `model` (masks folded, QAT weights dequantized) without its
     zero heads and FFN neurons; `model` is not modified."""
-    from pruneofa.quantization.checkpoint import plain_model_copy
-
     plain = plain_model_copy(model, keep_quantized_values=True).eval()
     cuts = plan_cuts(plain)
     layers = _layers(plain)
@@ -163,36 +162,9 @@ def _with_compact_config(plain: nn.Module, cuts: list[BlockCut]) -> nn.Module:
     return compact.eval()
 
 
-def is_compact_dir(path: str | Path) -> bool:
-    """Whether `path` holds a checkpoint that needs `modeling_compact` (fewer heads than its config)."""
-    try:
-        return modeling_compact.COMPACT_KEY in json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):  # no or unreadable config.json: the caller's own checks report it
-        return False
-
-
-def config_and_class(path: str | Path) -> tuple[Any, type | None]:
-    """(config, model class) of a model directory: pruneofa's own `modeling_compact` classes for a
-    compact checkpoint (no remote code), else AutoConfig and the transformers class named in
-    config.json (None when transformers has no such class)."""
-    import transformers
-
-    if not is_compact_dir(path):
-        config = transformers.AutoConfig.from_pretrained(path)
-        architectures = config.architectures or []
-        return config, getattr(transformers, architectures[0], None) if architectures else None
-    architectures = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
-    model_class = getattr(modeling_compact, architectures[0], None) if architectures else None
-    if model_class is None:
-        raise UserError(f"{path}: unknown compact architecture {architectures}", "re-export it with --compact")
-    return model_class.config_class.from_pretrained(path), model_class
-
-
 def export_compact_hf(model_or_dir: nn.Module | str | Path, out_dir: str | Path, tokenizer: Any = None) -> Path:
     """Write the compacted model as a transformers checkpoint (see the module docstring). Returns `out_dir`."""
-    from pruneofa.export.sources import resolve_model, write_tokenizer
-
-    model, source_dir = resolve_model(model_or_dir)
+    model, source_dir = load_model(model_or_dir)
     out = Path(out_dir)
     compact = compact_model(model)
     compact.save_pretrained(out)

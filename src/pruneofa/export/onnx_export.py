@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from pruneofa.errors import UserError
-from pruneofa.export.sources import resolve_model
-from pruneofa.quantization.checkpoint import fold_masks, plain_model_copy
+from pruneofa.modeldir import load_model
+from pruneofa.quantization.checkpoint import plain_model_copy
+from pruneofa.sparsity.masks import fold_masks
 from pruneofa.quantization.qat import own_parametrized_class, qat_layers, quantization_state, quantized_weights
 
 OPSET = 18  # the dynamo exporter's lowest supported opset
@@ -118,7 +119,7 @@ def export_onnx(model_or_dir: nn.Module | str | Path, tokenizer_or_config: Any =
     """Write an ONNX model with inputs `input_ids`, `attention_mask` (and `token_type_ids` when the
     tokenizer produces them, or the config has token types) of shape (batch, sequence), and output
     `logits` (`last_hidden_state` for bare encoders). int8=True: QDQ from the QAT scales."""
-    model, _ = resolve_model(model_or_dir)
+    model, _ = load_model(model_or_dir)
     export_model = qdq_model_copy(model) if int8 else plain_model_copy(model, keep_quantized_values=True)
     export_model.eval()
     config = model.config

@@ -97,7 +97,7 @@ def exported_file(pipeline: PipelineRecipe, step: str, dirs: dict[str, Path]) ->
 
 def model_row(pipeline: PipelineRecipe, role: str, label: str, dirs: dict[str, Path],
               latency: float | None) -> dict[str, Any]:
-    from pruneofa.inspect import inspect_dir
+    from pruneofa.modeldir import inspect_dir
 
     step = pipeline.step_for(role)
     row: dict[str, Any] = {"model": role, "label": label, "step": step, "dir": None, "metric": None, "accuracy": None,
@@ -257,7 +257,7 @@ def _plots(pipeline: PipelineRecipe, dirs: dict[str, Path], rows: list[dict[str,
 
 def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
     """Write `<out>/report/{report.md, report.json, *.png}`; returns the report directory."""
-    from pruneofa.inspect import inspect_dir
+    from pruneofa.modeldir import inspect_dir
 
     out = Path(out)
     dirs = step_dirs(pipeline, out)

@@ -3,10 +3,10 @@
 - `prepare_qat(model, QuantConfig())`: int8 symmetric fake-quant weights, uint8 EMA-observed inputs.
 - `calibrate(model, batches)`: observer ranges without training (static PTQ or a warm start).
 - `strip_qat`, `quantization_state`, `quantized_weights`: back to float, inspect, export.
-- `save_qat`, `load_qat`: checkpoints that keep the scales and observer ranges.
+- `save_qat`: checkpoints that keep the scales and observer ranges (`pruneofa.modeldir.load_qat` reads them).
 """
 
-from pruneofa.quantization.checkpoint import load_qat, save_qat
+from pruneofa.quantization.checkpoint import save_qat
 from pruneofa.quantization.config import QuantConfig
 from pruneofa.quantization.qat import (
     calibrate,
@@ -22,7 +22,6 @@ __all__ = [
     "QuantConfig",
     "calibrate",
     "is_qat",
-    "load_qat",
     "prepare_qat",
     "qat_layers",
     "quantization_state",

@@ -85,9 +85,9 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
     if isinstance(path_or_model, nn.Module):
         model = copy.deepcopy(path_or_model) if copy_model else path_or_model
     else:
-        from pruneofa.quantization.checkpoint import load_model_dir  # the class named in config.json
+        from pruneofa.modeldir import load_plain  # the class named in config.json
 
-        model = load_model_dir(path_or_model)
+        model = load_plain(path_or_model)
     model.eval()
     threads = threads or default_threads()
     if engine == "auto":

@@ -3,7 +3,7 @@
 Because the mask multiplies the weight inside the forward pass, a pruned weight is exactly zero
 in every forward and receives exactly zero gradient, whatever the optimizer does to the stored
 original (AdamW's decoupled weight decay, momentum, gradient accumulation, autocast). Saving folds
-the mask in: `plain_state_dict` gives the state a plain transformers model expects.
+the mask in (`fold_mask`, `plain_state_dict`: pruned weights +0.0): the state a plain transformers model expects.
 
 GPT-2's `Conv1D` stores its weight as (in, out); `as_out_in` gives every layer the (out, in)
 view the patterns work on.
@@ -85,10 +85,28 @@ def original_weight(module: nn.Module) -> torch.Tensor:
     return module.parametrizations.weight.original if has_mask(module) else module.weight
 
 
+def masked_weight(module: nn.Module) -> torch.Tensor:
+    """The weight the layer uses (after every parametrization on it), pruned entries +0.0:
+    where(mask, weight, 0) (the product mask * weight would leave -0.0 for negative pruned weights)."""
+    weight = module.weight
+    return torch.where(get_mask(module), weight, torch.zeros_like(weight))
+
+
+@torch.no_grad()
 def fold_mask(module: nn.Module) -> None:
-    """Remove the parametrization, leaving `weight = mask * original` as a plain parameter."""
+    """Remove the parametrization, leaving `masked_weight` as a plain parameter (the one way a mask
+    is folded: training's end, saving, export)."""
     if has_mask(module):
+        kept = masked_weight(module)
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        module.weight.copy_(kept)
+
+
+def fold_masks(model: nn.Module) -> nn.Module:
+    """`fold_mask` on every masked layer of `model`, in place; returns `model`."""
+    for module in masked_modules(model).values():
+        fold_mask(module)
+    return model
 
 
 def masked_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -102,5 +120,5 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         prefix = f"{name}.parametrizations.weight."
         for key in [k for k in state if k.startswith(prefix)]:
             del state[key]
-        state[f"{name}.weight"] = module.weight.detach()
+        state[f"{name}.weight"] = masked_weight(module).detach()
     return state

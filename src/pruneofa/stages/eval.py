@@ -13,7 +13,7 @@ from pruneofa.config.loader import text_values_parsed
 from pruneofa.data.assets import resolve_model_path
 from pruneofa.errors import UserError
 from pruneofa.fileio import atomic_write_text
-from pruneofa.inspect import sparsity_of_model
+from pruneofa.sparsity.measure import sparsity_of_model
 from pruneofa.models import load_tokenizer
 from pruneofa.stages.recipes import EvalRecipe
 from pruneofa.stages.registry import recipe_data, validate_recipe

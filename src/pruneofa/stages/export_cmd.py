@@ -37,7 +37,7 @@ def run_export(model_dir: str, fmt: str, output_dir: str, dtype: str | None = No
             raise UserError(f"{flag} applies to --format compressed, not {fmt}", f"drop {flag}")
     if dense_dtype not in (None, "fp32", "fp16"):
         raise UserError(f"unknown --dense-dtype '{dense_dtype}'", "use --dense-dtype fp32|fp16")
-    from pruneofa.export.codecs import DEFAULT_CODEC, check_codec
+    from pruneofa.modeldir.coding import DEFAULT_CODEC, check_codec
 
     codec = check_codec(codec or DEFAULT_CODEC)
     if dtype is not None and dtype not in DTYPES:
@@ -82,7 +82,7 @@ def _export(src: Path, fmt: str, out: Path, dtype: str, compact: bool, *, codec:
         return export.export_hf(src, out)
     if fmt == "compressed":
         return export.save_compressed(src, out, dtype, codec=codec, **compressed_options)  # type: ignore[arg-type]
-    from pruneofa.export.sources import write_tokenizer
+    from pruneofa.modeldir import write_tokenizer
 
     tokenizer = _tokenizer_or_none(src)
     path = export.export_onnx(src, tokenizer, out / "model.onnx", int8=dtype == "int8")

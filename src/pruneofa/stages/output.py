@@ -82,7 +82,7 @@ def _save_plain(model: Any, out: Path) -> None:
 def _write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: RecipeBase,
                      metrics: dict[str, Any], extra: dict[str, Any] | None,
                      save: Callable[[Any, Path], None] | None) -> None:
-    from pruneofa.inspect import sparsity_of_model
+    from pruneofa.sparsity.measure import sparsity_of_model
 
     tmp = out / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

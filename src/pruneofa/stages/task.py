@@ -29,7 +29,7 @@ from transformers import set_seed
 
 from pruneofa.distill import DistillConfig, prepare_for_distillation, representation_outputs
 from pruneofa.errors import UserError
-from pruneofa.inspect import sparsity_of_model
+from pruneofa.sparsity.measure import sparsity_of_model
 from pruneofa.models import check_same_vocab, load_tokenizer
 from pruneofa.quantization import prepare_qat, qat_layers, save_qat
 from pruneofa.sparsity.pruner import Pruner

@@ -109,13 +109,12 @@ def load_encoder(name: str, trust_remote_code: bool = False) -> torch.nn.Module:
     """The model's encoder without any head (an MLM, classification or QA dir, an asset or hub name)."""
     from transformers import AutoModel
 
-    from pruneofa.export.compact import config_and_class, is_compact_dir
-    from pruneofa.quantization.checkpoint import QAT_STATE_FILE
+    from pruneofa.modeldir import config_and_class, is_compact_dir, kind_of
 
     path = resolve_model_path(name)
     meta = Path(path) / "pruneofa.json"
     stage = json.loads(meta.read_text()).get("stage") if meta.is_file() else None
-    if (Path(path) / QAT_STATE_FILE).is_file() or stage == "quantize":
+    if kind_of(path) == "qat" or stage == "quantize":
         raise UserError(f"'{name}' is a QAT dir: its float weights lack the int8 fake quantization it was trained with",
                         "score the model it was quantized from (its pruneofa.json recipe.model)")
     load_config(name, trust_remote_code)  # one-line errors for missing paths and non-model dirs
@@ -177,7 +176,7 @@ def recall_at(ranks: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]
 
 def evaluate_retrieval(name: str, cfg: RetrievalConfig, trust_remote_code: bool = False) -> dict[str, Any]:
     """Recall@1/@10 of `name`'s encoder, searching the held-out summaries by their titles."""
-    from pruneofa.inspect import inspect_dir
+    from pruneofa.modeldir import inspect_dir
 
     pairs = held_out_pairs(cfg)
     model = load_encoder(name, trust_remote_code)  # first: its errors name what is wrong with the model dir

@@ -15,7 +15,7 @@ scale per row (lossy, exact to q · s like the rest).
 
 At 90% sparsity, int8 Linear weights take ceil(n/8) + 0.1 n bytes against 4 n in fp32: 17.8x less.
 
-`codec` ("zstd" default | "lzma" | "none") entropy codes every stored tensor, losslessly (codecs.py),
+`codec` ("zstd" default | "lzma" | "none") entropy codes every stored tensor, losslessly (coding.py),
 and stores the positions of the non-zeros as zero runs instead of a bitmask (gaps.py): a coded
 90%-sparse int8 Linear weight takes about 0.13 byte per weight, 30x less than fp32. "none" writes
 the uncoded bitmask file of format version 1.
@@ -23,7 +23,6 @@ the uncoded bitmask file of format version 1.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -32,17 +31,18 @@ import torch
 from torch import nn
 
 from pruneofa.errors import UserError
-from pruneofa.export import bitmask, codecs, gaps
-from pruneofa.export.container import read_container, write_container
-from pruneofa.export.sources import resolve_model, write_tokenizer
+from pruneofa.modeldir import bitmask, coding, gaps
+from pruneofa.modeldir.compressed_read import _file_of, load_compressed
+from pruneofa.modeldir.container import read_container, write_container
+from pruneofa.modeldir.layout import COMPRESSED_FILE, write_tokenizer
+from pruneofa.modeldir.loading import load_model
 from pruneofa.quantization.checkpoint import plain_model_copy
 from pruneofa.quantization.config import QuantConfig
-from pruneofa.quantization.fake_quant import dequantize_symmetric, quantize_symmetric, symmetric_scale
+from pruneofa.quantization.fake_quant import quantize_symmetric, symmetric_scale
 from pruneofa.quantization.qat import quantized_weights
 from pruneofa.sparsity.masks import PRUNABLE_TYPES, is_transposed
 from pruneofa.sparsity.selection import select_prunable
 
-COMPRESSED_FILE = "compressed.safetensors"
 FLOAT_STORAGE = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -97,16 +97,16 @@ def save_compressed(
     int8_embeddings: bool = False,
     per_channel: bool = False,
     tokenizer: Any = None,
-    codec: str = codecs.DEFAULT_CODEC,
+    codec: str = coding.DEFAULT_CODEC,
 ) -> Path:
     """Write out_dir/compressed.safetensors + config.json (+ tokenizer). Returns the file's path."""
-    codecs.check_codec(codec)
+    coding.check_codec(codec)
     if dtype not in ("fp32", "fp16", "int8"):
         raise UserError(f"unknown compressed dtype '{dtype}'", "use fp32, fp16 or int8")
     dense_dtype = dense_dtype or ("fp16" if dtype == "fp16" else "fp32")
     if dense_dtype not in FLOAT_STORAGE:
         raise UserError(f"unknown dense dtype '{dense_dtype}'", "use fp32 or fp16")
-    model, source_dir = resolve_model(model_or_dir)
+    model, source_dir = load_model(model_or_dir)
     qat_int8 = quantized_weights(model) if dtype == "int8" else {}
     plain = plain_model_copy(model, keep_quantized_values=True)
     roles = _roles(plain)
@@ -152,97 +152,6 @@ def save_compressed(
     write_container(out / COMPRESSED_FILE, stored, manifest, codec)
     write_tokenizer(out, tokenizer, source_dir)
     return out / COMPRESSED_FILE
-
-
-def _file_of(path: str | Path) -> Path:
-    path = Path(path)
-    file = path / COMPRESSED_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise UserError(f"no compressed checkpoint at '{path}'", f"pass a directory holding {COMPRESSED_FILE}")
-    return file
-
-
-def _decode(file: Path, name: str, entry: dict[str, Any], stored: dict[str, torch.Tensor]) -> torch.Tensor:
-    shape = tuple(entry["shape"])
-    try:
-        values = stored[f"{name}#values"]
-        if entry["encoding"] == "bitmask":
-            bits = stored[f"{name}#bitmask"]
-            if bits.numel() != math.ceil(math.prod(shape) / 8) or bitmask.count(bits, shape) != values.numel():
-                raise ValueError("bitmask and values disagree")
-            tensor = bitmask.unpack(bits, values, shape)
-        elif entry["encoding"] == "gaps":
-            tensor = gaps.unpack(stored[f"{name}#gaps"], values, shape)
-        elif values.numel() == math.prod(shape):
-            tensor = values.reshape(shape)
-        else:
-            raise ValueError(f"{values.numel()} values for shape {list(shape)}")
-        if entry["storage"] == "int8":
-            axis = entry.get("scale_axis")
-            tensor = dequantize_symmetric(tensor, stored[f"{name}#scale"], 0 if axis is None else axis)
-        return tensor.to(getattr(torch, entry["dtype"]))
-    except (KeyError, ValueError, RuntimeError, AttributeError) as err:
-        raise UserError(f"{file.name}: tensor '{name}' cannot be rebuilt ({err})",
-                        "re-create it with pruneofa.export.save_compressed") from None
-
-
-def load_compressed(path: str | Path) -> nn.Module:
-    """The model a compressed checkpoint describes (a directory or the .safetensors file), in eval mode.
-
-    Checks the file (completeness, version, checksums) and that every tensor's shape agrees with
-    the model config.json describes, before building anything."""
-    import transformers
-
-    file = _file_of(path)
-    stored, manifest, _ = read_container(file)
-    if not (file.parent / "config.json").is_file():
-        raise UserError(f"no config.json beside {file}", "keep the files save_compressed wrote together")
-    from pruneofa.export.compact import config_and_class
-
-    config, named = config_and_class(file.parent)  # a compacted model (export --compact) has its own class
-    arch = str(manifest.get("architecture"))
-    model_class = named if named is not None and named.__name__ == arch else getattr(transformers, arch, None)
-    if model_class is None:
-        raise UserError(f"{file.name}: unknown model class '{manifest.get('architecture')}'",
-                        "install a transformers version that has it")
-    with torch.device("meta"):  # shapes only: the weights come from the file, so nothing is initialised twice
-        expected = model_class(config).state_dict()
-    entries = manifest["tensors"]
-    missing, unexpected = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
-    if missing or unexpected:
-        raise UserError(f"{file.name} does not match config.json: {len(missing)} tensors missing "
-                        f"({missing[:1]}), {len(unexpected)} unexpected ({unexpected[:1]})",
-                        "keep the config.json save_compressed wrote beside it")
-    for name, entry in entries.items():
-        shape = list(expected[entry.get("of", name)].shape) if entry["encoding"] == "alias" else entry["shape"]
-        if list(expected[name].shape) != shape:
-            raise UserError(f"shape of '{name}' is {shape} in {file.name} but {list(expected[name].shape)} "
-                            "by config.json", "keep the config.json save_compressed wrote beside it")
-    state = {n: _decode(file, n, e, stored) for n, e in entries.items() if e["encoding"] != "alias"}
-    for name, entry in entries.items():
-        if entry["encoding"] == "alias":
-            state[name] = state[entry["of"]]
-    # transformers builds the model on the meta device, takes these tensors and makes the buffers a
-    # checkpoint does not hold (position ids); the key check above has already made it strict
-    with _quiet_loading():
-        model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32)
-    return model.eval()
-
-
-@contextlib.contextmanager
-def _quiet_loading():
-    """from_pretrained's weight-loading progress bar and report are for hub downloads, not this."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def decompress_to_hf(path: str | Path, out_dir: str | Path, tokenizer: Any = None) -> Path:

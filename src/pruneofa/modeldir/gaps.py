@@ -7,7 +7,7 @@
 This carries the same information as the bitmask but in the form a byte-wise entropy coder handles
 well: at 90% sparsity the runs are geometric with mean 9, whose entropy (4.7 bits per non-zero,
 0.47 bit per weight) zstd reaches within about 1%; the coded bitmask stays 3% over it at zstd's
-slowest levels and 8 to 15% over at its fast ones (numbers in codecs.py). Raw, the runs take 0.1
+slowest levels and 8 to 15% over at its fast ones (numbers in coding.py). Raw, the runs take 0.1
 byte per weight at 90% sparsity against the bitmask's 0.125, but only coded files use them
 (format version 2), so that uncoded files stay readable by older versions.
 """

@@ -1,4 +1,4 @@
-"""`pruneofa inspect`: how sparse each prunable layer of a saved model really is.
+"""`pruneofa inspect`: how sparse each prunable layer of a model directory really is.
 
 The weights are read straight from the safetensors files; the model is only built on the `meta`
 device to learn which tensors belong to prunable layers, so inspecting costs no weight memory twice.
@@ -14,32 +14,9 @@ import torch
 from safetensors import safe_open
 
 from pruneofa.errors import UserError
-from pruneofa.sparsity.config import DEFAULT_INCLUDE
+from pruneofa.modeldir.layout import config_and_class
+from pruneofa.sparsity.measure import recipe_selection, summarize
 from pruneofa.sparsity.selection import select_prunable
-
-
-def _selection(recipe: Any) -> tuple[list[str], list[str]]:
-    """include/exclude regexes of a recipe (object or dict), or the defaults."""
-    pruning = recipe.get("pruning") if isinstance(recipe, dict) else getattr(recipe, "pruning", None)
-    if not pruning:
-        return list(DEFAULT_INCLUDE), []
-    if isinstance(pruning, dict):
-        return pruning.get("include", list(DEFAULT_INCLUDE)), pruning.get("exclude", [])
-    return pruning.include, pruning.exclude
-
-
-def summarize(zeros_and_sizes: dict[str, tuple[int, int]]) -> dict[str, Any]:
-    zeros = sum(z for z, _ in zeros_and_sizes.values())
-    total = sum(n for _, n in zeros_and_sizes.values())
-    return {"overall": zeros / total if total else 0.0,
-            "layers": {name: z / n for name, (z, n) in zeros_and_sizes.items()}}
-
-
-def sparsity_of_model(model: torch.nn.Module, recipe: Any = None) -> dict[str, Any]:
-    include, exclude = _selection(recipe)
-    counts = {name: (int((m.weight == 0).sum()), m.weight.numel())
-              for name, m in select_prunable(model, include, exclude).items()}
-    return summarize(counts)
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
@@ -59,14 +36,12 @@ def inspect_dir(model_dir: str | Path) -> dict[str, Any]:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"'{model_dir}' is not a transformers model directory (no config.json)", "pass a model directory")
-    from pruneofa.export.compact import config_and_class
-
     config, cls = config_and_class(model_dir)  # a compacted checkpoint (export --compact) has its own class
     with torch.device("meta"):
         model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
     meta = model_dir / "pruneofa.json"
     recipe = json.loads(meta.read_text()).get("recipe") if meta.is_file() else None
-    names = select_prunable(model, *_selection(recipe))
+    names = select_prunable(model, *recipe_selection(recipe))
     counts: dict[str, tuple[int, int]] = {}
     for path in _weight_files(model_dir):
         try:

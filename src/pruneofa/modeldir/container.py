@@ -6,7 +6,7 @@ The header is standard safetensors (dtype, shape, byte range per stored tensor) 
 `__metadata__` holds: format name, format version, the manifest (JSON: how to rebuild each model
 tensor from the stored ones) and the sha256 of every stored tensor's bytes.
 
-Version 2 (a codec other than "none", see codecs.py) stores a tensor entropy coded when that is
+Version 2 (a codec other than "none", see coding.py) stores a tensor entropy coded when that is
 smaller: as a uint8 tensor of the coded bytes, with `__metadata__["coding"][name]` naming the
 codec, the tensor's dtype, shape, raw byte count and the sha256 of its raw bytes. Version 1 files
 have no coding and are still read.
@@ -31,7 +31,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from pruneofa.errors import UserError
-from pruneofa.export import codecs
+from pruneofa.modeldir import coding as entropy
 
 FORMAT_NAME = "pruneofa-compressed"
 UNCODED_VERSION, CODED_VERSION = 1, 2  # codec "none" writes version 1, so that older readers read it
@@ -56,7 +56,7 @@ def _coded(name: str, tensor: torch.Tensor, codec: str) -> tuple[torch.Tensor, d
     """(coded bytes as a uint8 tensor, its coding entry), or None when coding saves less than the entry
     costs in the header (small tensors: biases, LayerNorm)."""
     raw = _raw_bytes(tensor)
-    coded = codecs.compress(codec, codecs.to_byte_planes(raw, tensor.element_size()))
+    coded = entropy.compress(codec, entropy.to_byte_planes(raw, tensor.element_size()))
     entry = {"codec": codec, "dtype": str(tensor.dtype).removeprefix("torch."), "shape": list(tensor.shape),
              "raw_bytes": len(raw), "raw_sha256": hashlib.sha256(raw).hexdigest()}
     if len(raw) - len(coded) <= len(json.dumps({name: entry})):
@@ -68,7 +68,7 @@ def write_container(path: Path, tensors: dict[str, torch.Tensor], manifest: dict
                     codec: str = "none") -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     coding = {}
-    if codecs.check_codec(codec) != "none":
+    if entropy.check_codec(codec) != "none":
         for name, tensor in tensors.items():
             coded = _coded(name, tensor, codec)
             if coded is not None:
@@ -99,8 +99,8 @@ def _decoded(path: Path, name: str, stored: torch.Tensor, coding: dict[str, Any]
         itemsize = torch.empty(0, dtype=dtype).element_size()
         if raw_size != math.prod(shape) * itemsize:
             raise ValueError(f"{raw_size} raw bytes for shape {shape}")
-        planes = codecs.decompress(str(coding["codec"]), stored.numpy().tobytes(), raw_size)
-        raw = codecs.from_byte_planes(planes, itemsize)
+        planes = entropy.decompress(str(coding["codec"]), stored.numpy().tobytes(), raw_size)
+        raw = entropy.from_byte_planes(planes, itemsize)
     except (KeyError, TypeError, ValueError) as err:
         raise _bad(path, f"coded tensor '{name}' cannot be decoded ({err})") from None
     if hashlib.sha256(raw).hexdigest() != coding.get("raw_sha256"):
