@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import torch
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-
-
 def model_input_names(config) -> list[str]:
     """input_ids and attention_mask, plus token_type_ids when the model has a token-type embedding."""
     names = ["input_ids", "attention_mask"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pruneofa.config.base import StrictModel
 from pruneofa.sparsity.criteria import CRITERIA
-from pruneofa.sparsity.patterns import check_pattern_fits, parse_pattern
+from pruneofa.sparsity.patterns import Pattern, check_pattern_fits, parse_pattern
 
 # Linear layers inside the repeated transformer blocks (`.<index>.` in the name), plus the pooler.
 # This keeps embeddings and every head (cls.*, lm_head, classifier, qa_outputs, ...) dense.
@@ -46,6 +46,14 @@ class PruningConfig(StrictModel):
     frequency: int = Field(100, ge=1, description="Δ: masks recomputed every this many steps")
     include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
     exclude: list[str] = Field(default_factory=list)
+    _parsed: tuple[str, Pattern] | None = PrivateAttr(None)
+
+    @property
+    def parsed_pattern(self) -> Pattern:
+        """`pattern` parsed, once per value (the Pruner and the checks below use this)."""
+        if self._parsed is None or self._parsed[0] != self.pattern:
+            self._parsed = (self.pattern, parse_pattern(self.pattern))
+        return self._parsed[1]
 
     @field_validator("pattern")
     @classmethod
@@ -73,7 +81,7 @@ class PruningConfig(StrictModel):
                 f"pruning.stop_step ({self.stop_step}) must not come before pruning.target_step ({self.target_step})"
             )
         if self.method in ("gmp", "oneshot"):
-            check_pattern_fits(parse_pattern(self.pattern), self.target_sparsity)
+            check_pattern_fits(self.parsed_pattern, self.target_sparsity)
         self._check_group_targets()
         self._check_criterion()
         return self
@@ -84,7 +92,7 @@ class PruningConfig(StrictModel):
         if self.method not in ("gmp", "oneshot"):
             raise ValueError(f"pruning.criterion={self.criterion} chooses the weights gmp and oneshot remove; "
                              f"method {self.method} removes none: leave pruning.criterion=magnitude")
-        if parse_pattern(self.pattern).grouped:
+        if self.parsed_pattern.grouped:
             raise ValueError(f"pattern {self.pattern} chooses whole FFN neurons and heads by their L2 norm, not by "
                              f"pruning.criterion={self.criterion}: use criterion magnitude, or pattern "
                              "unstructured, block:RxC or nm:N:M")
@@ -94,7 +102,7 @@ class PruningConfig(StrictModel):
 
     def _check_group_targets(self) -> None:
         pattern = self.pattern
-        if not parse_pattern(pattern).grouped:
+        if not self.parsed_pattern.grouped:
             if self.ffn_sparsity is not None or self.head_sparsity is not None:
                 raise ValueError(f"pruning.ffn_sparsity and pruning.head_sparsity apply to pattern structured or "
                                  f"hybrid, not {pattern}")

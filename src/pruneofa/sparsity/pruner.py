@@ -30,7 +30,7 @@ from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.config import PruningConfig
 from pruneofa.sparsity.criteria import Criterion, make_criterion
 from pruneofa.sparsity.groups import Block, find_blocks
-from pruneofa.sparsity.patterns import global_masks, layer_mask, parse_pattern
+from pruneofa.sparsity.patterns import global_masks, layer_mask
 from pruneofa.sparsity.schedules import gmp_sparsity, is_update_step, one_shot_sparsity
 from pruneofa.sparsity.structured import hybrid_masks, structured_masks
 
@@ -43,7 +43,7 @@ class Pruner:
             config = config.model_copy(update=overrides)
             config = PruningConfig.model_validate(config.model_dump())
         self.config = config
-        self.pattern = parse_pattern(config.pattern)
+        self.pattern = config.parsed_pattern
         self.model = model
         self.layers: dict[str, nn.Module] = {}
         self.blocks: list[Block] = []
