@@ -18,16 +18,19 @@ from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClas
 from pruneofa.distill import DistillConfig, distillation_loss
 from pruneofa.errors import UserError
 from pruneofa.head_kd import combine_kd, regression_kd, span_kd
-from pruneofa.tasks.classification import load_task, tokenize_task
-from pruneofa.tasks.config import TaskDataConfig, is_qa_task
-from pruneofa.tasks.metrics import logits_to_predictions, task_metrics
-from pruneofa.tasks.qa import (
+from pruneofa.tasks import (
     EVAL_ONLY_COLUMNS,
+    TaskDataConfig,
+    is_qa_task,
     load_qa,
+    load_task,
+    logits_to_predictions,
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
     qa_references,
+    task_metrics,
+    tokenize_task,
 )
 
 TARGETS = ("labels", "start_positions", "end_positions")  # what the teacher must not see

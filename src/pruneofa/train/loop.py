@@ -17,6 +17,9 @@ Built on accelerate, so the same code runs on one CPU, under `torchrun` / `accel
 DDP is the supported multi-process mode. FSDP, DeepSpeed and Megatron shard or wrap parameters in
 ways the mask parametrizations and the name-keyed checkpoints do not handle, so they are refused
 with a clear error (see docs/distributed.md).
+
+(Over 300 lines on purpose: the one loop is kept whole, so the order of its operations, which
+exact resume and the mask broadcast depend on, reads in one place.)
 """
 
 from __future__ import annotations
