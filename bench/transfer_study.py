@@ -63,7 +63,8 @@ def task_data(task: str, args: argparse.Namespace) -> dict:
 
 
 def study_pipeline(args: argparse.Namespace) -> dict:
-    lm_train = {**train_section(args.prune_steps, args.prune_batch), "warmup_steps": 1, "seq_len": args.lm_seq_len}
+    lm_train = {**train_section(args.prune_steps, args.prune_batch), "warmup_steps": 1, "seq_len": args.lm_seq_len,
+                "lr": args.prune_lr}
     steps: dict[str, dict] = {"teacher": {"stage": "teacher", "overrides": {
         "model": "offline/minilm-l6", "head": {"steps": args.head_steps},
         "train": {**train_section(args.teacher_steps, args.lm_batch), "seq_len": args.lm_seq_len}}}}
@@ -82,9 +83,11 @@ def study_pipeline(args: argparse.Namespace) -> dict:
     task_train = train_section(args.task_steps, args.task_batch)
     for task in args.tasks:
         for t in args.task_seeds:
-            common = {"seed": t, "train": task_train, "data": task_data(task, args)}
+            # each kind of model at the learning rate that suits it: dense, and sparse (which takes a larger step)
+            common = {"seed": t, "train": {**task_train, "lr": args.sparse_lr}, "data": task_data(task, args)}
             dense = f"{task}-dense-t{t}"
-            steps[dense] = {"stage": "finetune", "overrides": {"model": "${teacher}", **common}}
+            steps[dense] = {"stage": "finetune", "overrides": {
+                "model": "${teacher}", **common, "train": {**task_train, "lr": args.dense_lr}}}
             for s in args.sparsities:
                 steps[f"{task}-ds-{s}-t{t}"] = {"stage": "transfer", "recipe": "downstream-pruning", "overrides": {
                     "model": "${teacher}", "teacher": f"${{{dense}}}", **common,
@@ -174,6 +177,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prune-batch", type=int, default=8, help="the students' batch (the teacher's: --lm-batch)")
     parser.add_argument("--task-steps", type=int, default=160)
     parser.add_argument("--task-batch", type=int, default=32)
+    parser.add_argument("--prune-lr", type=float, default=3e-4, help="the students' peak learning rate")
+    parser.add_argument("--dense-lr", type=float, default=2e-4, help="the dense task runs' learning rate")
+    parser.add_argument("--sparse-lr", type=float, default=3e-4,
+                        help="the sparse task runs' learning rate (transfer and downstream-only pruning)")
     parser.add_argument("--max-eval-samples", type=int, default=500, help="cap each eval split (0: all)")
     parser.add_argument("--retrieval-queries", type=int, default=None, help="cap the retrieval queries")
     parser.add_argument("--pairs-train", type=int, default=4000, help="wiki pairs training examples")

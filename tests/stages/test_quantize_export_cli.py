@@ -150,3 +150,21 @@ def test_shipped_quantize_recipe_validates_and_names_its_command():
     assert (recipe.distill.alpha_ce, recipe.distill.alpha_kd, recipe.distill.temperature) == (0.5, 0.5, 2.0)
     assert recipe.output_dir == "runs/offline/rt-sparse-85-int8" and recipe.data.task == "rotten_tomatoes"
     assert "pruneofa quantize" in find_recipe("quantize", None).read_text().split("\n\n")[0]
+
+
+def test_int8_embeddings_cost_scores_both_exports_of_the_qat_model(runs, tmp_path, monkeypatch):
+    """bench/int8_embeddings_cost.py: the demo's choice of int8 embeddings rests on it."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import int8_embeddings_cost
+
+    sys.modules.pop("int8_embeddings_cost", None)
+    result = int8_embeddings_cost.main([str(runs["qat"]), "--json", str(tmp_path / "cost.json")])
+    fp32, int8 = result["rows"]["embeddings fp32"], result["rows"]["embeddings int8"]
+    assert int8["file_bytes"] < fp32["file_bytes"]  # the tables shrink about 4x
+    for split in ("validation/accuracy", "test/accuracy"):
+        assert 0.0 <= fp32[split] <= 1.0 and 0.0 <= int8[split] <= 1.0
+        assert result["cost_points"][split] == pytest.approx(100 * (fp32[split] - int8[split]), abs=0.01)
+    assert json.loads((tmp_path / "cost.json").read_text())["cost_points"] == result["cost_points"]

@@ -41,6 +41,10 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     budgets = {(o["train.max_steps"], o["train.batch_size"]) for name, spec in steps.items()
                if name.startswith(("rt-", "pairs-")) for o in [spec.overrides]}
     assert budgets == {(args.task_steps, args.task_batch)}
+    # learning rates by kind of model, as measured at this budget (docs/RESULTS.md)
+    lrs = {name: spec.overrides["train.lr"] for name, spec in steps.items() if "train.lr" in spec.overrides}
+    assert lrs["rt-dense-t1"] == args.dense_lr and lrs["pairs-ds-90-t2"] == lrs["rt-ofa-85-p1-t3"] == args.sparse_lr
+    assert lrs["best-85-p2"] == args.prune_lr and args.sparse_lr > args.dense_lr
 
 
 def test_pattern_study_times_compacted_models_against_their_masked_model():
