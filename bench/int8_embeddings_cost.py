@@ -23,7 +23,8 @@ from transformers import set_seed
 from pruneofa.export import load_compressed
 from pruneofa.models import load_tokenizer
 from pruneofa.stages.export_cmd import run_export
-from pruneofa.stages.task import evaluate_splits, load_eval_recipe, load_task_data, scored_splits
+from pruneofa.stages.eval import load_eval_recipe
+from pruneofa.tasks.adapters import evaluate_splits, load_task_data, scored_splits
 
 
 def score_export(qat_dir: str, out: Path, int8_embeddings: bool, task, tokenizer) -> dict[str, float]:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(0)
     torch.set_grad_enabled(False)
     tokenizer = load_tokenizer(args.qat_dir, False)
-    limit = [f"data.max_eval_samples={args.max_eval_samples}"] if args.max_eval_samples else []
+    limit = {"data.max_eval_samples": args.max_eval_samples} if args.max_eval_samples else {}
     task = load_task_data(load_eval_recipe(args.qat_dir, None, limit).data, tokenizer, with_train=False)
     with tempfile.TemporaryDirectory() as tmp:
         rows = {name: score_export(args.qat_dir, Path(tmp) / name, flag, task, tokenizer)
