@@ -99,8 +99,8 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
         return report
     gelu_after = _gelu_owners(model) if engine in SPARSE_ENGINES else {}
     # below the break-even sparsity, "sparse-int8" keeps the runtime's own (dense-layout) int8 kernel:
-    # at fbgemm's speed or better with VNNI (policy.py), and the encoder stays one native call
-    native_dense = engine == "sparse-int8" and kernels.has_vnni()
+    # at fbgemm's speed or better with VNNI or AVX2 (policy.py), and the encoder stays one native call
+    native_dense = engine == "sparse-int8" and kernels.has_native_int8()
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in linears:
         shape = (linear.in_features, linear.out_features)

@@ -5,6 +5,9 @@
 
 using namespace pofa;
 
+// The kernel set this build runs: "avx512-vnni", "avx512", "avx2" or "portable" (common.h).
+extern "C" const char* pofa_kernel_isa() { return kKernelIsa; }
+
 extern "C" int pofa_has_vnni() {
 #ifdef POFA_VNNI
   return 1;
