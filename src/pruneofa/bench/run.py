@@ -237,7 +237,7 @@ def _environment(load_before: tuple[float, float, float], started: str) -> dict[
 
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__,
             "pruneofa": __version__, "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-            "kernels": _kernel_isa(),
+            "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "kernels": _kernel_isa(),
             "started": started, "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
             "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}

@@ -55,8 +55,8 @@ def kernel_isa(library: ctypes.CDLL | None = None) -> str:
 
 
 def has_native_int8() -> bool:
-    """The int8 kernels are SIMD (VNNI or AVX2): the runtime's dense int8 kernel beats fbgemm's
-    per-layer calls, so "sparse-int8" keeps layers below the break-even on it, in the one-call encoder."""
+    """The int8 kernels are SIMD (VNNI or AVX2): "sparse-int8" then keeps layers below the break-even on
+    the runtime's dense int8 kernel, in the one-call encoder, instead of fbgemm per layer."""
     return kernel_isa() in NATIVE_INT8_ISAS
 
 
