@@ -52,7 +52,7 @@ def test_int8_matches_torch(layout, block, n_in, n_out, m):
     assert quads.layout == layout
     assert rel_err(kernels.spmm_i8(x, quads, None, None, threads=2), F.linear(x, w)) < 0.02
     y = kernels.spmm_i8(x, quads, b, "gelu", threads=2)
-    assert rel_err(y, F.gelu(F.linear(x, w, b))) < 0.02
+    torch.testing.assert_close(y, F.gelu(int8_scheme_linear(x, w, b)), atol=1e-5, rtol=1e-4)
 
 
 def test_post_op_add_layernorm():
@@ -129,14 +129,30 @@ def portable_lib():
     return portable_library()
 
 
+def int8_scheme_linear(x, w, b=None):
+    """F.linear of x and w as the int8 kernels see them (per-token activations q = round(x * 127 / max|x|),
+    per-output-channel weights, `formats.quantize_per_row`), dequantised: the exact reference of the
+    scheme, to float rounding; its distance to fp32 is quantisation error, large on a few values."""
+    from pruneofa.runtime.formats import quantize_per_row
+
+    w8, w_scale = quantize_per_row(w)
+    absmax = x.abs().amax(1, keepdim=True)
+    inv = torch.where(absmax > 0, 127.0 / absmax, torch.zeros_like(absmax))
+    acc = torch.round(x * inv).double() @ w8.double().t()
+    y = (acc * (absmax / 127).double() * w_scale.double()).float()
+    return y if b is None else y + b
+
+
 @pytest.mark.parametrize("n_in,n_out", [(64, 160), (70, 50), (3, 33), (101, 7)])
 @pytest.mark.parametrize("m", [1, 17, 128, 200])
 @pytest.mark.parametrize("x_fm", [False, True], ids=["token-major", "feature-major"])
 def test_dense_int8_kernel(n_in, n_out, m, x_fm, portable_lib):
     """The dense layout's register-blocked kernel (4 rows x 32 tokens at a time): row and token
     tails, in_features not a multiple of 4. Its integer sums are exact: bit-identical outputs to the
-    portable loops and to the blocks layout on the same weights; within the int8 tolerance of fp32,
-    also with the GELU epilogue and the add+LayerNorm post-op (feature-major in -> feature-major out)."""
+    portable loops and to the blocks layout on the same weights; equal to the int8 scheme's reference
+    to rounding, also with the GELU epilogue and the add+LayerNorm post-op (feature-major in ->
+    feature-major out), and within the int8 tolerance of fp32 where there are enough values for a
+    relative error to mean something (one token x 7 outputs: 2.4% with one seed)."""
     w, b = sparse_weight(n_out, n_in, sparsity=0.0), torch.randn(n_out)
     x, res = torch.randn(m, n_in), torch.randn(m, n_out)
     dense = pack_quads_i8(w, "dense")
@@ -146,12 +162,13 @@ def test_dense_int8_kernel(n_in, n_out, m, x_fm, portable_lib):
     y = kernels.spmm_i8(xin, dense, None, None, 2, **layout)
     assert torch.equal(y, kernels.spmm_i8(xin, dense, None, None, 2, library=portable_lib, **layout))
     assert torch.equal(y, kernels.spmm_i8(xin, pack_quads_i8(w, "blocks"), None, None, 2, **layout))
-    assert rel_err(y, F.linear(x, w)) < 0.02
+    torch.testing.assert_close(y, int8_scheme_linear(x, w), atol=1e-5, rtol=1e-4)
+    assert rel_err(y, F.linear(x, w)) < (0.02 if y.numel() >= 64 else 0.05)
 
     y = kernels.spmm_i8(xin, dense, b, "gelu", 2, **layout)
     torch.testing.assert_close(y, kernels.spmm_i8(xin, dense, b, "gelu", 2, library=portable_lib, **layout),
                                atol=1e-5, rtol=1e-5)
-    assert rel_err(y, F.gelu(F.linear(x, w, b))) < 0.02
+    torch.testing.assert_close(y, F.gelu(int8_scheme_linear(x, w, b)), atol=1e-5, rtol=1e-4)
 
     gamma, beta = torch.rand(n_out) + 0.5, torch.randn(n_out)
     post = kernels.AddLayerNorm(feature_major(res) if x_fm else res, gamma, beta, 1e-12)
@@ -159,7 +176,8 @@ def test_dense_int8_kernel(n_in, n_out, m, x_fm, portable_lib):
     torch.testing.assert_close(y, kernels.spmm_i8(xin, dense, b, None, 2, post, out_feature_major=x_fm,
                                                   library=portable_lib, **layout), atol=1e-5, rtol=1e-5)
     y = y[:, :m].t() if x_fm else y
-    assert rel_err(y, F.layer_norm(F.linear(x, w, b) + res, (n_out,), gamma, beta, 1e-12)) < 0.02
+    torch.testing.assert_close(y, F.layer_norm(int8_scheme_linear(x, w, b) + res, (n_out,), gamma, beta, 1e-12),
+                               atol=1e-4, rtol=1e-4)
 
 
 def test_layouts_convert_for_a_fused_projection():

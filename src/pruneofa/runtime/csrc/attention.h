@@ -156,7 +156,7 @@ inline void context_for(const float* v, const float* pT, int ld, int S, int Sp, 
 //   scores  st[j][i] = scale * sum_dd k[dd][j] q[dd][i] + masks, 4 keys x 16 queries of accumulators;
 //           scaled and masked as they are stored, with the running max of every query column
 //   softmax e = exp(s - max) in place, and the column sums
-//   context ctx[dd][i] = (sum_j v[dd][j] e[j][i]) / sum[i], 4 features x 16 queries of accumulators
+//   context ctx[dd][i] = (sum_j v[dd][j] e[j][i]) / sum[i], 6 features x 16 queries of accumulators
 // (the portable loops divide e by the sum before the context: the same up to rounding).
 // q, mask, out and lanes start at the strip's first query; lanes[c]: its real queries in vector c.
 template <int JB>

@@ -17,6 +17,8 @@
 //    kDenseVecs 16-token vectors of accumulators, so one activation load feeds kDenseRows vpdpbusd
 //    and one broadcast weight kDenseVecs. One row at a time (the blocks kernel) reloads the whole
 //    activation stream per row and is L2-bound at ~40 MACs/cycle; this one runs at VNNI's peak.
+// The AVX2 build (no VNNI) runs the same three layouts with maddubs + madd on signed activations
+// (POFA_AVX2 section below: exact, the zero point is then 0); the portable loops are the reference.
 #pragma once
 #include "epilogue.h"
 #include "pack.h"
