@@ -257,7 +257,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/runtime_speed.json"))
     args = ap.parse_args()
 
-    from pruneofa.runtime import default_threads
+    from pruneofa.runtime import default_threads, kernels
+    from pruneofa.runtime.build import cpu_model
 
     priority = raise_priority() if args.priority else "default"
 
@@ -266,12 +267,13 @@ def main() -> None:
         ap.error("--clock thread needs --threads 1 (CPU time of one thread misses the other threads' work)")
     torch.set_num_threads(threads)  # PyTorch's own ops (and the dense baselines) use the same count
     meta = dict(threads=threads, torch=torch.__version__, cpu=platform.processor() or platform.machine(),
-                cpu_count=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M"), batch=1, seq_len=128,
+                cpu_model=cpu_model(), kernels=kernels.kernel_isa(), cpu_count=os.cpu_count(),
+                date=time.strftime("%Y-%m-%d %H:%M"), batch=1, seq_len=128,
                 clock=args.clock, rounds=args.rounds, warmup=args.warmup, scheduling=priority)
     if "torch" not in args.engines:
         args.engines = ["torch", *args.engines]
     print(f"threads={threads} clock={args.clock} torch={torch.__version__} loadavg={os.getloadavg()[0]:.2f} "
-          f"scheduling={priority}")
+          f"scheduling={priority} cpu={meta['cpu_model']} kernels={meta['kernels']}")
     if args.break_even:
         result = dict(meta=meta, break_even=break_even(args.rounds, threads, args.clock))
         print("| layer | engine | break-even sparsity | speed-up at 0.5 / 0.7 / 0.9 |\n|---|---|---|---|")

@@ -28,6 +28,7 @@ def test_table_output(sparse_dir, capsys):
                  "--no-memory", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "| engine | batch | median ms |" in text and "| torch | 1 |" in text and "1 threads" in text
+    assert "| matches | kernel |" in text and "runtime kernels " in text
 
 
 def test_table_has_the_baseline_column(structured_dirs, capsys):

@@ -32,6 +32,18 @@ def test_rows_carry_ratio_size_threads_and_a_passing_accuracy_check(qat_result):
         assert row["cosine"] > 0.99
 
 
+def test_rows_name_the_kernels_that_ran(qat_result):
+    """`kernel`: the runtime's kernel set (picked from the CPU's flags) for engines whose Linears run on
+    it, None for PyTorch's and onnxruntime's own; the environment names the CPU and the set it builds."""
+    from pruneofa.runtime import kernels
+
+    isa = kernels.kernel_isa()
+    assert qat_result["environment"]["kernels"] == isa and "cpu_model" in qat_result["environment"]
+    kernel = {r["engine"]: r["kernel"] for r in qat_result["rows"]}
+    assert kernel["sparse"] == kernel["sparse-int8"] == isa
+    assert kernel["torch"] is None and kernel["ort"] is None and kernel["torch-int8"] is None
+
+
 def test_sparse_int8_files_are_smaller_than_dense_fp32(qat_result):
     size = {r["engine"]: r["size_mb"] for r in qat_result["rows"]}
     assert size["sparse-int8"] < size["sparse"] < size["torch"]

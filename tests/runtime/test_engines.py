@@ -61,8 +61,8 @@ def test_sparse_engine_swaps_modules_and_fuses(pruned_bert):
 
 def dense_int8_path() -> str:
     """What "sparse-int8" runs a Linear below its break-even sparsity on: the runtime's own dense
-    int8 kernel where it has VNNI, else fbgemm."""
-    return "dense-int8-native" if kernels.has_vnni() else "dense-int8"
+    int8 kernel where it has SIMD int8 kernels (AVX-512 VNNI or AVX2), else fbgemm."""
+    return "dense-int8-native" if kernels.has_native_int8() else "dense-int8"
 
 
 def test_dense_layers_stay_dense(inputs):
@@ -72,7 +72,7 @@ def test_dense_layers_stay_dense(inputs):
     m = rt.load(model, engine="sparse-int8")
     assert all(c.path == dense_int8_path() for c in m.report.layers)
     linears = [x for x in m.model.modules() if isinstance(x, SparseInt8Linear)]
-    if kernels.has_vnni():
+    if kernels.has_native_int8():
         assert len(linears) == len(m.report.layers) and {x.quads.layout for x in linears} == {"dense"}
         assert m.model.encoder.native is not None
     else:
@@ -90,8 +90,9 @@ def test_compacted_structured_model_runs_in_one_native_call(inputs, monkeypatch)
     from pruneofa.export.compact import compact_model
     from pruneofa.runtime.native_encoder import NativeEncoder
 
-    if not kernels.has_vnni():
-        pytest.skip("the dense native path needs AVX-512 VNNI (else fbgemm per layer)")
+    if not kernels.has_native_int8():
+        pytest.skip(f"the dense native path needs SIMD int8 kernels (AVX-512 VNNI or AVX2), this build: "
+                    f"{kernels.kernel_isa()} (fbgemm per layer)")
     model = tiny_bert(sparsity=0)
     Pruner(model, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.6667, head_sparsity=0.5)
     compact = compact_model(model)
@@ -203,8 +204,9 @@ def test_fast_path_takes_a_compacted_checkpoint_but_not_a_changed_forward(inputs
     Pruner(model, pattern="structured", method="oneshot", start_step=0, ffn_sparsity=0.5, head_sparsity=0.5)
     compact = load_model_dir(export_compact_hf(model, tmp_path / "compact")).eval()
     assert type(compact).__name__ == "CompactBertForSequenceClassification"
-    if not kernels.has_vnni():
-        pytest.skip("a dense model runs natively (the fast path's condition) on the VNNI dense int8 kernel")
+    if not kernels.has_native_int8():
+        pytest.skip("a dense model runs natively (the fast path's condition) on the SIMD dense int8 kernel, "
+                    f"this build: {kernels.kernel_isa()}")
     m = rt.load(compact, engine="sparse-int8")
     assert m.fast_path is not None
     with torch.no_grad():
@@ -231,7 +233,7 @@ def test_mixed_sparse_and_dense_layers(engine, inputs):
     m = rt.load(model, engine=engine)
     paths = {c.name.split(".")[2]: c.path for c in m.report.layers if c.name.startswith("encoder.layer.")}
     assert paths["0"] == engine and paths["1"] == ("dense" if engine == "sparse" else dense_int8_path())
-    native = engine == "sparse-int8" and kernels.has_vnni()
+    native = engine == "sparse-int8" and kernels.has_native_int8()
     assert (m.model.encoder.native is not None) == native and (m.fast_path is not None) == native
     expected = reference(model, inputs).last_hidden_state
     out = m(**inputs).last_hidden_state

@@ -1,12 +1,15 @@
 """The benchmark result: the summary the pipeline report reads, the markdown table, bench.json.
 
     {"model_dir", "model": {architecture, source, sparsity}, "settings": {...}, "environment": {...},
-     "rows": [{"engine", "batch", "median_ms", "p90_ms", "seq_per_s", "speedup_vs_torch", "size_mb",
+     "rows": [{"engine", "kernel", "batch", "median_ms", "p90_ms", "seq_per_s", "speedup_vs_torch", "size_mb",
                "peak_mb", "max_abs_diff", "cosine", "rel_err", "matches_reference", "threads", ...}],
      "skipped": [{"engine", "reason"}],
      "summary": {"batch", "seq_len", "dense_fp32_ms", "sparse_fp32_ms", "sparse_int8_ms",
                  "best_engine", "best_ms", "best_speedup"}}
 
+kernel: which of the runtime's kernel sets ran the engine's Linear layers ("avx512-vnni", "avx512",
+"avx2", "portable": the build picks one from the CPU), None for engines that run none of them;
+environment.kernels is the set this machine builds, environment.cpu_model the CPU.
 speedup_vs_torch is the ratio of medians, torch fp32 / engine, at the same batch size in the same
 run (above 1: faster than dense fp32 PyTorch). With `--baseline DIR` a "baseline" row (dense fp32
 PyTorch on DIR, e.g. the uncompacted model a compacted one came from) is timed in the same rounds,
@@ -53,20 +56,21 @@ def format_table(result: dict[str, Any]) -> str:
             f"{100 * model['sparsity']:.1f}% zeros in the prunable layers, seq {settings['seq_len']}, "
             f"{settings['threads']} threads, {settings['rounds']} interleaved rounds after {settings['warmup']} "
             f"warm-up; torch {env['torch']}, onnxruntime {env['onnxruntime']}; load average (1 min) "
-            f"{env['loadavg_before'][0]:.2f} before, {env['loadavg_after'][0]:.2f} after")
+            f"{env['loadavg_before'][0]:.2f} before, {env['loadavg_after'][0]:.2f} after; CPU "
+            f"{env.get('cpu_model') or env['cpu']}, runtime kernels {env.get('kernels') or 'unavailable'}")
     baseline = result.get("baseline")
     if baseline:
         head += f"; baseline (dense fp32 PyTorch, same rounds): {baseline}"
     lines = [head, "",
              "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | " + ("x vs baseline | " if baseline else "")
-             + "size MB | peak MB | held MB | max diff | rel err | matches |",
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|---|"]
+             + "size MB | peak MB | held MB | max diff | rel err | matches | kernel |",
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|---|---|"]
     for r in result["rows"]:
         vs_baseline = f"{r['speedup_vs_baseline']:.2f} | " if baseline else ""
         lines.append(f"| {r['engine']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['seq_per_s']:.1f} | "
                      f"{r['speedup_vs_torch']:.2f} | {vs_baseline}{r['size_mb']:.1f} | {_num(r.get('peak_mb'), '.0f')} | "
                      f"{_num(r.get('held_mb'), '.0f')} | "
-                     f"{r['max_abs_diff']:.1e} | {r['rel_err']:.1e} | {'yes' if r['matches_reference'] else 'NO'} |")
+                     f"{r['max_abs_diff']:.1e} | {r['rel_err']:.1e} | {'yes' if r['matches_reference'] else 'NO'} | {r.get('kernel') or '-'} |")
     lines.append("")
     lines += [f"skipped {s['engine']}: {s['reason']}" for s in result["skipped"]]
     lines.append(f"peak MB: {settings['memory']}; held MB: the same process's RSS after the call, less the start")

@@ -196,9 +196,24 @@ def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, st
     return checks
 
 
-def _layers(engine: Any) -> dict[str, str]:
-    report = getattr(getattr(engine, "model", None), "report", None)  # a pruneofa.runtime model: per-layer paths
-    return {"layers": report.summary()} if report is not None else {}
+NATIVE_PATHS = ("sparse", "sparse-int8", "dense-int8-native")  # Linear paths that run the runtime's C++ kernels
+
+
+def _layers(engine: Any) -> dict[str, Any]:
+    """A pruneofa.runtime model's per-layer paths, and which of the runtime's kernel sets ran them
+    (`kernel`: "avx512-vnni", "avx512", "avx2", "portable"; None where no Linear runs on them)."""
+    report = getattr(getattr(engine, "model", None), "report", None)
+    if report is None:
+        return {"kernel": None}
+    native = any(layer.path in NATIVE_PATHS for layer in report.layers)
+    return {"layers": report.summary(), "kernel": _kernel_isa() if native else None}
+
+
+def _kernel_isa() -> str | None:
+    from pruneofa.runtime import kernels
+    from pruneofa.runtime.build import kernels_available
+
+    return kernels.kernel_isa() if kernels_available() else None
 
 
 def _add_memory(rows: list[dict[str, Any]], artifacts: dict[str, Artifact], threads: int, vocab_size: int,
@@ -217,10 +232,12 @@ def _environment(load_before: tuple[float, float, float], started: str) -> dict[
     import onnxruntime
     import transformers
 
+    from pruneofa.runtime.build import cpu_model
     from pruneofa.version import __version__
 
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__,
             "pruneofa": __version__, "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "kernels": _kernel_isa(),
             "started": started, "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
             "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}

@@ -56,13 +56,29 @@ def find_compiler() -> str:
     )
 
 
-def _cpu_signature() -> str:
+def _cpuinfo_lines() -> list[str]:
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
+        return []
+
+
+def _cpu_signature() -> str:
+    lines = _cpuinfo_lines()
+    if not lines:
         return "unknown-cpu"
     wanted = ("model name", "flags")
     return "|".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (/proc/cpuinfo), to state beside every speed figure."""
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")), None)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo), e.g. {"avx2", "fma", "avx512_vnni", ...}."""
+    return set(next((line.split(":", 1)[1].split() for line in _cpuinfo_lines() if line.startswith("flags")), []))
 
 
 def _sources(src: Path) -> list[Path]:

@@ -28,6 +28,7 @@ def bind(handle: ctypes.CDLL) -> ctypes.CDLL:
                                     c_int, *post, *y_args]
     handle.pofa_spmm_i8.restype = None
     handle.pofa_has_vnni.restype = c_int
+    handle.pofa_kernel_isa.restype = ctypes.c_char_p
     return handle
 
 
@@ -41,6 +42,22 @@ def lib() -> ctypes.CDLL:
 
 def has_vnni() -> bool:
     return bool(lib().pofa_has_vnni())
+
+
+# kernel sets (csrc/common.h): the build picks one from the CPU it is compiled on (-march=native)
+KERNEL_ISAS = ("avx512-vnni", "avx512", "avx2", "portable")
+NATIVE_INT8_ISAS = ("avx512-vnni", "avx2")  # SIMD int8 kernels (dense layout included): no fbgemm needed
+
+
+def kernel_isa(library: ctypes.CDLL | None = None) -> str:
+    """Which kernels run: "avx512-vnni", "avx512" (fp32 AVX-512, int8 portable loops), "avx2" or "portable"."""
+    return (library or lib()).pofa_kernel_isa().decode()
+
+
+def has_native_int8() -> bool:
+    """The int8 kernels are SIMD (VNNI or AVX2): "sparse-int8" then keeps layers below the break-even on
+    the runtime's dense int8 kernel, in the one-call encoder, instead of fbgemm per layer."""
+    return kernel_isa() in NATIVE_INT8_ISAS
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:

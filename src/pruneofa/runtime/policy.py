@@ -1,12 +1,15 @@
-"""When a sparse kernel beats the dense one for a layer: measured break-even sparsities.
+"""When a sparse kernel beats the dense one for a layer: measured break-even sparsities, per kernel set.
 
 A layer runs sparse only if its sparsity is at least the break-even sparsity for its shape
 (the sparsity at which the sparse kernel and the dense kernel of the same precision take the same
-time, batch 1 x 128 tokens), plus a small margin. Measured on the 2-core AVX-512/VNNI EPYC this
-project targets; the nearest measured shape (in log in/out features) stands in for others.
+time, batch 1 x 128 tokens), plus a small margin. One table per kernel set (`kernels.kernel_isa()`),
+each measured on a CPU that runs it: "avx512-vnni" on the 2-core AVX-512/VNNI EPYC this project
+first targeted, "avx2" on a 2-core AMD EPYC without AVX-512; the nearest measured shape (in log
+in/out features) stands in for others, and a kernel set without a table of its own uses the VNNI one.
 Dense references: MKL fp32 (`F.linear`) for "sparse"; for "sparse-int8" the runtime's own dense int8
 kernel (`formats` layout "dense"), which a Linear below its break-even runs on, so that the encoder
-stays one native call (it is 1.1-1.4x fbgemm's speed on these shapes, same measurement).
+stays one native call (with VNNI it is 1.1-1.4x fbgemm's speed on these shapes; with AVX2, exact
+int8 without VNNI costs a sign per product vector, and it runs at 0.7-0.95x fbgemm's).
 """
 
 from __future__ import annotations
@@ -30,11 +33,35 @@ BREAK_EVEN_SPARSITY: dict[str, dict[tuple[int, int], float]] = {
         (768, 768): 0.58, (768, 3072): 0.55, (3072, 768): 0.60,
     },
 }
+# `bench/runtime_speed.py --break-even --threads 1 --clock thread --rounds 20`, 2026-12-04, AMD EPYC
+# without AVX-512 (AVX2 + FMA), load average ~6 (CPU time). The int8 quads beat the AVX2 dense int8
+# kernel already at the grid's lowest sparsity, 0.30, on five shapes of six: 0.30 stands for "<= 0.30".
+# (Against fbgemm, which is faster than that kernel here, they break even at 0.38-0.59.) fp32 CSR
+# needs more sparsity than with AVX-512: MKL's AVX2 GEMM is closer to the FMA peak than the CSR loop.
+BREAK_EVEN_SPARSITY_AVX2: dict[str, dict[tuple[int, int], float]] = {
+    "sparse": {
+        (384, 384): 0.65, (384, 1536): 0.57, (1536, 384): 0.73,
+        (768, 768): 0.62, (768, 3072): 0.64, (3072, 768): 0.79,
+    },
+    "sparse-int8": {
+        (384, 384): 0.30, (384, 1536): 0.30, (1536, 384): 0.30,
+        (768, 768): 0.30, (768, 3072): 0.30, (3072, 768): 0.38,
+    },
+}
+TABLES = {"avx512-vnni": BREAK_EVEN_SPARSITY, "avx2": BREAK_EVEN_SPARSITY_AVX2}
 MARGIN = 0.05  # stay dense near the break-even point: noise there, and dense is the safer path
 
 
-def break_even_sparsity(engine: str, n_in: int, n_out: int) -> float:
-    table = BREAK_EVEN_SPARSITY[engine]
+def _kernel_isa() -> str | None:
+    from pruneofa.runtime import kernels
+    from pruneofa.runtime.build import kernels_available
+
+    return kernels.kernel_isa() if kernels_available() else None
+
+
+def break_even_sparsity(engine: str, n_in: int, n_out: int, isa: str | None = None) -> float:
+    """isa: the kernel set whose table to read (default: the one this machine builds)."""
+    table = TABLES.get(isa or _kernel_isa(), BREAK_EVEN_SPARSITY)[engine]
 
     def distance(shape: tuple[int, int]) -> float:
         return abs(math.log(shape[0] / n_in)) + abs(math.log(shape[1] / n_out))
@@ -42,5 +69,5 @@ def break_even_sparsity(engine: str, n_in: int, n_out: int) -> float:
     return table[min(table, key=distance)]
 
 
-def use_sparse(engine: str, n_in: int, n_out: int, sparsity: float) -> bool:
-    return sparsity >= break_even_sparsity(engine, n_in, n_out) + MARGIN
+def use_sparse(engine: str, n_in: int, n_out: int, sparsity: float, isa: str | None = None) -> bool:
+    return sparsity >= break_even_sparsity(engine, n_in, n_out, isa) + MARGIN

@@ -5,6 +5,9 @@
 
 using namespace pofa;
 
+// The kernel set this build runs: "avx512-vnni", "avx512", "avx2" or "portable" (common.h).
+extern "C" const char* pofa_kernel_isa() { return kKernelIsa; }
+
 extern "C" int pofa_has_vnni() {
 #ifdef POFA_VNNI
   return 1;
@@ -90,7 +93,7 @@ void matmul(const MatrixDesc& m, const float* x, int x_fm, int ld_x, int M, Work
 // its QKV outputs) may be below H: a compacted model with heads removed.
 extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float* x, float* y, int B, int S, int H,
                              const float* mask, int mask_kind, int threads) {
-  const int M = B * S, ld = round_up(M, 64), Sp = round_up(S, 16);
+  const int M = B * S, ld = round_up(M, 64);
   int widest = 0, widest_attn = 0;
   for (int l = 0; l < n_layers; ++l) {
     widest = std::max(widest, layers[l].ffn_in.n_out);
@@ -98,7 +101,7 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
   }
   const size_t n_act = (size_t)ld * (H + 3 * widest_attn + widest_attn + H + widest);  // h, qkv, ctx, h1, f
   const size_t xq_bytes = i8_scratch_bytes(std::max(widest, 3 * std::max(H, widest_attn)), ld);
-  size_t attn_per_thread = (size_t)S * Sp;
+  size_t attn_per_thread = attention_f32_scratch_floats(S);
 #ifdef POFA_VNNI
   for (int l = 0; l < n_layers; ++l)
     if (layers[l].attention_int8)

@@ -14,6 +14,9 @@ namespace pofa {
 
 constexpr int kMaxSeq = 4096;  // longest sequence the attention kernel takes (the caller checks)
 
+// Per-thread scratch floats of attention_f32_team.
+inline size_t attention_f32_scratch_floats(int S) { return (size_t)S * round_up(S, 16); }
+
 // Additive attention mask: none, per key ([B][S]: padding), or full and key-major ([B][S_key][S_query]).
 struct Mask {
   const float* data;
@@ -37,6 +40,26 @@ inline __m512 exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return _mm512_scalef_ps(p, n);
+}
+#endif
+
+#ifdef POFA_AVX2
+// exp16's range reduction and polynomial on 8 lanes; 2^n is built in the exponent bits (n >= -126).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
 }
 #endif
 
@@ -126,12 +149,90 @@ inline void context_for(const float* v, const float* pT, int ld, int S, int Sp, 
 }
 #endif
 
-// Scratch per thread: S * round_up(S, 16) floats. Work-shared over (batch, head); ends with a barrier.
+#ifdef POFA_AVX2
+// With 8-lane vectors a head runs one strip of 16 queries (two vectors) at a time, through a
+// [S][16] buffer that stays in L1 (a [S][Sp] score matrix does not: at S = 128 its 512-byte rows put
+// a column strip into 8 of the 64 L1 sets):
+//   scores  st[j][i] = scale * sum_dd k[dd][j] q[dd][i] + masks, 4 keys x 16 queries of accumulators;
+//           scaled and masked as they are stored, with the running max of every query column
+//   softmax e = exp(s - max) in place, and the column sums
+//   context ctx[dd][i] = (sum_j v[dd][j] e[j][i]) / sum[i], 6 features x 16 queries of accumulators
+// (the portable loops divide e by the sum before the context: the same up to rounding).
+// q, mask, out and lanes start at the strip's first query; lanes[c]: its real queries in vector c.
+template <int JB>
+inline void score_rows8(const float* q, const float* k, int ld, int d, int j, float scale, const float* mask, int S,
+                        const float* key_mask, const __m256i* lanes, float* st, __m256* colmax) {
+  __m256 acc[JB][2];
+  for (int a = 0; a < JB; ++a) acc[a][0] = acc[a][1] = _mm256_setzero_ps();
+  for (int dd = 0; dd < d; ++dd) {
+    const float* qrow = q + (size_t)dd * ld;
+    const __m256 q0 = _mm256_maskload_ps(qrow, lanes[0]), q1 = _mm256_maskload_ps(qrow + 8, lanes[1]);
+    for (int a = 0; a < JB; ++a) {
+      const __m256 kv = _mm256_broadcast_ss(k + (size_t)dd * ld + j + a);
+      acc[a][0] = _mm256_fmadd_ps(kv, q0, acc[a][0]);
+      acc[a][1] = _mm256_fmadd_ps(kv, q1, acc[a][1]);
+    }
+  }
+  for (int a = 0; a < JB; ++a)
+    for (int c = 0; c < 2; ++c) {
+      __m256 s = _mm256_mul_ps(acc[a][c], _mm256_set1_ps(scale));
+      if (mask) s = _mm256_add_ps(s, _mm256_maskload_ps(mask + (size_t)(j + a) * S + 8 * c, lanes[c]));
+      if (key_mask) s = _mm256_add_ps(s, _mm256_set1_ps(key_mask[j + a]));
+      _mm256_storeu_ps(st + (size_t)(j + a) * 16 + 8 * c, s);
+      colmax[c] = _mm256_max_ps(colmax[c], s);
+    }
+}
+
+template <int DB>
+inline void context_rows8(const float* v, const float* st, int ld, int S, int dd, const __m256* inv_sum,
+                          const __m256i* lanes, float* out) {
+  __m256 acc[DB][2];
+  for (int a = 0; a < DB; ++a) acc[a][0] = acc[a][1] = _mm256_setzero_ps();
+  for (int j = 0; j < S; ++j) {
+    const __m256 p0 = _mm256_loadu_ps(st + (size_t)j * 16), p1 = _mm256_loadu_ps(st + (size_t)j * 16 + 8);
+    for (int a = 0; a < DB; ++a) {
+      const __m256 vv = _mm256_broadcast_ss(v + (size_t)(dd + a) * ld + j);
+      acc[a][0] = _mm256_fmadd_ps(vv, p0, acc[a][0]);
+      acc[a][1] = _mm256_fmadd_ps(vv, p1, acc[a][1]);
+    }
+  }
+  for (int a = 0; a < DB; ++a)
+    for (int c = 0; c < 2; ++c)
+      _mm256_maskstore_ps(out + (size_t)(dd + a) * ld + 8 * c, lanes[c], _mm256_mul_ps(acc[a][c], inv_sum[c]));
+}
+
+// One (batch, head) of attention_f32_team; st: S x 16 floats of scratch.
+inline void attention_head_avx2(const float* q, const float* k, const float* v, int ld, int S, int d, float scale,
+                                const float* mask, const float* key_mask, float* st, float* out) {
+  for (int i0 = 0; i0 < S; i0 += 16) {
+    const __m256i lanes[2] = {lanes8(S - i0), lanes8(S - i0 - 8)};  // all, some or none of the 8 lanes
+    const float* mask_i = mask ? mask + i0 : nullptr;
+    __m256 colmax[2] = {_mm256_set1_ps(-INFINITY), _mm256_set1_ps(-INFINITY)};
+    int j = 0;
+    for (; j + 4 <= S; j += 4) score_rows8<4>(q + i0, k, ld, d, j, scale, mask_i, S, key_mask, lanes, st, colmax);
+    for (; j < S; ++j) score_rows8<1>(q + i0, k, ld, d, j, scale, mask_i, S, key_mask, lanes, st, colmax);
+    __m256 sum[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (j = 0; j < S; ++j)
+      for (int c = 0; c < 2; ++c) {
+        float* p = st + (size_t)j * 16 + 8 * c;
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), colmax[c]));
+        _mm256_storeu_ps(p, e);
+        sum[c] = _mm256_add_ps(sum[c], e);
+      }
+    const __m256 inv_sum[2] = {_mm256_div_ps(_mm256_set1_ps(1.0f), sum[0]), _mm256_div_ps(_mm256_set1_ps(1.0f), sum[1])};
+    int dd = 0;
+    for (; dd + 6 <= d; dd += 6) context_rows8<6>(v, st, ld, S, dd, inv_sum, lanes, out + i0);
+    for (; dd < d; ++dd) context_rows8<1>(v, st, ld, S, dd, inv_sum, lanes, out + i0);
+  }
+}
+#endif
+
+// Scratch per thread: attention_f32_scratch_floats(S). Work-shared over (batch, head); ends with a barrier.
 inline void attention_f32_team(const float* qkv, float* ctx, int ld, int B, int S, int H, int d, float scale,
                                const Mask& masks, float* scratch) {
   const int Sp = round_up(S, 16);
-  const int nv = Sp / 16;
-  float* sT = scratch + (size_t)omp_get_thread_num() * S * Sp;
+  [[maybe_unused]] const int nv = Sp / 16;
+  float* sT = scratch + omp_get_thread_num() * attention_f32_scratch_floats(S);
 #ifdef POFA_AVX512
   __mmask16 lanes[kMaxSeq / 16];  // per query vector: which lanes are real queries
   for (int c = 0; c < nv; ++c) lanes[c] = (c == nv - 1 && S % 16) ? (__mmask16)((1u << (S % 16)) - 1) : 0xFFFF;
@@ -171,6 +272,8 @@ inline void attention_f32_team(const float* qkv, float* ctx, int ld, int B, int 
         default: context_for<1>(v, sT, ld, S, Sp, d, i0, lanes, out);
       }
     }
+#elif defined(POFA_AVX2)
+    attention_head_avx2(q, k, v, ld, S, d, scale, mask, key_mask, sT, out);
 #else
     for (int j = 0; j < S; ++j)
       for (int i = 0; i < Sp; ++i) {

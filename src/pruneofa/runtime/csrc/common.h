@@ -15,15 +15,34 @@
 #include <cstring>
 #include <omp.h>
 
+// One set of kernels per build, chosen from the compiler's target (the build uses -march=native):
+//   POFA_AVX512 (+ POFA_VNNI): 512-bit paths, int8 with vpdpbusd (int8 without VNNI: portable loops);
+//   POFA_AVX2: 256-bit paths for a CPU with AVX2 + FMA but no AVX-512 (int8: maddubs with the sign
+//              trick, exact; activations stored signed, see kActZero in pack.h);
+//   neither: the portable loops, the reference every SIMD path is tested against.
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 #define POFA_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define POFA_AVX2 1
 #endif
 #if defined(POFA_AVX512) && defined(__AVX512VNNI__)
 #define POFA_VNNI 1
 #endif
 
 namespace pofa {
+
+// Which kernels this build runs (reported by pofa_kernel_isa and `pruneofa bench`).
+#if defined(POFA_VNNI)
+constexpr const char* kKernelIsa = "avx512-vnni";
+#elif defined(POFA_AVX512)
+constexpr const char* kKernelIsa = "avx512";
+#elif defined(POFA_AVX2)
+constexpr const char* kKernelIsa = "avx2";
+#else
+constexpr const char* kKernelIsa = "portable";
+#endif
 
 constexpr int kRowBlock = 16;  // output rows finished together, then transposed into y
 
@@ -101,6 +120,47 @@ inline __m512 gelu16(__m512 z) {
   for (int i = 1; i < 5; ++i) q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(kErfBeta[i]));
   const __m512 erf = _mm512_div_ps(_mm512_mul_ps(x, p), q);
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), z), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+#endif
+
+#ifdef POFA_AVX2
+// 8-lane fp32 counterparts of gelu16 / transpose16 (same polynomial, same operation order).
+inline __m256 gelu8(__m256 z) {
+  const __m256 x = _mm256_min_ps(_mm256_set1_ps(4.0f),
+                                 _mm256_max_ps(_mm256_set1_ps(-4.0f), _mm256_mul_ps(z, _mm256_set1_ps(0.70710678118654752f))));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(kErfAlpha[0]), q = _mm256_set1_ps(kErfBeta[0]);
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kErfAlpha[i]));
+  for (int i = 1; i < 5; ++i) q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(kErfBeta[i]));
+  const __m256 erf = _mm256_div_ps(_mm256_mul_ps(x, p), q);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), z), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+}
+
+inline __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+// In-register transpose of 8 vectors of 8 floats: r[i][j] -> r[j][i].
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) r[i] = t[i];
+}
+
+// Lane mask of the first n (0..8) lanes, for maskload/maskstore.
+inline __m256i lanes8(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 #endif
 

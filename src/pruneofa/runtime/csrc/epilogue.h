@@ -37,6 +37,22 @@ inline void store_token_major(const float* tile, int n_rows, int n_tok, const fl
       _mm512_mask_storeu_ps(y + (size_t)(g + j) * n_out, mask, v);
     }
   }
+#elif defined(POFA_AVX2)
+  for (int r0 = 0; r0 < n_rows; r0 += 8) {  // 8 rows x 8 tokens per transpose
+    const __m256i mask = lanes8(n_rows - r0);
+    const __m256 b = bias ? _mm256_maskload_ps(bias + r0, mask) : _mm256_setzero_ps();
+    for (int g = 0; g < n_tok; g += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tile + (r0 + i) * kTokenTile + g);
+      transpose8(r);
+      const int n = std::min(8, n_tok - g);
+      for (int j = 0; j < n; ++j) {
+        __m256 v = _mm256_add_ps(r[j], b);
+        if (act == kGelu) v = gelu8(v);
+        _mm256_maskstore_ps(y + (size_t)(g + j) * n_out + r0, mask, v);
+      }
+    }
+  }
 #else
   for (int p = 0; p < n_tok; ++p)
     for (int r = 0; r < n_rows; ++r) {
@@ -61,6 +77,14 @@ inline void store_feature_major(const float* tile, int n_rows, int n_pos, const 
       if (act == kGelu) v = gelu16(v);
       _mm512_storeu_ps(dst + p, v);
       if (absmax) _mm512_storeu_ps(absmax + p, _mm512_max_ps(_mm512_loadu_ps(absmax + p), _mm512_abs_ps(v)));
+    }
+#elif defined(POFA_AVX2)
+    const __m256 bv = _mm256_set1_ps(b);
+    for (int p = 0; p < n_pos; p += 8) {
+      __m256 v = _mm256_add_ps(_mm256_loadu_ps(src + p), bv);
+      if (act == kGelu) v = gelu8(v);
+      _mm256_storeu_ps(dst + p, v);
+      if (absmax) _mm256_storeu_ps(absmax + p, _mm256_max_ps(_mm256_loadu_ps(absmax + p), abs8(v)));
     }
 #else
     for (int p = 0; p < n_pos; ++p) {
@@ -99,6 +123,18 @@ inline void unpack_f32(const float* h, int N, int ld, int M, float* y) {
       for (int i = 0; i < 16; ++i) r[i] = i < nk ? _mm512_loadu_ps(h + (size_t)(k0 + i) * ld + t0) : _mm512_setzero_ps();
       transpose16(r);
       for (int j = 0; j < 16 && t0 + j < M; ++j) _mm512_mask_storeu_ps(y + (size_t)(t0 + j) * N + k0, kmask, r[j]);
+    }
+  }
+#elif defined(POFA_AVX2)
+#pragma omp for schedule(static)
+  for (int k0 = 0; k0 < N; k0 += 8) {
+    const int nk = std::min(8, N - k0);
+    const __m256i kmask = lanes8(nk);
+    for (int t0 = 0; t0 < M; t0 += 8) {  // t0 + 8 <= ld: ld is a multiple of 64
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = i < nk ? _mm256_loadu_ps(h + (size_t)(k0 + i) * ld + t0) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int j = 0; j < 8 && t0 + j < M; ++j) _mm256_maskstore_ps(y + (size_t)(t0 + j) * N + k0, kmask, r[j]);
     }
   }
 #else

@@ -9,6 +9,21 @@
 
 namespace pofa {
 
+#ifdef POFA_AVX2
+// NY (<= 8) vectors of 8 tokens of one output row, in the same summation order as the portable loop.
+template <int NY>
+static void row_f32_ymm(const float* xt, int Mp, const uint16_t* c, const float* v, int nnz, float* out) {
+  __m256 acc[NY];
+  for (int i = 0; i < NY; ++i) acc[i] = _mm256_setzero_ps();
+  for (int j = 0; j < nnz; ++j) {
+    const float* xr = xt + (size_t)c[j] * Mp;
+    const __m256 w = _mm256_broadcast_ss(v + j);
+    for (int i = 0; i < NY; ++i) acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xr + 8 * i), acc[i]);
+  }
+  for (int i = 0; i < NY; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+#endif
+
 // One output row over one token tile of NV*16 tokens: out[0..NV*16) = sum_j v[j] * xt[c[j]][..].
 template <int NV>
 static void row_f32(const float* xt, int Mp, const uint16_t* c, const float* v, int nnz, float* out) {
@@ -21,6 +36,11 @@ static void row_f32(const float* xt, int Mp, const uint16_t* c, const float* v, 
     for (int i = 0; i < NV; ++i) acc[i] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xr + 16 * i), acc[i]);
   }
   for (int i = 0; i < NV; ++i) _mm512_storeu_ps(out + 16 * i, acc[i]);
+#elif defined(POFA_AVX2)
+  // 16 ymm registers: at most 64 tokens (8 accumulators) per pass over the row's non-zeros
+  constexpr int ny = NV * 2;
+  for (int c0 = 0; c0 + 64 <= ny * 8; c0 += 64) row_f32_ymm<8>(xt + c0, Mp, c, v, nnz, out + c0);
+  if constexpr (ny % 8 != 0) row_f32_ymm<ny % 8>(xt + ny / 8 * 64, Mp, c, v, nnz, out + ny / 8 * 64);
 #else
   float acc[NV * 16] = {};
   for (int j = 0; j < nnz; ++j) {

@@ -17,6 +17,8 @@
 //    kDenseVecs 16-token vectors of accumulators, so one activation load feeds kDenseRows vpdpbusd
 //    and one broadcast weight kDenseVecs. One row at a time (the blocks kernel) reloads the whole
 //    activation stream per row and is L2-bound at ~40 MACs/cycle; this one runs at VNNI's peak.
+// The AVX2 build (no VNNI) runs the same three layouts with maddubs + madd on signed activations
+// (POFA_AVX2 section below: exact, the zero point is then 0); the portable loops are the reference.
 #pragma once
 #include "epilogue.h"
 #include "pack.h"
@@ -113,7 +115,114 @@ inline void dense_i8_rows(const uint8_t* xs, int Mp, const int32_t* w, int K4, c
 }
 #endif
 
-// Portable path (also the reference the VNNI path is tested against).
+#ifdef POFA_AVX2
+// int8 without VNNI, exactly: activations are stored signed (kActZero = 0), and a vector of 4-byte
+// groups v (activations) times the broadcast weights w is maddubs(|w|, sign(v, w)): |w| is the
+// unsigned operand, so each pair sum is at most 2 * 127 * 127 < 2^15 and never saturates (with
+// unsigned activations x + 128 it could); madd with 1s then adds the pairs into int32.
+struct Weights4 {  // 4 int8 weights broadcast to every 32-bit lane, and their absolute values
+  __m256i w, abs;
+  explicit Weights4(int32_t q) : w(_mm256_set1_epi32(q)), abs(_mm256_abs_epi8(w)) {}
+};
+
+inline __m256i dot4_add(__m256i acc, __m256i v, const Weights4& w) {
+  const __m256i pairs = _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(v, w.w));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+inline __m256 dequant8(__m256i acc, const Dequant& d, int p) {
+  const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, _mm256_set1_epi32(d.zero)));
+  return _mm256_mul_ps(v, _mm256_mul_ps(_mm256_set1_ps(d.scale), _mm256_loadu_ps(d.sx + p)));
+}
+
+// NH = number of 32-token vectors per pass (1 or 2); out[] gets 32*NH floats in token order.
+template <int NH>
+inline void row_i8_gather_avx2(const uint8_t* xt, int Mp, const uint16_t* qc, const int32_t* qw, int nq,
+                               const Dequant& d, float* out) {
+  __m256i acc[4 * NH];
+  for (int i = 0; i < 4 * NH; ++i) acc[i] = _mm256_setzero_si256();
+  for (int q = 0; q < nq; ++q) {
+    const uint8_t* r0 = xt + (size_t)qc[4 * q] * Mp;
+    const uint8_t* r1 = xt + (size_t)qc[4 * q + 1] * Mp;
+    const uint8_t* r2 = xt + (size_t)qc[4 * q + 2] * Mp;
+    const uint8_t* r3 = xt + (size_t)qc[4 * q + 3] * Mp;
+    const Weights4 w(qw[q]);
+    for (int h = 0; h < NH; ++h) {
+      const __m256i a = _mm256_loadu_si256((const __m256i*)(r0 + 32 * h));
+      const __m256i b = _mm256_loadu_si256((const __m256i*)(r1 + 32 * h));
+      const __m256i c = _mm256_loadu_si256((const __m256i*)(r2 + 32 * h));
+      const __m256i e = _mm256_loadu_si256((const __m256i*)(r3 + 32 * h));
+      const __m256i ab_lo = _mm256_unpacklo_epi8(a, b), ab_hi = _mm256_unpackhi_epi8(a, b);
+      const __m256i ce_lo = _mm256_unpacklo_epi8(c, e), ce_hi = _mm256_unpackhi_epi8(c, e);
+      acc[4 * h + 0] = dot4_add(acc[4 * h + 0], _mm256_unpacklo_epi16(ab_lo, ce_lo), w);
+      acc[4 * h + 1] = dot4_add(acc[4 * h + 1], _mm256_unpackhi_epi16(ab_lo, ce_lo), w);
+      acc[4 * h + 2] = dot4_add(acc[4 * h + 2], _mm256_unpacklo_epi16(ab_hi, ce_hi), w);
+      acc[4 * h + 3] = dot4_add(acc[4 * h + 3], _mm256_unpackhi_epi16(ab_hi, ce_hi), w);
+    }
+  }
+  // acc[4h + j], 128-bit lane L holds tokens 32h + 16L + 4j + (0..3): pairs of lanes give the
+  // tokens in order, 8 at a time.
+  for (int h = 0; h < NH; ++h) {
+    const __m256i* a = acc + 4 * h;
+    const __m256i b[4] = {_mm256_permute2x128_si256(a[0], a[1], 0x20), _mm256_permute2x128_si256(a[2], a[3], 0x20),
+                          _mm256_permute2x128_si256(a[0], a[1], 0x31), _mm256_permute2x128_si256(a[2], a[3], 0x31)};
+    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out + 32 * h + 8 * i, dequant8(b[i], d, 32 * h + 8 * i));
+  }
+}
+
+// Blocks layout: NY (<= 8) vectors of 8 tokens x 4 bytes per pass.
+template <int NY>
+inline void row_i8_blocks_avx2(const uint8_t* xp, int Mp, const uint16_t* qc, const int32_t* qw, int nq,
+                               const Dequant& d, float* out) {
+  __m256i acc[NY];
+  for (int i = 0; i < NY; ++i) acc[i] = _mm256_setzero_si256();
+  for (int q = 0; q < nq; ++q) {
+    const uint8_t* r = xp + (size_t)(qc[4 * q] >> 2) * Mp * 4;
+    const Weights4 w(qw[q]);
+    for (int i = 0; i < NY; ++i) acc[i] = dot4_add(acc[i], _mm256_loadu_si256((const __m256i*)(r + 32 * i)), w);
+  }
+  for (int i = 0; i < NY; ++i) _mm256_storeu_ps(out + 8 * i, dequant8(acc[i], d, 8 * i));
+}
+
+// One row over n_pos (a multiple of 64) tokens of the tile, either layout.
+inline void row_i8_avx2(const uint8_t* xs, int Mp, int layout, const uint16_t* qc, const int32_t* qw, int nq,
+                        int n_pos, const Dequant& d, float* out) {
+  for (int p = 0; p < n_pos; p += 64) {
+    const Dequant dp{d.zero, d.scale, d.sx + p};
+    if (layout == kBlocks)
+      row_i8_blocks_avx2<8>(xs + (size_t)p * 4, Mp, qc, qw, nq, dp, out + p);
+    else
+      row_i8_gather_avx2<2>(xs + p, Mp, qc, qw, nq, dp, out + p);
+  }
+}
+
+// Dense layout: R rows x kDenseVecsAvx2 vectors of 8 tokens (8 accumulators), tokens p.. of the tile.
+constexpr int kDenseVecsAvx2 = 2;
+
+template <int R>
+inline void dense_i8_rows_avx2(const uint8_t* xs, int Mp, const int32_t* w, int K4, const Dequant* d, int p,
+                               float* out) {
+  constexpr int V = kDenseVecsAvx2;
+  __m256i acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
+  const uint8_t* a = xs + (size_t)p * 4;
+  for (int kb = 0; kb < K4; ++kb, a += (size_t)Mp * 4) {
+    __m256i x[V];
+    for (int v = 0; v < V; ++v) x[v] = _mm256_loadu_si256((const __m256i*)(a + 32 * v));
+    _mm_prefetch((const char*)(w + (size_t)(kb % R) * K4 + kb + 64), _MM_HINT_T0);
+    for (int r = 0; r < R; ++r) {
+      const Weights4 wv(w[(size_t)r * K4 + kb]);
+      for (int v = 0; v < V; ++v) acc[r][v] = dot4_add(acc[r][v], x[v], wv);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v)
+      _mm256_storeu_ps(out + r * kTokenTile + p + 8 * v, dequant8(acc[r][v], d[r], p + 8 * v));
+}
+#endif
+
+// Portable path (also the reference the VNNI and AVX2 paths are tested against).
 inline void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t* qc, const int32_t* qw, int nq,
                             int n_pos, const Dequant& d, float* out) {
   int32_t acc[kTokenTile] = {};
@@ -124,7 +233,7 @@ inline void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t
       const uint8_t* r = layout == kGather ? x + (size_t)qc[4 * q + j] * Mp
                                            : x + (size_t)(layout == kDense ? q : qc[4 * q] >> 2) * Mp * 4 + j;
       const int step = layout == kGather ? 1 : 4;
-      for (int p = 0; p < n_pos; ++p) acc[p] += w[j] * (int)r[step * p];
+      for (int p = 0; p < n_pos; ++p) acc[p] += w[j] * act_value(r[step * p]);
     }
   }
   // the SIMD paths' rounding order (dequant16): bit-identical results
@@ -144,6 +253,18 @@ inline void dense_i8_tile(const int32_t* qw, int K4, int n_rows, const Dequant* 
         case 3: dense_i8_rows<3>(xs, Mp, w, K4, d + r, p, out); break;
         case 2: dense_i8_rows<2>(xs, Mp, w, K4, d + r, p, out); break;
         default: dense_i8_rows<1>(xs, Mp, w, K4, d + r, p, out); break;
+      }
+    }
+#elif defined(POFA_AVX2)
+  for (int p = 0; p < n_pos; p += 8 * kDenseVecsAvx2)
+    for (int r = 0; r < n_rows; r += kDenseRows) {
+      const int32_t* w = qw + (size_t)r * K4;
+      float* out = tile + r * kTokenTile;
+      switch (std::min(kDenseRows, n_rows - r)) {
+        case 4: dense_i8_rows_avx2<4>(xs, Mp, w, K4, d + r, p, out); break;
+        case 3: dense_i8_rows_avx2<3>(xs, Mp, w, K4, d + r, p, out); break;
+        case 2: dense_i8_rows_avx2<2>(xs, Mp, w, K4, d + r, p, out); break;
+        default: dense_i8_rows_avx2<1>(xs, Mp, w, K4, d + r, p, out); break;
       }
     }
 #else
@@ -202,7 +323,7 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
       const int n_tok = std::min(kTokenTile, Mc - t0), n_pos = round_up(n_tok, 64);
       const uint8_t* xs = w.layout == kGather ? xq + t0 : xq + (size_t)t0 * 4;
       Dequant d[kRowBlock];
-      for (int r = 0; r < n_rows; ++r) d[r] = Dequant{128 * w.w_sum[o0 + r], w.w_scale[o0 + r], sx + t0};
+      for (int r = 0; r < n_rows; ++r) d[r] = Dequant{kActZero * w.w_sum[o0 + r], w.w_scale[o0 + r], sx + t0};
       if (w.layout == kDense)  // row o's quads start at quad_ptr[o] = o * K4
         dense_i8_tile(w.w + w.quad_ptr[o0], (K + 3) / 4, n_rows, d, xs, Mp, round_up(n_tok, 16 * kDenseVecs), tile);
       else
@@ -214,6 +335,8 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
             (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d[r], dst);
           else
             (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d[r], dst);
+#elif defined(POFA_AVX2)
+          row_i8_avx2(xs, Mp, w.layout, w.cols + 4 * q0, w.w + q0, nq, n_pos, d[r], dst);
 #else
           row_i8_portable(xs, Mp, w.layout, w.cols + 4 * q0, w.w + q0, nq, n_pos, d[r], dst);
 #endif
