@@ -42,11 +42,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     set_seed(0)
-    torch.set_grad_enabled(False)
     tokenizer = load_tokenizer(args.qat_dir, False)
     limit = {"data.max_eval_samples": args.max_eval_samples} if args.max_eval_samples else {}
     task = load_task_data(load_eval_recipe(args.qat_dir, None, limit).data, tokenizer, with_train=False)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():  # not set_grad_enabled: a caller's state stays
         rows = {name: score_export(args.qat_dir, Path(tmp) / name, flag, task, tokenizer)
                 for name, flag in (("embeddings fp32", False), ("embeddings int8", True))}
     fp32, int8 = rows["embeddings fp32"], rows["embeddings int8"]

@@ -168,3 +168,4 @@ def test_int8_embeddings_cost_scores_both_exports_of_the_qat_model(runs, tmp_pat
         assert 0.0 <= fp32[split] <= 1.0 and 0.0 <= int8[split] <= 1.0
         assert result["cost_points"][split] == pytest.approx(100 * (fp32[split] - int8[split]), abs=0.01)
     assert json.loads((tmp_path / "cost.json").read_text())["cost_points"] == result["cost_points"]
+    assert torch.is_grad_enabled()  # the caller's autograd state is left as it was
