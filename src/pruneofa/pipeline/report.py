@@ -14,6 +14,7 @@ from typing import Any
 from pruneofa.pipeline.retrieval_report import retrieval_rows, retrieval_section
 from pruneofa.pipeline.schema import PipelineRecipe
 from pruneofa.fileio import atomic_write_text
+from pruneofa.train.checkpoint import latest_checkpoint
 
 NOT_MEASURED = "not measured"
 ROWS = [("dense", "dense (task teacher)"), ("sparse", "sparse (transfer)"), ("sparse_int8", "sparse + int8")]
@@ -46,12 +47,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def training_history(out: Path) -> list[dict[str, Any]]:
-    """The history of the run's latest checkpoint (train/loop.py writes it into every checkpoint)."""
-    latest = out / "checkpoints" / "latest"
-    if not latest.is_file():
-        return []
-    history = out / "checkpoints" / latest.read_text().strip() / "history.json"
-    data = read_json(history) if history.is_file() else []
+    """The history of the run's latest complete checkpoint (train/loop.py writes it into every checkpoint): the one
+    a resume would continue from."""
+    latest = latest_checkpoint(out)
+    history = latest / "history.json" if latest is not None else None
+    data = read_json(history) if history is not None and history.is_file() else []
     return data if isinstance(data, list) else []
 
 
@@ -75,7 +75,7 @@ def bench_shape(summary: dict[str, Any]) -> str:
     return f"b{summary.get('batch', 1)} s{summary.get('seq_len', 128)}"
 
 
-def step_dirs(pipeline: PipelineRecipe, out: Path) -> dict[str, Path]:
+def step_dirs(out: Path) -> dict[str, Path]:
     state = read_json(out / "pipeline.json").get("steps", {})
     return {name: Path(rec["output"]) for name, rec in state.items()
             if rec.get("status") == "done" and rec.get("output")}
@@ -260,7 +260,7 @@ def build_report(pipeline: PipelineRecipe, out: Path) -> Path:
     from pruneofa.modeldir import inspect_dir
 
     out = Path(out)
-    dirs = step_dirs(pipeline, out)
+    dirs = step_dirs(out)
     bench = pipeline.step_for("bench")
     summary = bench_summary(dirs.get(bench) if bench else None)
     rows = [model_row(pipeline, role, label, dirs, latency_ms(summary, role)) for role, label in ROWS]
