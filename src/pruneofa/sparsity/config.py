@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pruneofa.config.base import StrictModel
 from pruneofa.sparsity.criteria import CRITERIA
@@ -46,14 +46,11 @@ class PruningConfig(StrictModel):
     frequency: int = Field(100, ge=1, description="Δ: masks recomputed every this many steps")
     include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
     exclude: list[str] = Field(default_factory=list)
-    _parsed: tuple[str, Pattern] | None = PrivateAttr(None)
 
     @property
     def parsed_pattern(self) -> Pattern:
-        """`pattern` parsed, once per value (the Pruner and the checks below use this)."""
-        if self._parsed is None or self._parsed[0] != self.pattern:
-            self._parsed = (self.pattern, parse_pattern(self.pattern))
-        return self._parsed[1]
+        """`pattern` parsed (a few string operations: derived when asked, never cached beside `pattern`)."""
+        return parse_pattern(self.pattern)
 
     @field_validator("pattern")
     @classmethod
