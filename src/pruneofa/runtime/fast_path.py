@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneofa.runtime.fused_encoder import FusedEncoder
-from pruneofa.runtime.native_encoder import MAX_NATIVE_SEQ, key_padding_mask
+from pruneofa.runtime.native_encoder import key_padding_mask
 
 PLAIN_ARGUMENTS = {"input_ids", "attention_mask", "token_type_ids"}
 
@@ -44,6 +44,7 @@ class BertFastPath:
         self.bert, self.classifier_model = bert, classifier_model
         self.emb = bert.embeddings
         self.native = bert.encoder.native
+        self.max_seq = min(self.native.max_seq, self.emb.position_embeddings.num_embeddings)
 
     @classmethod
     def build(cls, model: nn.Module) -> BertFastPath | None:
@@ -65,7 +66,7 @@ class BertFastPath:
         if args or not set(kwargs) <= PLAIN_ARGUMENTS or kwargs.get("input_ids") is None:
             return None
         ids = kwargs["input_ids"]
-        if ids.dim() != 2 or ids.shape[1] > min(MAX_NATIVE_SEQ, self.emb.position_embeddings.num_embeddings):
+        if ids.dim() != 2 or ids.shape[1] > self.max_seq:
             return None
         attention_mask, token_type_ids = kwargs.get("attention_mask"), kwargs.get("token_type_ids")
         if attention_mask is not None and attention_mask.shape != ids.shape:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneofa.runtime.kernels import AddLayerNorm, feature_major_ld
-from pruneofa.runtime.native_encoder import MAX_NATIVE_SEQ, NativeEncoder, key_major_additive_mask
+from pruneofa.runtime.native_encoder import NativeEncoder, key_major_additive_mask
 from pruneofa.runtime.ops import SparseF32Op, SparseI8Op, fused_op, op_for
 
 _PROJECTIONS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -149,7 +149,7 @@ class FusedEncoder(nn.Module):
                                  encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values,
                                  use_cache=use_cache, **kwargs)
         batch, seq, width = hidden_states.shape
-        if self.native is not None and seq <= MAX_NATIVE_SEQ and (attention_mask is None or attention_mask.shape[1] == 1):
+        if self.native is not None and seq <= self.native.max_seq and (attention_mask is None or attention_mask.shape[1] == 1):
             h = self.native(hidden_states, key_major_additive_mask(attention_mask, batch, seq))
             return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h)
         h, feature_major = hidden_states.reshape(batch * seq, width).contiguous(), False

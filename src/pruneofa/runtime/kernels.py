@@ -27,6 +27,10 @@ def bind(handle: ctypes.CDLL) -> ctypes.CDLL:
     handle.pofa_spmm_i8.argtypes = [*x_args, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_int,
                                     c_int, *post, *y_args]
     handle.pofa_spmm_i8.restype = None
+    handle.pofa_encoder.argtypes = [c_void_p, c_int, c_void_p, c_void_p, c_int, c_int, c_int, c_void_p, c_int,
+                                    c_int]  # layers, n_layers, x, y, B, S, H, mask, mask kind, threads
+    handle.pofa_encoder.restype = None
+    handle.pofa_max_seq.restype = c_int
     handle.pofa_has_vnni.restype = c_int
     handle.pofa_kernel_isa.restype = ctypes.c_char_p
     return handle

@@ -18,9 +18,6 @@ from pruneofa.runtime import kernels
 from pruneofa.runtime.ops import SparseF32Op, SparseI8Op
 
 
-MAX_NATIVE_SEQ = 4096  # kMaxSeq in csrc/attention.h
-
-
 class MatrixDesc(ctypes.Structure):
     _fields_ = [("kind", c_int), ("n_in", c_int), ("n_out", c_int), ("ptr", c_void_p), ("cols", c_void_p),
                 ("vals", c_void_p), ("w_scale", c_void_p), ("w_sum", c_void_p), ("layout", c_int), ("bias", c_void_p),
@@ -59,9 +56,7 @@ class NativeEncoder:
         self.int8_attention = int8_attention and isinstance(layers[0].qkv, SparseI8Op) and kernels.has_vnni()
         self.descs = (LayerDesc * len(layers))(*[self._layer_desc(layer) for layer in layers])
         self.lib = kernels.lib()
-        self.lib.pofa_encoder.argtypes = [c_void_p, c_int, c_void_p, c_void_p, c_int, c_int, c_int, c_void_p, c_int,
-                                          c_int]
-        self.lib.pofa_encoder.restype = None
+        self.max_seq = self.lib.pofa_max_seq()  # the longest sequence the C attention takes
 
     @staticmethod
     def supports(layers: list) -> bool:

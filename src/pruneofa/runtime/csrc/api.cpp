@@ -8,6 +8,9 @@ using namespace pofa;
 // The kernel set this build runs: "avx512-vnni", "avx512", "avx2" or "portable" (common.h).
 extern "C" const char* pofa_kernel_isa() { return kKernelIsa; }
 
+// The longest sequence pofa_encoder takes (attention.h); callers ask rather than keep a copy.
+extern "C" int pofa_max_seq() { return kMaxSeq; }
+
 extern "C" int pofa_has_vnni() {
 #ifdef POFA_VNNI
   return 1;
