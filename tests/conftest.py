@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,32 @@ def tiny_models(tmp_path_factory, tokenizer) -> dict[str, Path]:
     models = {f: save_tiny_model(root / f, f, tokenizer) for f in FAMILIES}
     models["bert-headless"] = save_tiny_model(root / "bert-headless", "bert", tokenizer, with_head=False)
     return models
+
+
+def make_sentence_transformers_dir(model_dir: Path, out: Path, pooling: dict | None = None,
+                                   normalize: bool = True) -> Path:
+    """A copy of `model_dir` made a sentence-transformers directory, its files as sentence-transformers 6
+    writes them (`pooling`: the 1_Pooling config; default mean pooling in the current format)."""
+    shutil.copytree(model_dir, out)
+    width = json.loads((model_dir / "config.json").read_text())["hidden_size"]
+    modules = [("", "sentence_transformers.base.modules.transformer.Transformer"),
+               ("1_Pooling", "sentence_transformers.sentence_transformer.modules.pooling.Pooling")]
+    if normalize:
+        modules.append(("2_Normalize", "sentence_transformers.base.modules.normalize.Normalize"))
+        (out / "2_Normalize").mkdir()
+    (out / "modules.json").write_text(json.dumps([{"idx": i, "name": str(i), "path": path, "type": kind}
+                                                  for i, (path, kind) in enumerate(modules)]))
+    (out / "1_Pooling").mkdir()
+    pooling = pooling or {"embedding_dimension": width, "pooling_mode": "mean", "include_prompt": True}
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": SEQ, "do_lower_case": False}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_transformers(tiny_models, tmp_path_factory) -> Path:
+    """The bare tiny BERT as a sentence-transformers directory: mean pooling, then Normalize."""
+    return make_sentence_transformers_dir(tiny_models["bert-headless"], tmp_path_factory.mktemp("st") / "bert-st")
 
 
 @pytest.fixture(scope="session")

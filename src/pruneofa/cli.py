@@ -100,7 +100,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     from pruneofa.bench.command import run_bench_command
 
     print(run_bench_command(ns.model_dir, ns.batch_sizes, ns.seq_len, ns.engines, ns.rounds, ns.warmup, ns.threads,
-                            ns.json, ns.output_dir, not ns.no_memory, ns.baseline, ns.compact))
+                            ns.json, ns.output_dir, not ns.no_memory, ns.baseline, ns.compact, ns.encode))
     return 0
 
 
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the speed-ups against it (e.g. the uncompacted model of an `export --compact` dir)")
     p.add_argument("--compact", action="store_true", help="benchmark MODEL_DIR rebuilt without its zero heads and "
                    "FFN neurons (as export --compact does), against MODEL_DIR itself as the baseline")
+    p.add_argument("--encode", action="store_true", help="time sentence embeddings (tokenize, forward, pool as MODEL_DIR's "
+                   "sentence-transformers config says) on torch, the runtime's engines and sentence-transformers")
     p = sub.add_parser("run", help="run a pipeline recipe: its stages in order, resumable, then a report",
                        parents=[common])
     p.add_argument("args", nargs="*", metavar="PIPELINE [key=value]",

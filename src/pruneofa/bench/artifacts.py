@@ -93,9 +93,11 @@ class ArtifactStore:
             if src.kind == "hf":  # the user's own file: no copy
                 return Artifact(kind, src.model_dir, sorted(src.model_dir.glob("model*.safetensors")))
             src.plain.save_pretrained(out)
+            self._beside_weights(out)
             return Artifact(kind, out, sorted(out.glob("model*.safetensors")))
         if kind in ("compressed-fp32", "compressed-int8"):
             file = save_compressed(src.model, out, "int8" if kind.endswith("int8") else "fp32", per_channel=True)
+            self._beside_weights(out)
             return Artifact(kind, out, [file])
         if kind == "onnx-fp32":
             file = export_onnx(src.model, src.plain.config, out / "model.onnx")
@@ -109,6 +111,14 @@ class ArtifactStore:
             file = export_onnx(src.model, src.plain.config, out / "model.onnx", int8=True)
             return Artifact(kind, file, [file])
         raise ValueError(f"unknown artifact kind {kind!r}")
+
+    def _beside_weights(self, out: Path) -> None:
+        """The tokenizer and sentence-transformers files of the model dir, as a deployment ships them
+        (`bench --encode` reads them from the artifact)."""
+        from pruneofa.modeldir import copy_sentence_transformers_files, write_tokenizer
+
+        write_tokenizer(out, None, self.source.model_dir)
+        copy_sentence_transformers_files(self.source.model_dir, out)
 
     @staticmethod
     def _ort_dynamic_int8(fp32_file: Path, out_file: Path) -> Artifact:

@@ -13,6 +13,11 @@
 A loaded engine is bound to one batch of inputs and returns a zero-argument call, so that the
 timing loop measures the forward only; every call returns the model's primary output (`logits`,
 else `last_hidden_state`: what the ONNX export returns too).
+
+With `--encode` the engines are those that serve sentence embeddings (ENCODE_ENGINES): torch and the
+runtime's engines through `RuntimeModel.encode`, and sentence-transformers' own `encode` (dense fp32,
+the `[st]` extra). A call then takes a batch of sentences and returns their pooled embeddings,
+tokenization included, as a user calls it.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ _SPECS = [
 ]
 ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in _SPECS}
 RUNTIME_ENGINES = ("torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
+SENTENCE_TRANSFORMERS = "sentence-transformers"
+ENCODE_ENGINES: dict[str, EngineSpec] = {
+    **{name: ENGINES[name] for name in (REFERENCE, *RUNTIME_ENGINES)},
+    SENTENCE_TRANSFORMERS: EngineSpec(SENTENCE_TRANSFORMERS, "hf", "fp32",
+                                      "sentence-transformers' encode, dense fp32 PyTorch (the [st] extra)"),
+}
+
+
+def spec_of(name: str) -> EngineSpec:
+    return ENGINES.get(name) or ENCODE_ENGINES[name]
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -57,6 +72,11 @@ def unavailable_reason(name: str) -> str | None:
     from pruneofa.runtime.build import kernels_available
     from pruneofa.runtime.dense_int8 import int8_backend_available
 
+    if name == SENTENCE_TRANSFORMERS:
+        import importlib.util
+
+        return None if importlib.util.find_spec("sentence_transformers") else \
+            "sentence-transformers is not installed (pip install 'pruneofa[st]')"
     if name in ("sparse", "sparse-int8") and not kernels_available():
         return "the sparse C++ kernels did not build on this machine (no working g++?)"
     if ENGINES[name].precision == "int8" and name in RUNTIME_ENGINES and not int8_backend_available():
@@ -119,3 +139,27 @@ def load_engine(name: str, artifact_path: Path, threads: int) -> TorchEngine | O
     else:
         runtime = rt.load(artifact_path, engine=name, threads=threads)
     return TorchEngine(runtime, runtime.model.forward)
+
+
+class EncodeEngine:
+    """An engine serving sentence embeddings: bound to a batch of sentences, each call encodes them."""
+
+    def __init__(self, model: Any, encode: Callable[[list[str]], torch.Tensor]):
+        self.model = model  # a pruneofa.runtime model (its conversion report is read) or a SentenceTransformer
+        self.encode = encode
+
+    def bind(self, sentences: list[str]) -> Callable[[], torch.Tensor]:
+        return lambda: self.encode(sentences)
+
+
+def load_encoder(name: str, artifact_path: Path, threads: int) -> EncodeEngine:
+    """Load ENCODE_ENGINES' `name` from its artifact, a model directory with its tokenizer and pooling."""
+    if name == SENTENCE_TRANSFORMERS:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(str(artifact_path), device="cpu")
+        return EncodeEngine(st, lambda s: st.encode(s, batch_size=len(s), convert_to_tensor=True))
+    import pruneofa.runtime as rt
+
+    runtime = rt.load(artifact_path, engine=name, threads=threads)  # "torch": transformers' forward
+    return EncodeEngine(runtime, lambda s: runtime.encode(s, batch_size=len(s)))

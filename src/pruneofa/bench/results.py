@@ -61,6 +61,8 @@ def format_table(result: dict[str, Any]) -> str:
     baseline = result.get("baseline")
     if baseline:
         head += f"; baseline (dense fp32 PyTorch, same rounds): {baseline}"
+    if settings.get("encode"):
+        head += f"; encode: {settings['inputs']}"
     lines = [head, "",
              "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | " + ("x vs baseline | " if baseline else "")
              + "size MB | peak MB | held MB | max diff | rel err | matches | kernel |",

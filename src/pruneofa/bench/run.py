@@ -21,16 +21,26 @@ import torch
 
 from pruneofa.bench import accuracy, memory, timing
 from pruneofa.bench.artifacts import Artifact, ArtifactStore, Unavailable, load_source
-from pruneofa.bench.engines import ENGINES, REFERENCE, TorchEngine, load_engine, unavailable_reason
-from pruneofa.bench.inputs import make_inputs, model_input_names
+from pruneofa.bench.engines import (
+    ENCODE_ENGINES,
+    ENGINES,
+    REFERENCE,
+    TorchEngine,
+    load_encoder,
+    load_engine,
+    spec_of,
+    unavailable_reason,
+)
+from pruneofa.bench.inputs import make_inputs, make_sentences, model_input_names
 from pruneofa.bench.results import summarize
 from pruneofa.errors import UserError
 
 BASELINE = "baseline"  # the row of --baseline MODEL_DIR
+INPUTS_ENCODE = "a batch of English sentences of seq_len tokens, encoded: tokenization, forward, pooling"
 
 
 def check_settings(batch_sizes: tuple[int, ...], seq_len: int, engines: list[str] | None, rounds: int, warmup: int,
-                   threads: int | None) -> list[str]:
+                   threads: int | None, encode: bool = False) -> list[str]:
     """The engines to run (the reference first, always), after refusing impossible settings."""
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise UserError(f"bad batch sizes {list(batch_sizes)}", "pass positive integers, e.g. --batch-sizes 1,8")
@@ -40,17 +50,20 @@ def check_settings(batch_sizes: tuple[int, ...], seq_len: int, engines: list[str
         raise UserError(f"rounds={rounds}, warmup={warmup}", "pass --rounds 1 or more and --warmup 0 or more")
     if threads is not None and threads < 1:
         raise UserError(f"threads={threads}", "pass --threads 1 or more, or leave it out to use the machine's CPUs")
-    names = list(ENGINES) if engines is None else list(dict.fromkeys(engines))
-    unknown = [e for e in names if e not in ENGINES]
+    table = ENCODE_ENGINES if encode else ENGINES
+    names = list(table) if engines is None else list(dict.fromkeys(engines))
+    unknown = [e for e in names if e not in table]
     if unknown:
-        raise UserError(f"unknown engine '{unknown[0]}'", f"choose from {', '.join(ENGINES)}")
+        problem = (f"engine '{unknown[0]}' does not serve --encode" if encode and unknown[0] in ENGINES
+                   else f"unknown engine '{unknown[0]}'")
+        raise UserError(problem, f"choose from {', '.join(table)}")
     return [REFERENCE] + [e for e in names if e != REFERENCE]
 
 
 def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), seq_len: int = 128,
                   engines: list[str] | None = None, rounds: int = 20, warmup: int = 3, threads: int | None = None,
                   measure_memory: bool = True, work_dir: str | Path | None = None, seed: int = 0,
-                  baseline: str | Path | None = None, compact: bool = False) -> dict[str, Any]:
+                  baseline: str | Path | None = None, compact: bool = False, encode: bool = False) -> dict[str, Any]:
     """Benchmark every applicable engine on `model_dir`; returns the result dict (see results.py).
 
     engines: names from `ENGINES` (default: all); the fp32 reference "torch" is always run. Engines
@@ -60,10 +73,14 @@ def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), se
     baseline: another model dir (e.g. the uncompacted model an `export --compact` came from), run
     as dense fp32 PyTorch in the same interleaved rounds; the speed-ups are then against it.
     compact: first rebuild `model_dir` without its zero heads and FFN neurons (`export --compact`,
-    into the work dir) and benchmark that, with `model_dir` itself as the baseline (unless one is given)."""
+    into the work dir) and benchmark that, with `model_dir` itself as the baseline (unless one is given).
+    encode: time sentence embeddings instead of the forward (`engines.ENCODE_ENGINES`): each call encodes
+    `batch` sentences of `seq_len` tokens, tokenization and pooling included (no memory measured)."""
     from pruneofa.runtime import default_threads
 
-    names = check_settings(tuple(batch_sizes), seq_len, engines, rounds, warmup, threads)
+    names = check_settings(tuple(batch_sizes), seq_len, engines, rounds, warmup, threads, encode)
+    if encode and (baseline is not None or compact):
+        raise UserError("--encode does not combine with --baseline or --compact", "drop one of them")
     threads = threads or default_threads()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -72,8 +89,8 @@ def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), se
             work = Path(work_dir) if work_dir else Path(tmp)
             served = _compacted(Path(model_dir), work) if compact else Path(model_dir)
             baseline = baseline or (model_dir if compact else None)
-            result = _run(served, tuple(batch_sizes), seq_len, names, rounds, warmup, threads, measure_memory,
-                          work, seed, Path(baseline) if baseline else None)
+            result = _run(served, tuple(batch_sizes), seq_len, names, rounds, warmup, threads,
+                          measure_memory and not encode, work, seed, Path(baseline) if baseline else None, encode)
             if compact:
                 result["model_dir"], result["compacted"] = str(model_dir), True
             return result
@@ -82,7 +99,8 @@ def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), se
 
 
 def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: list[str], rounds: int, warmup: int,
-         threads: int, measure_memory: bool, work_dir: Path, seed: int, baseline: Path | None) -> dict[str, Any]:
+         threads: int, measure_memory: bool, work_dir: Path, seed: int, baseline: Path | None,
+         encode: bool = False) -> dict[str, Any]:
     from pruneofa.sparsity.measure import sparsity_of_model
 
     load_before, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M %Z")
@@ -94,7 +112,8 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
                         f"pass --seq-len {max_len} or less")
     model_info = {"architecture": type(source.plain).__name__, "source": source.kind,
                   "sparsity": sparsity_of_model(source.plain)["overall"]}
-    loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads)
+    tokenizer = _tokenizer(model_dir) if encode else None
+    loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads, encode)
     if baseline is not None:
         loaded[BASELINE], artifacts[BASELINE] = _load_baseline(baseline, config)
     del source  # the engines hold their own weights; the loader's copies would only inflate memory
@@ -104,7 +123,8 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
     rows = []
     rng = random.Random(seed)
     for batch in batch_sizes:
-        inputs = make_inputs(config.vocab_size, names_in, batch, seq_len, seed)
+        inputs = make_sentences(tokenizer, batch, seq_len, seed) if encode else make_inputs(
+            config.vocab_size, names_in, batch, seq_len, seed)
         calls = {name: engine.bind(inputs) for name, engine in loaded.items()}
         checks = _check_outputs(calls, batch, skipped)
         load_start = os.getloadavg()[0]
@@ -129,7 +149,9 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
         "model_dir": str(model_dir), "model": model_info, "baseline": str(baseline) if baseline else None,
         "settings": {"batch_sizes": list(batch_sizes), "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
                      "threads": threads, "clock": "wall (time.perf_counter)", "order": "shuffled every round",
-                     "inputs": "random token ids of the vocabulary, full attention mask, one segment",
+                     "inputs": (f"{INPUTS_ENCODE} (--encode)" if encode else
+                                "random token ids of the vocabulary, full attention mask, one segment"),
+                     "encode": encode,
                      "accuracy_tolerance_rel_err": accuracy.TOLERANCE,
                      "memory": memory.METHOD if measure_memory else "not measured"},
         "environment": _environment(load_before, started),
@@ -137,7 +159,8 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
     }
 
 
-def _load_engines(store: ArtifactStore, names: list[str], threads: int) -> tuple[dict, dict, list[dict[str, str]]]:
+def _load_engines(store: ArtifactStore, names: list[str], threads: int,
+                  encode: bool = False) -> tuple[dict, dict, list[dict[str, str]]]:
     """(engine name -> loaded engine, engine name -> its artifact, skipped engines with the reason)."""
     loaded, artifacts, skipped = {}, {}, []
     for name in names:
@@ -145,10 +168,10 @@ def _load_engines(store: ArtifactStore, names: list[str], threads: int) -> tuple
         try:
             if reason is not None:
                 raise Unavailable(reason)
-            artifacts[name] = store.get(ENGINES[name].artifact)
+            artifacts[name] = store.get(spec_of(name).artifact)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch's eager-quantization deprecation notice, and the like
-                loaded[name] = load_engine(name, artifacts[name].path, threads)
+                loaded[name] = (load_encoder if encode else load_engine)(name, artifacts[name].path, threads)
         except Unavailable as err:
             skipped.append({"engine": name, "reason": str(err)})
         except Exception as err:  # noqa: BLE001 - one engine failing to load must not hide the others
@@ -156,6 +179,15 @@ def _load_engines(store: ArtifactStore, names: list[str], threads: int) -> tuple
                 raise
             skipped.append({"engine": name, "reason": f"failed to load: {type(err).__name__}: {err}".splitlines()[0]})
     return loaded, artifacts, skipped
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        raise UserError(f"--encode needs the tokenizer of '{model_dir}'", "keep its tokenizer files in MODEL_DIR") from None
 
 
 def _compacted(model_dir: Path, work_dir: Path) -> Path:
@@ -177,7 +209,7 @@ def _load_baseline(path: Path, config: Any) -> tuple[TorchEngine, Artifact]:
 def _description(name: str, baseline: Path | None) -> str:
     if name == BASELINE:
         return f"dense fp32 PyTorch eager on the baseline {baseline}: the reference of the speed-ups"
-    return ENGINES[name].description
+    return spec_of(name).description
 
 
 def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
@@ -187,7 +219,7 @@ def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, st
     checks = {}
     for name in list(calls):
         try:
-            precision = ENGINES[name].precision if name in ENGINES else "fp32"  # the baseline: fp32 PyTorch
+            precision = spec_of(name).precision if name != BASELINE else "fp32"  # the baseline: fp32 PyTorch
             checks[name] = accuracy.compare(calls[name](), reference, precision)
         except Exception as err:  # noqa: BLE001 - an engine that cannot run this batch is reported, not fatal
             del calls[name]

@@ -10,7 +10,9 @@ model directory goes through here.
 
 - `kind_of(path)`, `is_compact_dir(path)`, `config_and_class(path)`: what a directory holds;
 - `load_model(model_or_dir)`: any kind; `load_plain(path)`: a plain or compact one;
-- `inspect_dir(path)`: the sparsity of its prunable layers, read from the weight files.
+- `inspect_dir(path)`: the sparsity of its prunable layers, read from the weight files;
+- a sentence-transformers directory is any of these with modules.json and the pooling beside the
+  transformer: `copy_sentence_transformers_files` carries them into every output, `read_pooling` reads them.
 """
 
 from pruneofa.modeldir.compressed import compressed_sizes, decompress_to_hf, save_compressed
@@ -27,8 +29,15 @@ from pruneofa.modeldir.layout import (
 )
 from pruneofa.modeldir.loading import load_model
 from pruneofa.modeldir.qat_dir import load_qat
+from pruneofa.modeldir.sentence_transformers_dir import (
+    SentencePooling,
+    copy_sentence_transformers_files,
+    is_sentence_transformers_dir,
+    read_pooling,
+)
 from pruneofa.quantization.checkpoint import save_qat
 
-__all__ = ["COMPRESSED_FILE", "QAT_STATE_FILE", "compressed_sizes", "config_and_class", "decompress_to_hf",
-           "format_report", "inspect_dir", "is_compact_dir", "kind_of", "load_compressed", "load_model", "load_plain",
-           "load_qat", "save_compressed", "save_qat", "write_tokenizer"]
+__all__ = ["COMPRESSED_FILE", "QAT_STATE_FILE", "SentencePooling", "compressed_sizes", "config_and_class",
+           "copy_sentence_transformers_files", "decompress_to_hf", "format_report", "inspect_dir", "is_compact_dir",
+           "is_sentence_transformers_dir", "kind_of", "load_compressed", "load_model", "load_plain", "load_qat",
+           "read_pooling", "save_compressed", "save_qat", "write_tokenizer"]

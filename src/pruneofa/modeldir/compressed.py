@@ -36,6 +36,7 @@ from pruneofa.modeldir.compressed_read import _file_of, load_compressed
 from pruneofa.modeldir.container import read_container, write_container
 from pruneofa.modeldir.layout import COMPRESSED_FILE, write_tokenizer
 from pruneofa.modeldir.loading import load_model
+from pruneofa.modeldir.sentence_transformers_dir import copy_sentence_transformers_files
 from pruneofa.quantization.checkpoint import plain_model_copy
 from pruneofa.quantization.config import QuantConfig
 from pruneofa.quantization.fake_quant import quantize_symmetric, symmetric_scale
@@ -151,6 +152,7 @@ def save_compressed(
                 "tensors": entries}
     write_container(out / COMPRESSED_FILE, stored, manifest, codec)
     write_tokenizer(out, tokenizer, source_dir)
+    copy_sentence_transformers_files(source_dir, out)  # the pooling, for the runtime's encode and later exports
     return out / COMPRESSED_FILE
 
 
@@ -160,6 +162,7 @@ def decompress_to_hf(path: str | Path, out_dir: str | Path, tokenizer: Any = Non
     out = Path(out_dir)
     load_compressed(file).save_pretrained(out)
     write_tokenizer(out, tokenizer, file.parent)
+    copy_sentence_transformers_files(file.parent, out)
     return out
 
 

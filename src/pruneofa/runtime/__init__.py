@@ -4,6 +4,7 @@
     m = rt.load("path/to/pruned-bert", engine="sparse-int8")   # or a model object
     out = m(input_ids=ids, attention_mask=mask)                  # what the HF model returns
     print(m.report.summary())
+    emb = m.encode(["a sentence", "another"])                   # pooled as the dir's sentence-transformers config says
 
 Engines (see engines.py): "torch" (dense fp32, transformers' forward: the reference),
 "torch-int8" (dense dynamic int8), "dense" / "dense-int8" (dense matmuls in the runtime's fused

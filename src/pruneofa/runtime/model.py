@@ -7,12 +7,14 @@ import gc
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from pruneofa.modeldir import SentencePooling
 from pruneofa.runtime.build import kernels_available
+from pruneofa.runtime.encode import SentenceEncoder, pooling_of
 from pruneofa.runtime.engines import ENGINES, SPARSE_ENGINES, ConversionReport, convert
 from pruneofa.runtime.fast_path import BertFastPath
 
@@ -34,10 +36,12 @@ class RuntimeModel:
     tensors elsewhere. Attributes not found here are looked up on the wrapped model (`config`, ...).
     """
 
-    def __init__(self, model: nn.Module, report: ConversionReport):
+    def __init__(self, model: nn.Module, report: ConversionReport, source_dir: str | Path | None = None):
         self.model = model
         self.report = report
         self.fast_path = BertFastPath.build(model)  # None: always transformers' forward
+        self.source_dir = Path(source_dir) if source_dir is not None else None  # tokenizer and pooling for encode
+        self.sentence_encoder: SentenceEncoder | None = None  # built by the first encode
 
     @property
     def engine(self) -> str:
@@ -48,21 +52,34 @@ class RuntimeModel:
         return self.report.threads
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # The cyclic garbage collector is paused for the call: a forward allocates hundreds of
-        # Python objects, enough to trigger collections that cost ~5% of a small sparse model's
-        # latency. Nothing cyclic is leaked: the collector runs again as soon as it is re-enabled.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            with torch.no_grad():
-                out = self.fast_path(args, kwargs) if self.fast_path is not None else None
-                return out if out is not None else self.model(*args, **kwargs)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        def forward():
+            out = self.fast_path(args, kwargs) if self.fast_path is not None else None
+            return out if out is not None else self.model(*args, **kwargs)
+
+        return _without_gc_or_grad(forward)
+
+    def encode(self, sentences: str | list[str], batch_size: int = 32, *, tokenizer: Any = None,
+               pooling: SentencePooling | None = None) -> torch.Tensor:
+        """Sentence embeddings [N, hidden] (one sentence: [hidden]) from the base model's token states,
+        pooled as the model directory's sentence-transformers configuration says (see `encode.py`).
+        `tokenizer` and `pooling` default to those of the directory the model was loaded from; a model
+        passed as an object needs its tokenizer (its pooling defaults to the mean, unnormalized).
+        They are fixed by the first call."""
+        if self.sentence_encoder is None:
+            if tokenizer is None:
+                if self.source_dir is None:
+                    raise ValueError("this model was passed as an object: pass encode(..., tokenizer=...)")
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(self.source_dir)
+            self.sentence_encoder = SentenceEncoder(self.model, tokenizer, pooling or pooling_of(self.source_dir))
+        one = isinstance(sentences, str)
+        embeddings = _without_gc_or_grad(lambda: self.sentence_encoder([sentences] if one else list(sentences),
+                                                                      batch_size))
+        return embeddings[0] if one else embeddings
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("model", "report", "fast_path"):  # not set yet (e.g. during unpickling): no recursion
+        if name in ("model", "report", "fast_path", "source_dir", "sentence_encoder"):  # not set yet (e.g. during unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.model, name)
 
@@ -72,7 +89,7 @@ class RuntimeModel:
 
 def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: int | None = None,
          copy_model: bool = True, sparse_threshold: float | None = None, int8_attention: bool = True) -> RuntimeModel:
-    """Load a model directory (or take a model object) and convert it to `engine`.
+    """Load a model directory (plain, compact or compressed; or take a model object) and convert it to `engine`.
 
     threads: for the sparse kernels (default: `default_threads()`); PyTorch's own ops keep
     torch's setting. copy_model: convert a deep copy of a passed model (the default) rather than
@@ -85,9 +102,9 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
     if isinstance(path_or_model, nn.Module):
         model = copy.deepcopy(path_or_model) if copy_model else path_or_model
     else:
-        from pruneofa.modeldir import load_plain  # the class named in config.json
+        from pruneofa.modeldir import kind_of, load_compressed, load_plain  # the class named in config.json
 
-        model = load_plain(path_or_model)
+        model = load_compressed(path_or_model) if kind_of(path_or_model) == "compressed" else load_plain(path_or_model)
     model.eval()
     threads = threads or default_threads()
     if engine == "auto":
@@ -99,4 +116,18 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
         engine = fallback
     report = convert(model, engine, threads, sparse_threshold, int8_attention)
     gc.collect()  # start from a clean heap: the conversion leaves garbage a first call would pay for
-    return RuntimeModel(model, report)
+    return RuntimeModel(model, report, None if isinstance(path_or_model, nn.Module) else path_or_model)
+
+
+def _without_gc_or_grad(call: Callable[[], Any]) -> Any:
+    # The cyclic garbage collector is paused for the call: a forward allocates hundreds of
+    # Python objects, enough to trigger collections that cost ~5% of a small sparse model's
+    # latency. Nothing cyclic is leaked: the collector runs again as soon as it is re-enabled.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with torch.no_grad():
+            return call()
+    finally:
+        if gc_was_enabled:
+            gc.enable()

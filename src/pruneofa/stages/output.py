@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from pruneofa.data.assets import resolve_model_path
+from pruneofa.modeldir import copy_sentence_transformers_files
 from pruneofa.version import __version__
 from pruneofa.stages.recipes import RecipeBase
 from pruneofa.errors import UserError
@@ -63,9 +65,10 @@ def _claim(out: Path, recipe: RecipeBase) -> None:
 def write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: RecipeBase,
                     metrics: dict[str, Any], extra: dict[str, Any] | None = None,
                     save: Callable[[Any, Path], None] | None = None) -> None:
-    """Write config, weights, tokenizer, metrics.json and pruneofa.json into `out`. `save(model, dir)`
-    writes the weights (default: a plain transformers checkpoint with the masks folded; quantize
-    passes the QAT writer).
+    """Write config, weights, tokenizer, metrics.json and pruneofa.json into `out`, and the
+    sentence-transformers files (modules.json, pooling, ...) of a sentence-transformers `recipe.model`.
+    `save(model, dir)` writes the weights (default: a plain transformers checkpoint with the masks
+    folded; quantize passes the QAT writer).
 
     Files are written to a temporary folder and moved in one by one with os.replace; pruneofa.json
     goes last, so its presence means the model directory is complete.
@@ -90,6 +93,7 @@ def _write_model_dir(model: Any, tokenizer: Any, out: Path, stage: str, recipe: 
     (save or _save_plain)(model, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    copy_sentence_transformers_files(resolve_model_path(recipe.model), tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
     meta = {"stage": stage, "pruneofa_version": __version__, "recipe": recipe.model_dump(mode="json"),
             "sparsity": sparsity_of_model(model, recipe), **(extra or {})}
