@@ -142,6 +142,19 @@ def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sh
                         f"tensors, e.g. {(missing + unexpected)[0]})", "resume with the recipe the checkpoint was made with")
 
 
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """accelerate's state is a per-process singleton fixed by its first Accelerator; a later stage in
+    the same process (a pipeline: an fp32 teacher, then a bf16 prune) may want another precision.
+    Its mixed-precision half is then reset (accelerate's own tests do the same); the process
+    group, in PartialState, is kept."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=D.use_cpu())
+
+
 def _storage(tensor: torch.Tensor) -> int:
     """Where a tensor's data lives (a sharded DTensor: its local shard's), to recognise tied weights."""
     return getattr(tensor, "to_local", lambda: tensor)().data_ptr()
@@ -150,11 +163,11 @@ def _storage(tensor: torch.Tensor) -> int:
 def _check_distributed_type(acc: Accelerator) -> None:
     from accelerate.utils import DistributedType
 
-    # NO and the MULTI_* types are plain DDP; these shard or wrap the parameters
+    # NO and the MULTI_* types are plain DDP; these shard or wrap the parameters themselves
     refused = {DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA}
     if acc.distributed_type in refused:
         raise UserError(f"accelerate's {acc.distributed_type.value} mode is not supported by the pruning loop "
-                        "(masks and checkpoints need whole, unsharded parameters)", D.UNSUPPORTED_FIX)
+                        "(it would shard the masked weights behind the loop's back)", D.UNSUPPORTED_FIX)
 
 
 def _check_mask_digests(folder: Path) -> None:
@@ -171,7 +184,7 @@ class _Run:
         if cfg.precision == "fp16" and not torch.cuda.is_available():
             raise UserError("train.precision=fp16 needs a GPU", "use train.precision=bf16 or fp32 on CPU")
         D.refuse_sharded_launch()
-        self.acc = Accelerator(mixed_precision="no" if cfg.precision == "fp32" else cfg.precision, cpu=D.use_cpu())
+        self.acc = _accelerator("no" if cfg.precision == "fp32" else cfg.precision)
         _check_distributed_type(self.acc)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         split = cfg.micro_batching(self.world)

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+COMPILE_BACKEND = "inductor"  # torch.compile's default; the tests trace with "eager" (inductor's C++ build takes minutes on a CPU)
+
 
 def allow_tf32(device: torch.device) -> None:
     """TF32 matmuls and convolutions on CUDA (Ampere and later: ~8x the fp32 throughput, fp32
@@ -27,4 +29,4 @@ def compile_in_place(model: torch.nn.Module) -> None:
     """`torch.compile` the model's forward in place (`nn.Module.compile`): the object, its class,
     attributes and parameter names stay those of the transformers model, so everything that finds
     layers by name (masks, checkpoints, the deferred LM head) works unchanged."""
-    model.compile()
+    model.compile(backend=COMPILE_BACKEND)

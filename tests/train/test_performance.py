@@ -1,0 +1,97 @@
+"""The fast path: mixed precision, TF32, fused AdamW, torch.compile, and the FSDP refusals a single process can see."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from pruneofa.cli import main
+from pruneofa.train import performance
+from pruneofa.train.loop import fit
+from tests.conftest import tiny_overrides
+from tests.train.test_checkpoint import tiny_job
+
+PRUNE = {"pruning.target_sparsity": 0.5, "pruning.target_step": 2, "pruning.stop_step": 2, "pruning.frequency": 1,
+         "train.max_steps": 4, "train.save_every": 0}
+
+
+def losses(out):
+    history = json.loads((out / "checkpoints/step-4/history.json").read_text())
+    return [h["loss"] for h in history if "loss" in h]
+
+
+@pytest.mark.slow
+def test_bf16_autocast_trains_like_fp32_on_cpu(tiny_models, corpus_file, tmp_path):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        args = tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE, **{"train.precision": precision})
+        assert main(["prune", *args]) == 0
+        runs[precision] = losses(out)
+    assert all(torch.isfinite(torch.tensor(runs["bf16"])))
+    assert runs["bf16"] != runs["fp32"]  # autocast did run in bf16 ...
+    assert runs["bf16"] == pytest.approx(runs["fp32"], rel=2e-2)  # ... and trains the same model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a gradient scaler needs a CUDA GPU")
+def test_fp16_with_gradient_scaler_trains_on_cuda(tiny_models, corpus_file, tmp_path):
+    runs = {}
+    for precision in ("fp32", "fp16"):
+        out = tmp_path / precision
+        args = tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE, **{"train.precision": precision})
+        assert main(["prune", *args]) == 0
+        runs[precision] = losses(out)
+    assert all(torch.isfinite(torch.tensor(runs["fp16"])))
+    assert runs["fp16"] == pytest.approx(runs["fp32"], rel=2e-2)
+
+
+def test_adamw_is_fused_on_cuda_and_multi_tensor_elsewhere():
+    groups = [{"params": [nn.Parameter(torch.ones(2, 2))], "weight_decay": 0.0}]
+    cpu = performance.adamw(groups, 1e-3, torch.device("cpu"))
+    assert cpu.defaults["foreach"] is True and not cpu.defaults["fused"]
+    if torch.cuda.is_available():
+        cuda_groups = [{"params": [nn.Parameter(torch.ones(2, 2, device="cuda"))], "weight_decay": 0.0}]
+        assert performance.adamw(cuda_groups, 1e-3, torch.device("cuda")).defaults["fused"] is True
+
+
+def test_tf32_is_allowed_on_cuda_only():
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        torch.set_float32_matmul_precision("highest")
+        performance.allow_tf32(torch.device("cpu"))
+        assert torch.get_float32_matmul_precision() == "highest"
+        performance.allow_tf32(torch.device("cuda"))  # only sets flags: needs no GPU
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
+@pytest.mark.slow
+def test_compile_traces_the_model_and_trains_like_eager(tmp_path, monkeypatch):
+    # dynamo traces for real; the eager backend skips inductor's C++ build (minutes on a CPU) and
+    # must then compute exactly what the uncompiled model does
+    monkeypatch.setattr(performance, "COMPILE_BACKEND", "eager")
+    plain = tiny_job(tmp_path / "plain")
+    compiled = tiny_job(tmp_path / "compiled")
+    compiled.config = compiled.config.model_copy(update={"compile": True, "max_steps": 3})
+    plain.config = plain.config.model_copy(update={"max_steps": 3})
+    a, b = fit(plain), fit(compiled)
+    assert compiled.model._compiled_call_impl is not None and plain.model._compiled_call_impl is None
+    assert [h["loss"] for h in b.history] == pytest.approx([h["loss"] for h in a.history], rel=1e-5)
+
+
+def expect_refusal(capsys, args, needle):
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert err.startswith("error: ") and needle in err, err
+
+
+def test_fsdp_refuses_gradient_criteria_fp16_and_a_missing_process_group(capsys, tiny_models, corpus_file, tmp_path):
+    base = tiny_overrides(tiny_models["bert"], corpus_file, tmp_path / "o", **PRUNE, **{"train.sharding": "fsdp"})
+    expect_refusal(capsys, ["prune", *base, "pruning.criterion=obs", "pruning.obs_num_grads=1"], "pruning.criterion=obs reads whole gradients")
+    expect_refusal(capsys, ["prune", *base], "train.sharding=fsdp needs a process group")
+    if torch.cuda.is_available():
+        expect_refusal(capsys, ["prune", *base, "train.precision=fp16"], "use train.precision=bf16")
