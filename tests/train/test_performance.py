@@ -82,16 +82,23 @@ def test_compile_traces_the_model_and_trains_like_eager(tmp_path, monkeypatch):
     assert [h["loss"] for h in b.history] == pytest.approx([h["loss"] for h in a.history], rel=1e-5)
 
 
-def expect_refusal(capsys, args, needle):
+@pytest.mark.parametrize("override,needle", [
+    ("pruning.criterion=obs", "pruning.criterion=obs reads whole gradients"),
+    ("train.precision=fp16", "train.sharding=fsdp takes train.precision=bf16 or fp32"),
+])
+def test_fsdp_refuses_what_it_cannot_shard_before_anything_is_written(capsys, tiny_models, corpus_file, tmp_path,
+                                                                      override, needle):
+    out = tmp_path / "o"
+    args = tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE,
+                          **{"train.sharding": "fsdp", "pruning.obs_num_grads": 1})
     capsys.readouterr()
-    assert main(args) == 2
-    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert main(["prune", *args, override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and needle in err, err
+    assert not out.exists()
 
 
-def test_fsdp_refuses_gradient_criteria_fp16_and_a_missing_process_group(capsys, tiny_models, corpus_file, tmp_path):
-    base = tiny_overrides(tiny_models["bert"], corpus_file, tmp_path / "o", **PRUNE, **{"train.sharding": "fsdp"})
-    expect_refusal(capsys, ["prune", *base, "pruning.criterion=obs", "pruning.obs_num_grads=1"], "pruning.criterion=obs reads whole gradients")
-    expect_refusal(capsys, ["prune", *base], "train.sharding=fsdp needs a process group")
-    if torch.cuda.is_available():
-        expect_refusal(capsys, ["prune", *base, "train.precision=fp16"], "use train.precision=bf16")
+def test_fsdp_on_one_process_trains_unsharded(tmp_path):
+    job = tiny_job(tmp_path / "one")
+    job.config = job.config.model_copy(update={"sharding": "fsdp", "max_steps": 2})
+    assert fit(job).step == 2 and not hasattr(job.model, "unshard")  # no process group: nothing to shard

@@ -41,6 +41,9 @@ class TrainConfig(StrictModel):
     def _warmup_fits(self) -> "TrainConfig":
         if self.warmup_steps >= self.max_steps and self.lr_schedule != "constant":
             raise ValueError(f"train.warmup_steps ({self.warmup_steps}) must be below train.max_steps ({self.max_steps})")
+        if self.sharding == "fsdp" and self.precision == "fp16":
+            raise ValueError("train.sharding=fsdp takes train.precision=bf16 or fp32 (fp16's gradient scaler "
+                             "does not handle sharded gradients)")
         if self.per_device_batch is not None and self.grad_accum != 1:
             raise ValueError("set one of train.grad_accum and train.per_device_batch (the other follows from it)")
         return self

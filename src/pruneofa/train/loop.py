@@ -202,7 +202,7 @@ class _Run:
         torch.manual_seed(job.seed + self.rank)
         P.allow_tf32(self.acc.device)
         self.model = job.model.train()  # from_pretrained returns eval mode: no dropout, QAT observers idle
-        self.sharded = cfg.sharding == "fsdp"
+        self.sharded = cfg.sharding == "fsdp" and self.world > 1  # one process has nothing to shard
         if self.sharded:
             self.model = self._shard()
         if cfg.compile:
@@ -233,15 +233,6 @@ class _Run:
         from pruneofa.train import sharding
 
         job = self.job
-        if self.job.config.precision == "fp16":
-            raise UserError("train.sharding=fsdp does not take train.precision=fp16 (its gradient scaler "
-                            "does not handle sharded gradients)", "use train.precision=bf16")
-        if job.pruner is not None and job.pruner.criterion is not None and job.pruner.criterion.needs_gradients:
-            raise UserError(f"pruning.criterion={job.pruner.config.criterion} reads whole gradients, which "
-                            "train.sharding=fsdp shards", "use pruning.criterion=magnitude or train.sharding=none")
-        if not torch.distributed.is_initialized():
-            raise UserError("train.sharding=fsdp needs a process group",
-                            "launch with torchrun (also with one process: torchrun --nproc_per_node 1)")
         model = sharding.sharded_copy(job.model)
         if job.pruner is not None:
             job.pruner.bind(model)
