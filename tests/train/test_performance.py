@@ -102,3 +102,29 @@ def test_fsdp_on_one_process_trains_unsharded(tmp_path):
     job = tiny_job(tmp_path / "one")
     job.config = job.config.model_copy(update={"sharding": "fsdp", "max_steps": 2})
     assert fit(job).step == 2 and not hasattr(job.model, "unshard")  # no process group: nothing to shard
+
+
+@pytest.mark.slow
+def test_gpu_throughput_benchmark_runs_on_cpu_with_a_tiny_shape(monkeypatch, tmp_path):
+    """bench/gpu_prune_throughput.py, ready for a GPU session: a CPU smoke run of its three steps."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import gpu_prune_throughput
+
+    sys.modules.pop("gpu_prune_throughput", None)
+    result = gpu_prune_throughput.main(["--shape", "tiny", "--batch-size", "2", "--seq-len", "16", "--steps", "2",
+                                        "--warmup", "1", "--json", str(tmp_path / "r.json")])
+    assert set(result["tokens_per_s"]) == {"mlm", "masked", "prune"} and min(result["tokens_per_s"].values()) > 0
+    assert result["mfu"] is None  # no known peak on a CPU
+    assert set(result["overhead_vs_mlm"]) == {"masked", "prune"}
+    assert json.loads((tmp_path / "r.json").read_text())["shape"] == "tiny"
+    # model FLOPs: 6 per weight of every matmul the model trains (the MLM head included) and token, + attention
+    import transformers
+
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64)
+    model = transformers.BertForMaskedLM(config)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    assert gpu_prune_throughput.train_flops_per_token(config, 16) == 6 * weights + 12 * 2 * 16 * 32
