@@ -16,19 +16,21 @@ PRUNE = {"pruning.target_sparsity": 0.5, "pruning.target_step": 2, "pruning.stop
          "train.max_steps": 4, "train.save_every": 0}
 
 
-def losses(out):
-    history = json.loads((out / "checkpoints/step-4/history.json").read_text())
-    return [h["loss"] for h in history if "loss" in h]
+def losses_by_precision(tiny_models, corpus_file, tmp_path, *precisions):
+    """The logged losses of the same 4-update prune of the tiny BERT at each precision."""
+    runs = {}
+    for precision in precisions:
+        out = tmp_path / precision
+        args = tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE, **{"train.precision": precision})
+        assert main(["prune", *args]) == 0
+        history = json.loads((out / "checkpoints/step-4/history.json").read_text())
+        runs[precision] = [h["loss"] for h in history if "loss" in h]
+    return runs
 
 
 @pytest.mark.slow
 def test_bf16_autocast_trains_like_fp32_on_cpu(tiny_models, corpus_file, tmp_path):
-    runs = {}
-    for precision in ("fp32", "bf16"):
-        out = tmp_path / precision
-        args = tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE, **{"train.precision": precision})
-        assert main(["prune", *args]) == 0
-        runs[precision] = losses(out)
+    runs = losses_by_precision(tiny_models, corpus_file, tmp_path, "fp32", "bf16")
     assert all(torch.isfinite(torch.tensor(runs["bf16"])))
     assert runs["bf16"] != runs["fp32"]  # autocast did run in bf16 ...
     assert runs["bf16"] == pytest.approx(runs["fp32"], rel=2e-2)  # ... and trains the same model
@@ -36,12 +38,7 @@ def test_bf16_autocast_trains_like_fp32_on_cpu(tiny_models, corpus_file, tmp_pat
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a gradient scaler needs a CUDA GPU")
 def test_fp16_with_gradient_scaler_trains_on_cuda(tiny_models, corpus_file, tmp_path):
-    runs = {}
-    for precision in ("fp32", "fp16"):
-        out = tmp_path / precision
-        args = tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE, **{"train.precision": precision})
-        assert main(["prune", *args]) == 0
-        runs[precision] = losses(out)
+    runs = losses_by_precision(tiny_models, corpus_file, tmp_path, "fp32", "fp16")
     assert all(torch.isfinite(torch.tensor(runs["fp16"])))
     assert runs["fp16"] == pytest.approx(runs["fp32"], rel=2e-2)
 
