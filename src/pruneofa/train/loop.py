@@ -150,7 +150,7 @@ def _accelerator(mixed_precision: str) -> Accelerator:
     from accelerate.state import AcceleratorState
 
     state = AcceleratorState._shared_state
-    if state and state.get("mixed_precision") != mixed_precision:
+    if state and state.get("_mixed_precision") != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision, cpu=D.use_cpu())
 
