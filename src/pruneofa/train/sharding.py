@@ -31,7 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import fully_shard
 
 ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered to rank 0's CPU; {} elsewhere
 EVERYWHERE = StateDictOptions(full_state_dict=True)
@@ -59,10 +59,6 @@ def sharded_copy(model: nn.Module) -> nn.Module:
     state = model.state_dict() if torch.distributed.get_rank() == 0 else {}
     set_model_state_dict(sharded, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return sharded
-
-
-def is_sharded(model: nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
 
 
 def gradient_sync(model: nn.Module, enabled: bool) -> None:
