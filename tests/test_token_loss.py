@@ -133,3 +133,22 @@ def test_under_no_grad_no_gradient_is_built():
                                  mask, labels=labels)["loss"]
     assert loss.grad_fn is None
     torch.testing.assert_close(loss, reference_loss(s.detach(), t, labels, mask, CONFIGS[0]), rtol=1e-12, atol=1e-12)
+
+
+def test_chunk_size_follows_the_device_and_its_free_memory():
+    cpu = token_loss.chunk_elements("cpu", None)
+    assert cpu == token_loss.CHUNK_ELEMENTS  # a CPU keeps cache-sized chunks, whatever its memory
+    assert token_loss.chunk_elements("cpu", 1 << 40) == cpu
+    per_element = token_loss.FREE_MEMORY_SHARE * token_loss.LIVE_TEMPORARIES * 4
+    mid = token_loss.chunk_elements("cuda", 1 << 34)  # 16 GiB free
+    assert mid == (1 << 34) // per_element and cpu < mid < token_loss.GPU_MAX_ELEMENTS
+    assert mid * per_element <= 1 << 34  # the temporaries stay within their share of the free memory
+    assert token_loss.chunk_elements("cuda", 1 << 44) == token_loss.GPU_MAX_ELEMENTS  # bounded above
+    assert token_loss.chunk_elements("cuda", 1 << 20) == cpu  # a nearly full GPU: never below the CPU size
+    # BERT's 30522-token vocabulary: 137 rows on a CPU, thousands of rows on a GPU with 16 GiB free
+    assert token_loss.chunk_rows(30522) == 137
+    assert token_loss.chunk_rows(30522, mid) == mid // 30522 > 1000
+
+
+def test_cpu_tensors_use_the_cpu_chunk():
+    assert token_loss.free_memory(torch.device("cpu")) is None

@@ -6,7 +6,8 @@ and teacher and their gradients alive at that size. Here one autograd function c
 
     ce_scale · Σ_labelled −log softmax(s)[y]  +  kd_scale · Σ_rows w · KL(softmax(t/T) ‖ softmax(s/T))
 
-CHUNK_ELEMENTS at a time and writes the gradient during the forward pass from its closed form
+a chunk of rows at a time (`chunk_elements`: cache-sized on a CPU, sized from the free memory on a
+GPU) and writes the gradient during the forward pass from its closed form
 
     ∂CE/∂s = softmax(s) − onehot(y)          ∂KL/∂s = (softmax(s/T) − softmax(t/T)) / T
 
@@ -25,7 +26,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-CHUNK_ELEMENTS = 1 << 22  # elements of one vocabulary-sized temporary: 16 MiB in fp32
+CHUNK_ELEMENTS = 1 << 22  # elements of one vocabulary-sized temporary on a CPU: 16 MiB in fp32, cache-sized
+GPU_MAX_ELEMENTS = 1 << 28  # 1 GiB in fp32: past this a GPU is saturated and memory is better left to activations
+LIVE_TEMPORARIES = 6  # fp32 [rows, vocab] tensors alive at once in `_chunk` (logits s and t, log-softmaxes, p_t, grad)
+FREE_MEMORY_SHARE = 8  # the chunk's temporaries take at most 1/8 of the accelerator's free memory
 IGNORE = -100  # the label of positions without a CE target (transformers' convention)
 
 
@@ -60,8 +64,29 @@ class LogitSource:
         return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(dtype)
 
 
-def chunk_rows(vocab: int) -> int:
-    return max(1, CHUNK_ELEMENTS // vocab)
+def chunk_elements(device_type: str, free_bytes: int | None) -> int:
+    """Elements of one vocabulary-sized temporary, from the device and its free memory (pure).
+
+    A CPU wants chunks that fit its caches (`CHUNK_ELEMENTS`); a GPU wants work large enough to
+    fill it, as large as a share of its free memory allows, between the CPU size and
+    `GPU_MAX_ELEMENTS`."""
+    if device_type == "cpu" or free_bytes is None:
+        return CHUNK_ELEMENTS
+    budget = free_bytes // (FREE_MEMORY_SHARE * LIVE_TEMPORARIES * 4)
+    return max(CHUNK_ELEMENTS, min(GPU_MAX_ELEMENTS, budget))
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device, counting what PyTorch's allocator holds unused (None elsewhere:
+    a CPU's chunk does not depend on it)."""
+    if device.type != "cuda":
+        return None
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return torch.cuda.mem_get_info(device)[0] + cached
+
+
+def chunk_rows(vocab: int, elements: int | None = None) -> int:
+    return max(1, (CHUNK_ELEMENTS if elements is None else elements) // vocab)
 
 
 def token_loss(student: LogitSource, teacher: LogitSource | None, targets: torch.Tensor,
@@ -99,7 +124,8 @@ class _FusedTokenLoss(torch.autograd.Function):
         ce_sum, kd_sum = s_values.new_zeros((), dtype=dtype), s_values.new_zeros((), dtype=dtype)
         # the logits are computed in the output layer's own dtype, not autocast's (fp32 master weights)
         with torch.autocast(s_values.device.type, enabled=False):
-            step = chunk_rows(student.vocab)
+            device = s_values.device
+            step = chunk_rows(student.vocab, chunk_elements(device.type, free_memory(device)))
             for start in range(0, s_values.shape[0], step):
                 rows = slice(start, start + step)
                 ce, kd, grad = _chunk(student.logits(rows, dtype), None if teacher is None else teacher.logits(rows, dtype),

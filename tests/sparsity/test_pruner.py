@@ -109,3 +109,27 @@ def test_no_matching_layer_and_bad_regex_are_user_errors():
 def test_config_rejects_impossible_values(bad):
     with pytest.raises((ValueError, UserError)):
         PruningConfig(**bad)
+
+
+def test_fold_state_dict_of_a_gathered_state_equals_plain_state_dict():
+    model = bert()
+    Pruner(model, PruningConfig(method="oneshot", target_sparsity=0.5, start_step=0))
+    for module in M.masked_modules(model).values():  # negative pruned weights: the fold must leave +0.0
+        M.original_weight(module).data.neg_()
+    plain, folded = M.plain_state_dict(model), M.fold_state_dict(model.state_dict())
+    assert plain.keys() == folded.keys()
+    for key in plain:
+        assert torch.equal(plain[key], folded[key]) and not torch.signbit(folded[key][folded[key] == 0]).any()
+
+
+def test_bind_follows_the_layers_into_a_copy_and_updates_its_masks():
+    import copy
+
+    model = bert()
+    pruner = Pruner(model, PruningConfig(target_sparsity=0.5, target_step=2, frequency=1))
+    twin = copy.deepcopy(model)
+    pruner.bind(twin)
+    assert all(module is twin.get_submodule(name) for name, module in pruner.layers.items())
+    pruner.step(2)
+    assert pruner.overall_sparsity() == pytest.approx(0.5, abs=0.01)
+    assert all(M.get_mask(m).all() for m in M.masked_modules(model).values())  # the original is left alone

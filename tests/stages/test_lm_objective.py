@@ -223,7 +223,9 @@ def test_evaluation_loss_is_transformers_lm_loss(family, tokenizer):
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForMaskedLM
     model = auto.from_config(config).eval()
     blocks = torch.randint(1000, 2000, (6, SEQ))
-    recipe = SimpleNamespace(train=SimpleNamespace(batch_size=4, grad_accum=1, eval_batches=2, mlm_probability=0.3))
+    from pruneofa.train.config import TrainConfig
+
+    recipe = SimpleNamespace(train=TrainConfig(batch_size=4, grad_accum=1, eval_batches=2, mlm_probability=0.3))
     with torch.no_grad():
         got = lm.lm_evaluator(tokenizer, causal, recipe, blocks)(model)["eval_loss"]
         collator = lm._collator(tokenizer, causal, 0.3, seed=lm.EVAL_SEED)

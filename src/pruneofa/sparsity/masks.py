@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.utils import parametrize
 
 try:  # transformers' Conv1D (GPT-2 family): a Linear with a transposed weight
@@ -83,6 +84,43 @@ def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
 def original_weight(module: nn.Module) -> torch.Tensor:
     """The stored (unmasked) weight; `module.weight` itself is the masked one."""
     return module.parametrizations.weight.original if has_mask(module) else module.weight
+
+
+def whole_original_weight(module: nn.Module) -> torch.Tensor:
+    """`original_weight`, gathered whole when it is sharded (an FSDP2 DTensor outside its unit's
+    forward): masks are chosen from whole matrices. Otherwise the stored tensor itself."""
+    weight = original_weight(module)
+    return weight.full_tensor() if isinstance(weight, DTensor) else weight
+
+
+def is_sharded(module: nn.Module) -> bool:
+    return isinstance(original_weight(module), DTensor)
+
+
+def set_original_weight(module: nn.Module, weight: torch.Tensor) -> None:
+    """Overwrite the stored weight with a whole one; when sharded, each process takes its shard of
+    rank 0's (so that the processes stay identical)."""
+    original = original_weight(module)
+    if isinstance(original, DTensor):
+        weight = distribute_tensor(weight.to(original.dtype), original.device_mesh, original.placements)
+    original.copy_(weight)
+
+
+def fold_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict of a masked model (`...parametrizations.weight.original` and `...0.mask`) with the
+    masks folded: `where(mask, original, 0)` under the plain `.weight` names. For a state gathered
+    from shards, where `plain_state_dict` cannot ask the modules."""
+    suffix = ".parametrizations.weight.original"
+    folded = dict(state)
+    for key in [k for k in state if k.endswith(suffix)]:
+        prefix = key.removesuffix(suffix)
+        own = [k for k in state if k.startswith(f"{prefix}.parametrizations.weight.") and k != key]
+        if [k for k in own if not k.endswith(".mask")] or len(own) != 1:
+            raise ValueError(f"{prefix} carries more than a pruning mask; fold it with plain_state_dict")
+        mask = folded.pop(own[0]) != 0
+        original = folded.pop(key)
+        folded[f"{prefix}.weight"] = torch.where(mask, original, torch.zeros_like(original))
+    return folded
 
 
 def masked_weight(module: nn.Module) -> torch.Tensor:

@@ -127,7 +127,7 @@ class Pruner:
         back. Structured/hybrid: the groups (by L2 norm) go to `group_fractions(sparsity)`; hybrid
         weights (by magnitude) to `sparsity`. Then the criterion may update the weights that stay."""
         views = {
-            name: (M.as_out_in(mod, M.original_weight(mod)), M.as_out_in(mod, M.get_mask(mod)))
+            name: (M.as_out_in(mod, M.whole_original_weight(mod)), M.as_out_in(mod, M.get_mask(mod)))
             for name, mod in self.layers.items()
         }
         if self.pattern.kind == "structured":
@@ -161,10 +161,10 @@ class Pruner:
             new = self.criterion.updated_weight(name, weight * old_mask, keep)
             if new is None:
                 continue
-            original = M.original_weight(module)
-            original.copy_(M.from_out_in(module, new))
-            if distributed:  # rank 0's update wins, as its masks do: the processes stay identical
-                dist.broadcast(original.data, src=0)
+            sharded = M.is_sharded(module)  # a sharded weight takes its shard of rank 0's
+            M.set_original_weight(module, M.from_out_in(module, new))
+            if distributed and not sharded:  # rank 0's update wins, as its masks do: the processes stay identical
+                dist.broadcast(M.original_weight(module).data, src=0)
 
     def masks(self) -> dict[str, torch.Tensor]:
         return {name: M.get_mask(mod).detach().clone() for name, mod in self.layers.items()}
@@ -179,6 +179,18 @@ class Pruner:
         for name, module in self.layers.items():
             M.set_mask(module, masks[name])
 
+    def bind(self, model: nn.Module) -> None:
+        """Follow the pruned layers into `model`, a copy of this pruner's model (same module names):
+        the sharded copy FSDP trains, and back. The criterion is rebuilt on the new layers."""
+        if self.criterion is not None:
+            self.criterion.close()
+        self.model = model
+        self.layers = {name: model.get_submodule(name) for name in self.layers}
+        if self.blocks:
+            self.blocks = find_blocks(model, self.layers)
+        if self.criterion is not None:
+            self.criterion = make_criterion(self.config, self.layers)
+
     # --- report -------------------------------------------------------------------------------
     def _keep(self, module: nn.Module) -> torch.Tensor:
         # after finalize() the masks are folded: the zeros themselves are the pattern
@@ -189,7 +201,7 @@ class Pruner:
 
     def overall_sparsity(self) -> float:
         zeros = sum((~self._keep(mod)).sum().item() for mod in self.layers.values())
-        total = sum(mod.weight.numel() for mod in self.layers.values())
+        total = sum(self._keep(mod).numel() for mod in self.layers.values())
         return zeros / total if total else 0.0
 
     def finalize(self) -> nn.Module:

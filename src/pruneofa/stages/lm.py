@@ -57,7 +57,7 @@ def lm_evaluator(tokenizer, causal: bool, recipe, blocks: torch.Tensor):
     without building the [tokens, vocab] logits: at the end of a run, with the optimizer state
     alive, a full-vocabulary evaluation would otherwise set the run's peak memory.
     """
-    batch_size = max(1, recipe.train.batch_size // recipe.train.grad_accum)
+    batch_size = recipe.train.eval_batch_size()
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         if len(blocks) == 0:

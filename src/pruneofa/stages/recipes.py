@@ -28,6 +28,13 @@ class RecipeBase(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+def check_sharding(train: TrainConfig, pruning: PruningConfig) -> None:
+    """FSDP shards the gradients: a criterion that reads whole gradients (obs) cannot run under it."""
+    if train.sharding == "fsdp" and pruning.method in ("gmp", "oneshot") and pruning.criterion == "obs":
+        raise ValueError("pruning.criterion=obs reads whole gradients, which train.sharding=fsdp shards: "
+                         "use pruning.criterion=magnitude or wanda, or train.sharding=none")
+
+
 class HeadTrainingConfig(StrictModel):
     """A newly created LM head trained alone first, on a frozen encoder: a random head's gradients
     would otherwise flow into the pre-trained encoder and damage it before the head is any good."""
@@ -60,6 +67,7 @@ class PruneRecipe(RecipeBase):
         p, steps = self.pruning, self.train.max_steps
         if p.method == "gmp" and p.target_step > steps:
             raise ValueError(f"pruning.target_step ({p.target_step}) is after train.max_steps ({steps})")
+        check_sharding(self.train, p)
         return self
 
 
@@ -97,6 +105,7 @@ class TaskRecipe(RecipeBase):
             raise ValueError(f"{self.stage} distills from a task teacher: pass teacher=PATH (a fine-tuned model "
                              "of this task, e.g. the output of pruneofa finetune) or distill.alpha_kd=0 "
                              "(and alpha_hidden, alpha_attention 0)")
+        check_sharding(self.train, p)
         return self
 
 
@@ -122,6 +131,13 @@ class QuantizeRecipe(TaskRecipe):
     quant: QuantConfig = Field(default_factory=QuantConfig)
     default_pruning_method: ClassVar[str] = "lock"
     kd_off_without_teacher: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _not_sharded(self) -> "QuantizeRecipe":
+        if self.train.sharding == "fsdp":
+            raise ValueError("quantize does not take train.sharding=fsdp (its fake-quantization state is not "
+                             "sharded): use train.sharding=none")
+        return self
 
 
 class EvalRecipe(StrictModel):

@@ -146,7 +146,7 @@ def run_task_stage(recipe: TaskRecipe) -> Path:
     compute_loss = task_objective(task, recipe.distill)
 
     # evaluation covers whole splits (cap them with data.max_eval_samples), not train.eval_batches
-    eval_batch = max(1, recipe.train.batch_size // recipe.train.grad_accum)
+    eval_batch = recipe.train.eval_batch_size()
     hold_until = recipe.pruning.target_step if recipe.pruning.method == "gmp" else None
     job = TrainingJob(
         model=model, n_examples=len(task.train), make_batch=batch_maker(task.train, tokenizer, model),

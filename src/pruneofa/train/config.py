@@ -14,6 +14,9 @@ class TrainConfig(StrictModel):
     max_steps: int = Field(1000, ge=1, description="optimizer updates")
     batch_size: int = Field(32, ge=1, description="global batch per update, split over processes and grad_accum")
     grad_accum: int = Field(1, ge=1, description="micro-batches per update on each process")
+    per_device_batch: int | None = Field(
+        None, ge=1, description="examples per micro-batch on each process; when set, grad_accum follows from it: "
+        "batch_size / (processes x per_device_batch), so one recipe keeps its global batch on 1 or 8 GPUs")
     seq_len: int = Field(128, ge=16)
     lr: float = Field(5e-5, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
@@ -21,7 +24,12 @@ class TrainConfig(StrictModel):
     lr_schedule: Literal["linear", "rewind", "constant"] = Field(
         "linear", description="rewind: held at peak until pruning.target_step, then linear to 0")
     max_grad_norm: float | None = Field(1.0, gt=0.0)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16/fp16: autocast over fp32 master weights (fp16 adds a gradient scaler; GPU only)")
+    compile: bool = Field(False, description="torch.compile the model (opt-in: compiling costs minutes, pays on GPUs)")
+    sharding: Literal["none", "fsdp"] = Field(
+        "none", description="fsdp: FSDP2 (fully_shard) shards weights, gradients and AdamW state over the processes; "
+        "none: every process holds the whole model (DDP)")
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     save_every: int = Field(0, ge=0, description="checkpoint every N updates (0: only at the end and on stop)")
     keep_checkpoints: int = Field(2, ge=1)
@@ -33,7 +41,25 @@ class TrainConfig(StrictModel):
     def _warmup_fits(self) -> "TrainConfig":
         if self.warmup_steps >= self.max_steps and self.lr_schedule != "constant":
             raise ValueError(f"train.warmup_steps ({self.warmup_steps}) must be below train.max_steps ({self.max_steps})")
+        if self.sharding == "fsdp" and self.precision == "fp16":
+            raise ValueError("train.sharding=fsdp takes train.precision=bf16 or fp32 (fp16's gradient scaler "
+                             "does not handle sharded gradients)")
+        if self.per_device_batch is not None and self.grad_accum != 1:
+            raise ValueError("set one of train.grad_accum and train.per_device_batch (the other follows from it)")
         return self
+
+    def micro_batching(self, processes: int) -> tuple[int, int] | None:
+        """(examples per micro-batch on each process, micro-batches per update), or None when
+        `batch_size` does not split that way over `processes`."""
+        if self.per_device_batch is not None:
+            accum, rem = divmod(self.batch_size, processes * self.per_device_batch)
+            return (self.per_device_batch, accum) if accum and not rem else None
+        micro, rem = divmod(self.batch_size, processes * self.grad_accum)
+        return (micro, self.grad_accum) if micro and not rem else None
+
+    def eval_batch_size(self) -> int:
+        """Examples per evaluation batch: one training micro-batch of a single process."""
+        return self.per_device_batch or max(1, self.batch_size // self.grad_accum)
 
     def lr_at(self, step: int, hold_until: int | None = None) -> float:
         """Learning rate for update index `step` (0-based) under `lr_schedule`.

@@ -108,18 +108,19 @@ def on_main(fn: Callable[[], T]) -> T | None:
     raise RuntimeError(f"the main process failed ({message[1:]})")
 
 
-UNSUPPORTED_FIX = ("launch plain DDP instead: torchrun, or accelerate launch --multi_gpu (also on CPU) "
-                   "without --use_fsdp/--use_deepspeed")
+UNSUPPORTED_FIX = ("to shard, set train.sharding=fsdp (FSDP2) and launch with torchrun or accelerate launch --multi_gpu "
+                   "(also on CPU), without --use_fsdp/--use_deepspeed")
 
 
 def refuse_sharded_launch() -> None:
-    """FSDP, DeepSpeed and Megatron-LM launches are refused (exit 2) before anything is written.
+    """accelerate's FSDP, DeepSpeed and Megatron-LM launches are refused (exit 2) before anything is written.
 
-    The masks are parametrizations on whole weight matrices and checkpoints are keyed by parameter
-    name; sharding wrappers break both (and accelerate's FSDP needs a GPU). Plain DDP is supported.
+    Their wrappers would shard the model behind the loop's back (the masks, the mask updates and
+    the name-keyed checkpoints need to know); the loop shards itself with FSDP2 when the recipe
+    says `train.sharding=fsdp` (`train.sharding`). Plain DDP is the default.
     """
     for flag, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"),
                        ("ACCELERATE_USE_MEGATRON_LM", "Megatron-LM")):
         if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
-            raise UserError(f"{name} is not supported by the pruning loop (masks and checkpoints need whole, "
-                            "unsharded parameters)", UNSUPPORTED_FIX)
+            raise UserError(f"accelerate's {name} launch is not supported by the pruning loop (it would shard "
+                            "the masked weights behind the loop's back)", UNSUPPORTED_FIX)

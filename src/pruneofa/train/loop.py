@@ -14,9 +14,10 @@ Built on accelerate, so the same code runs on one CPU, under `torchrun` / `accel
 - checkpoints are atomic and hold everything an exact resume needs (see `checkpoint`); leftovers of
   a crashed write are removed when the run starts.
 
-DDP is the supported multi-process mode. FSDP, DeepSpeed and Megatron shard or wrap parameters in
-ways the mask parametrizations and the name-keyed checkpoints do not handle, so they are refused
-with a clear error (see docs/distributed.md).
+Several processes run DDP by default, or FSDP2 with `train.sharding=fsdp` (`train.sharding`: the
+loop trains a sharded copy and loads the result back into the job's model at the end).
+accelerate's own FSDP, DeepSpeed and Megatron launches are refused with a clear error (see
+docs/distributed.md).
 
 (Over 300 lines on purpose: the one loop is kept whole, so the order of its operations, which
 exact resume and the mask broadcast depend on, reads in one place.)
@@ -42,6 +43,7 @@ from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.train import checkpoint as C
 from pruneofa.train import distributed as D
+from pruneofa.train import performance as P
 from pruneofa.train.config import TrainConfig
 from pruneofa.train.sampling import batch_indices
 
@@ -118,30 +120,54 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a plain (folded) state dict into a model that may carry masks."""
+def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sharded: bool = False) -> None:
+    """Load a plain (folded) state dict into a model that may carry masks (and be sharded)."""
     remapped = dict(state)
     for name in M.masked_modules(model):
         if f"{name}.weight" in remapped:
             remapped[f"{name}.parametrizations.weight.original"] = remapped.pop(f"{name}.weight")
-    missing, unexpected = model.load_state_dict(remapped, strict=False)
-    # masks come from masks.safetensors; tied weights (LM decoder = embeddings) are saved once
     current = model.state_dict()
-    loaded_ptrs = {current[k].data_ptr() for k in remapped if k in current}
-    missing = [k for k in missing if not k.endswith(".mask") and current[k].data_ptr() not in loaded_ptrs]
+    if sharded:
+        from pruneofa.train import sharding
+
+        sharding.load_full_state(model, remapped, strict=False)
+        missing, unexpected = [k for k in current if k not in remapped], [k for k in remapped if k not in current]
+    else:
+        missing, unexpected = model.load_state_dict(remapped, strict=False)
+    # masks come from masks.safetensors; tied weights (LM decoder = embeddings) are saved once
+    loaded_ptrs = {_storage(current[k]) for k in remapped if k in current}
+    missing = [k for k in missing if not k.endswith(".mask") and _storage(current[k]) not in loaded_ptrs]
     if missing or unexpected:
         raise UserError(f"checkpoint does not match the model ({len(missing)} missing, {len(unexpected)} unexpected "
                         f"tensors, e.g. {(missing + unexpected)[0]})", "resume with the recipe the checkpoint was made with")
 
 
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """accelerate's state is a per-process singleton fixed by its first Accelerator; a later stage in
+    the same process (a pipeline: an fp32 teacher, then a bf16 prune) may want another precision.
+    Its mixed-precision half is then reset (accelerate's own tests do the same); the process
+    group, in PartialState, is kept."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=D.use_cpu())
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    """Where a tensor's data lives (a sharded DTensor: its local shard's), to recognise tied weights."""
+    return getattr(tensor, "to_local", lambda: tensor)().data_ptr()
+
+
 def _check_distributed_type(acc: Accelerator) -> None:
     from accelerate.utils import DistributedType
 
-    # NO and the MULTI_* types are plain DDP; these shard or wrap the parameters
+    # NO and the MULTI_* types are plain DDP; these shard or wrap the parameters themselves
     refused = {DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA}
     if acc.distributed_type in refused:
         raise UserError(f"accelerate's {acc.distributed_type.value} mode is not supported by the pruning loop "
-                        "(masks and checkpoints need whole, unsharded parameters)", D.UNSUPPORTED_FIX)
+                        "(it would shard the masked weights behind the loop's back)", D.UNSUPPORTED_FIX)
 
 
 def _check_mask_digests(folder: Path) -> None:
@@ -158,24 +184,37 @@ class _Run:
         if cfg.precision == "fp16" and not torch.cuda.is_available():
             raise UserError("train.precision=fp16 needs a GPU", "use train.precision=bf16 or fp32 on CPU")
         D.refuse_sharded_launch()
-        self.acc = Accelerator(mixed_precision="no" if cfg.precision == "fp32" else cfg.precision, cpu=D.use_cpu())
+        self.acc = _accelerator("no" if cfg.precision == "fp32" else cfg.precision)
         _check_distributed_type(self.acc)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
-        per_rank, rem = divmod(cfg.batch_size, self.world * cfg.grad_accum)
-        if rem or per_rank == 0:
-            raise UserError(f"train.batch_size={cfg.batch_size} does not split over {self.world} processes x "
-                            f"{cfg.grad_accum} micro-batches", "make it a multiple of processes x train.grad_accum")
+        split = cfg.micro_batching(self.world)
+        if split is None:
+            per = (f"train.per_device_batch={cfg.per_device_batch}" if cfg.per_device_batch
+                   else f"{cfg.grad_accum} micro-batches")
+            raise UserError(f"train.batch_size={cfg.batch_size} does not split over {self.world} processes x {per}",
+                            "make it a multiple of processes x train.grad_accum (or x train.per_device_batch)")
         if job.n_examples < cfg.batch_size:
             raise UserError(f"only {job.n_examples} training examples for train.batch_size={cfg.batch_size}",
                             "add data or lower train.batch_size")
-        self.micro = per_rank
+        self.micro, self.accum = split
         self.out = Path(job.output_dir)
         self.main = self.acc.is_main_process
         torch.manual_seed(job.seed + self.rank)
+        P.allow_tf32(self.acc.device)
         self.model = job.model.train()  # from_pretrained returns eval mode: no dropout, QAT observers idle
+        self.sharded = cfg.sharding == "fsdp" and self.world > 1  # one process has nothing to shard
+        if self.sharded:
+            self.model = self._shard()
+        if cfg.compile:
+            P.compile_in_place(self.model)
         self.names = {id(p): n for n, p in self.model.named_parameters()}
-        self.raw_optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        self.ddp_model, self.optimizer = self.acc.prepare(self.model, self.raw_optimizer)
+        if not self.sharded:
+            self.model.to(self.acc.device)  # before the optimizer is built: fused AdamW wants its parameters there
+        self.raw_optimizer = P.adamw(_param_groups(self.model, cfg.weight_decay), cfg.lr, self.acc.device)
+        if self.sharded:  # FSDP2 is the wrapper; accelerate only steps the optimizer (and its autocast)
+            self.ddp_model, self.optimizer = self.model, self.acc.prepare(self.raw_optimizer)
+        else:
+            self.ddp_model, self.optimizer = self.acc.prepare(self.model, self.raw_optimizer)
         self.start_step = 0
         self.tokens = 0  # this process's share; `global_tokens` adds up every process's
         self.history: list[dict[str, Any]] = []
@@ -188,6 +227,27 @@ class _Run:
         self._broadcast_masks()
         if job.teacher is not None:
             job.teacher.to(self.acc.device).eval().requires_grad_(False)
+
+    def _shard(self) -> torch.nn.Module:
+        """The sharded copy of the job's model that this run trains (FSDP2), the pruner bound to it."""
+        from pruneofa.train import sharding
+
+        job = self.job
+        model = sharding.sharded_copy(job.model)
+        if job.pruner is not None:
+            job.pruner.bind(model)
+        return model
+
+    def hand_back(self) -> None:
+        """After training a sharded copy: the job's own model takes its state (every process), and
+        the pruner its layers, so that the stage continues with a plain model."""
+        if not self.sharded:
+            return
+        from pruneofa.train import sharding
+
+        sharding.copy_back(self.model, self.job.model)
+        if self.job.pruner is not None:
+            self.job.pruner.bind(self.job.model)
 
     # --- checkpoints --------------------------------------------------------------------------
     def save(self, step: int) -> Path | None:
@@ -204,11 +264,19 @@ class _Run:
         acc.wait_for_everyone()  # every rank's files are in before the main process seals the folder
         _check_mask_digests(tmp)  # on every rank, so that all of them stop if the masks ever diverged
         final = None
+        if self.sharded:  # gathered on rank 0 (collectives: every process takes part)
+            from pruneofa.train import sharding
+
+            folded = M.fold_state_dict(sharding.full_state_on_rank0(self.model))
+            tensors, meta = sharding.full_optimizer_tensors(self.model, self.raw_optimizer)
         if self.main:
-            self.model.save_pretrained(tmp, state_dict=M.plain_state_dict(self.model))
+            if self.sharded:
+                job.model.save_pretrained(tmp, state_dict=folded)
+            else:
+                self.model.save_pretrained(tmp, state_dict=M.plain_state_dict(self.model))
+                tensors, meta = C.optimizer_tensors(self.raw_optimizer, self.names)
             if job.pruner is not None and job.pruner.layers:
                 C.save_tensors(tmp / "masks.safetensors", job.pruner.masks())
-            tensors, meta = C.optimizer_tensors(self.raw_optimizer, self.names)
             C.save_tensors(tmp / "optimizer.safetensors", tensors)
             C.atomic_write_text(tmp / "optimizer.json", json.dumps(meta))
             C.atomic_write_text(tmp / "history.json", json.dumps(self.history))
@@ -232,11 +300,17 @@ class _Run:
         state = C.read_state(ckpt)
         if state.get("world_size", 1) != self.world:
             log.warning("resuming a %s-process run on %s processes: RNG streams differ", state.get("world_size"), self.world)
-        _load_model_state(self.model, C.load_tensors(ckpt / "model.safetensors"))
+        _load_model_state(self.model, C.load_tensors(ckpt / "model.safetensors"), self.sharded)
         if self.job.pruner is not None and (ckpt / "masks.safetensors").exists():
             self.job.pruner.load_masks(C.load_tensors(ckpt / "masks.safetensors"))
         meta = C.read_json(ckpt / "optimizer.json")
-        C.load_optimizer_tensors(self.raw_optimizer, self.names, C.load_tensors(ckpt / "optimizer.safetensors"), meta)
+        optimizer_state = C.load_tensors(ckpt / "optimizer.safetensors")
+        if self.sharded:
+            from pruneofa.train import sharding
+
+            sharding.load_full_optimizer(self.model, self.raw_optimizer, optimizer_state, meta)
+        else:
+            C.load_optimizer_tensors(self.raw_optimizer, self.names, optimizer_state, meta)
         rng_file = ckpt / f"rng-{self.rank}.safetensors"
         if rng_file.exists():
             torch.set_rng_state(C.load_tensors(rng_file)["torch"])
@@ -253,20 +327,19 @@ class _Run:
         for group in self.raw_optimizer.param_groups:
             group["lr"] = lr
         mine = batch_indices(step, job.n_examples, cfg.batch_size, job.seed)[
-            self.rank * self.micro * cfg.grad_accum : (self.rank + 1) * self.micro * cfg.grad_accum]
+            self.rank * self.micro * self.accum : (self.rank + 1) * self.micro * self.accum]
         totals: dict[str, float] = {}
-        for k in range(cfg.grad_accum):
+        for k in range(self.accum):
             batch = {n: t.to(self.acc.device) for n, t in job.make_batch(mine[k * self.micro:(k + 1) * self.micro]).items()}
             mask = batch.get("attention_mask")
             self.tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-            sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else self.acc.no_sync(self.ddp_model)
-            with sync:
+            with self._sync(last=k == self.accum - 1):
                 parts = job.compute_loss(self.ddp_model, job.teacher, batch)
                 if not torch.isfinite(parts["loss"]):
                     raise FloatingPointError(f"loss is {parts['loss'].item()} at step {step}; lower train.lr")
-                self.acc.backward(parts["loss"] / cfg.grad_accum)
+                self.acc.backward(parts["loss"] / self.accum)
             for name, value in parts.items():
-                totals[name] = totals.get(name, 0.0) + value.item() / cfg.grad_accum
+                totals[name] = totals.get(name, 0.0) + value.item() / self.accum
         if cfg.max_grad_norm:
             self.acc.clip_grad_norm_(self.ddp_model.parameters(), cfg.max_grad_norm)
         if job.pruner is not None:
@@ -277,6 +350,20 @@ class _Run:
             job.pruner.step(step)
         totals["lr"] = lr
         return totals
+
+    @contextlib.contextmanager
+    def _sync(self, last: bool):
+        """Gradients are reduced over the processes on the last micro-batch of an update only; under
+        FSDP2 the forward also runs in accelerate's autocast (the model is not accelerate's to wrap)."""
+        if not self.sharded:
+            with contextlib.nullcontext() if last else self.acc.no_sync(self.ddp_model):
+                yield
+            return
+        from pruneofa.train import sharding
+
+        sharding.gradient_sync(self.model, last)
+        with self.acc.autocast():
+            yield
 
     def global_tokens(self) -> int:
         if self.world == 1:
@@ -334,6 +421,7 @@ def fit(job: TrainingJob) -> FitResult:
         metrics = _evaluate(run, writer, step) if job.evaluate else {}
         if not (cfg.save_every and step % cfg.save_every == 0):
             run.save(step)
+        run.hand_back()
     finally:
         bar.close()
         if writer:
@@ -343,12 +431,13 @@ def fit(job: TrainingJob) -> FitResult:
 
 def _evaluate(run: _Run, writer: Any, step: int) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    if run.main:
+    if run.main or run.sharded:  # a sharded model's forward needs every process (each computes the same)
         was_training = run.model.training
         run.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), run.acc.autocast() if run.sharded else contextlib.nullcontext():
             metrics = run.job.evaluate(run.model)
         run.model.train(was_training)
+    if run.main:
         run.history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
         if writer:
             for k, v in metrics.items():
