@@ -16,7 +16,7 @@ from pruneofa.export.compact import compact_model, export_compact_hf
 from pruneofa.modeldir import is_compact_dir
 from pruneofa.modeldir import load_plain as load_model_dir
 from pruneofa.sparsity.masks import fold_masks
-from tests.conftest import ENCODER_FAMILIES
+from tests.conftest import ENCODER_FAMILIES, tiny_config
 
 FAMILIES = ["bert", "distilbert", "roberta", "gpt2", *ENCODER_FAMILIES]
 FFN_ONLY, WITH_HEADS = dict(ffn_sparsity=0.5, head_sparsity=0.0), dict(ffn_sparsity=0.75, head_sparsity=0.5)
@@ -137,6 +137,21 @@ def test_cli_export_compact_and_its_refusals(tiny_models, tokenizer, tmp_path, c
         assert main(["export", str(src), *args, "--output-dir", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and "--compact" in err and not out.exists()
+
+
+def test_deberta_with_unshared_position_projections_cuts_them_per_head_too():
+    """DeBERTa-v2 without share_att_key projects the relative positions with pos_key_proj/pos_query_proj,
+    read per head like Q and K: a removed head's rows go from them as well."""
+    torch.manual_seed(0)
+    config = tiny_config("deberta-v2", 2000)
+    config.share_att_key = False
+    model = transformers.DebertaV2ForMaskedLM(config).eval()
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, **WITH_HEADS)
+    compact = compact_model(model)
+    attention = compact.deberta.encoder.layer[0].attention.self
+    assert attention.num_attention_heads == 2 and attention.pos_key_proj.out_features == 16
+    assert attention.pos_query_proj.out_features == 16
+    torch.testing.assert_close(logits(compact, inputs()), logits(model, inputs()), rtol=1e-5, atol=1e-5)
 
 
 def test_a_model_without_transformer_blocks_is_a_user_error():

@@ -160,7 +160,8 @@ def test_hf_and_compressed_exports_give_the_trained_models_outputs(chain, tmp_pa
     torch.testing.assert_close(logits(hf, batch), expected, rtol=1e-6, atol=1e-6)
     assert main(["export", str(chain.transfer), "--format", "compressed", "--output-dir", str(tmp_path / "c")]) == 0
     torch.testing.assert_close(logits(load_compressed(tmp_path / "c"), batch), expected, rtol=1e-6, atol=1e-6)
-    assert main(["export", str(chain.qat), "--format", "compressed", "--int8", "--output-dir", str(tmp_path / "q")]) == 0
+    int8_export = ["--format", "compressed", "--int8", "--output-dir", str(tmp_path / "q")]
+    assert main(["export", str(chain.qat), *int8_export]) == 0
     assert main(["export", str(chain.qat), "--format", "hf", "--output-dir", str(tmp_path / "qat-hf")]) == 0
     int8, dequantized = dict(load_compressed(tmp_path / "q").named_modules()), load_plain(tmp_path / "qat-hf")
     for name, zeros in encoder_zeros(chain.structured).items():

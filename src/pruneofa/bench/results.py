@@ -2,7 +2,8 @@
 
     {"model_dir", "model": {architecture, source, sparsity}, "settings": {...}, "environment": {...},
      "rows": [{"engine", "kernel", "batch", "median_ms", "p90_ms", "seq_per_s", "speedup_vs_torch", "size_mb",
-               "peak_mb", "layers", "unfused", "max_abs_diff", "cosine", "rel_err", "matches_reference", "threads", ...}],
+               "peak_mb", "layers", "unfused", "max_abs_diff", "cosine", "rel_err", "matches_reference",
+               "threads", ...}],
      "skipped": [{"engine", "reason"}],
      "summary": {"batch", "seq_len", "dense_fp32_ms", "sparse_fp32_ms", "sparse_int8_ms",
                  "best_engine", "best_ms", "best_speedup"}}

@@ -14,7 +14,8 @@ block's output, whatever its input-side rows and biases hold, so it can be cut o
 `LAYOUTS` holds one `BlockLayout` per family, the only place that names a block's layers: the
 Pruner's structured patterns, `export.compact` (and, through the compact config it writes,
 `modeldir.modeling_compact`) and the runtime's encoder mapping all read it. A new family is one
-entry here (and its tiny config in tests/conftest.py, which tests/stages/test_families.py runs through every stage).
+entry here, and its tiny config in tests/conftest.py, which tests/stages/test_families.py runs
+through every stage.
 """
 
 from __future__ import annotations
