@@ -12,7 +12,8 @@ xlm-roberta-base (12 x 768, FFN 3072, 250002 tokens). The model is a <family>For
 with 2 labels (what finetune and transfer write), seeded, pruned per layer with pruneofa.Pruner
 (one-shot magnitude, default selection: the blocks' Linears + pooler), saved once under
 runs/bench-models/ and reused. Every other argument goes to `pruneofa bench` unchanged; --wait-idle
-waits for a quieter machine first.
+waits for a quieter machine first; --priority runs the benchmark in its own scheduler group at a raised
+weight (runtime_speed.raise_priority: on a shared machine, 2-thread timings otherwise measure the load).
 """
 
 from __future__ import annotations
@@ -86,11 +87,16 @@ def main() -> int:
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load average to fall below --idle-load")
     parser.add_argument("--idle-load", type=float, default=1.5)
+    parser.add_argument("--priority", action="store_true", help="own scheduler group, raised weight")
     args, bench_args = parser.parse_known_args()
     model_dir = (minilm_pruned_dir(args.sparsity) if args.offline_minilm
                  else random_pruned_dir(args.random_shape, args.sparsity))
     if args.wait_idle:
         print(f"load average {wait_for_idle(args.wait_idle, args.idle_load):.2f}", flush=True)
+    if args.priority:
+        from runtime_speed import raise_priority  # this script's folder is on sys.path
+
+        print(f"scheduler group weight: {raise_priority()}", flush=True)
     from pruneofa.cli import main as cli_main
 
     return cli_main(["bench", str(model_dir), *bench_args])
