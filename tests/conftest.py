@@ -14,6 +14,8 @@ import transformers
 from pruneofa.data.assets import asset_path
 
 FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
+# the encoders of 2026 (issue #14), named by their model_type; tests/test_families.py runs every stage on them
+ENCODER_FAMILIES = ["modernbert", "deberta-v2", "xlm-roberta"]
 SEQ = 32
 
 
@@ -30,6 +32,23 @@ def tiny_config(family: str, vocab_size: int) -> transformers.PretrainedConfig:
     if family == "gpt2":
         return transformers.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                        bos_token_id=101, eos_token_id=102, pad_token_id=0)
+    # ModernBERT: layer 0 global attention, layer 1 local (a window of 4 + 1 + 4 tokens); weights of std
+    # 0.1, as its GeGLU FFN (a product of two projections) adds next to nothing at the default 0.02
+    if family == "modernbert":
+        return transformers.ModernBertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                             global_attn_every_n_layers=2, local_attention=8, initializer_range=0.1,
+                                             pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102)
+    if family == "deberta-v2":  # DeBERTa-v3's settings: relative attention with shared Q/K position projections
+        return transformers.DebertaV2Config(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                                            num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                            relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16,
+                                            norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False,
+                                            type_vocab_size=0, pad_token_id=0)
+    if family == "xlm-roberta":
+        return transformers.XLMRobertaConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=64,
+                                             max_position_embeddings=SEQ + 4, pad_token_id=0)
     raise ValueError(family)
 
 
@@ -55,7 +74,7 @@ def save_tiny_model(path: Path, family: str, tokenizer, with_head: bool = True) 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, tokenizer) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    models = {f: save_tiny_model(root / f, f, tokenizer) for f in FAMILIES}
+    models = {f: save_tiny_model(root / f, f, tokenizer) for f in FAMILIES + ENCODER_FAMILIES}
     models["bert-headless"] = save_tiny_model(root / "bert-headless", "bert", tokenizer, with_head=False)
     return models
 

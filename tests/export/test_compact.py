@@ -16,12 +16,17 @@ from pruneofa.export.compact import compact_model, export_compact_hf
 from pruneofa.modeldir import is_compact_dir
 from pruneofa.modeldir import load_plain as load_model_dir
 from pruneofa.sparsity.masks import fold_masks
+from tests.conftest import ENCODER_FAMILIES, tiny_config
 
-FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
+FAMILIES = ["bert", "distilbert", "roberta", "gpt2", *ENCODER_FAMILIES]
 FFN_ONLY, WITH_HEADS = dict(ffn_sparsity=0.5, head_sparsity=0.0), dict(ffn_sparsity=0.75, head_sparsity=0.5)
 # tiny models (conftest): width 32, 4 heads of 8, 2 blocks; FFN 64, GPT-2's 4 x 32
 FFN_WIDTH = {"gpt2": 128}
 FFN_KEY = {"distilbert": "hidden_dim", "gpt2": "n_inner"}
+# parameters of one FFN neuron and of one head channel: ModernBERT has no biases and a gated FFN-in
+# (a neuron is an input row and a gate row of Wi), the others a bias on every row
+NEURON_PARAMS = {"modernbert": 3 * 32}
+CHANNEL_PARAMS = {"modernbert": 4 * 32}
 AUTO_CLASS = {"gpt2": "AutoModelForCausalLM"}
 
 LOAD_WITHOUT_PRUNEOFA = """
@@ -71,7 +76,8 @@ def test_compacted_model_is_smaller_and_computes_the_masked_models_outputs(famil
     neurons = round(fractions["ffn_sparsity"] * FFN_WIDTH.get(family, 64))
     channels = round(fractions["head_sparsity"] * 4) * 8
     removed = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in compact.parameters())
-    assert removed == 2 * (neurons * (2 * 32 + 1) + channels * (3 * (32 + 1) + 32))
+    assert removed == 2 * (neurons * NEURON_PARAMS.get(family, 2 * 32 + 1)
+                           + channels * CHANNEL_PARAMS.get(family, 3 * (32 + 1) + 32))
     assert any("parametrizations" in n for n, _ in model.named_parameters())  # the input keeps its masks
 
 
@@ -133,8 +139,23 @@ def test_cli_export_compact_and_its_refusals(tiny_models, tokenizer, tmp_path, c
         assert err.startswith("error: ") and "\n" not in err and "--compact" in err and not out.exists()
 
 
+def test_deberta_with_unshared_position_projections_cuts_them_per_head_too():
+    """DeBERTa-v2 without share_att_key projects the relative positions with pos_key_proj/pos_query_proj,
+    read per head like Q and K: a removed head's rows go from them as well."""
+    torch.manual_seed(0)
+    config = tiny_config("deberta-v2", 2000)
+    config.share_att_key = False
+    model = transformers.DebertaV2ForMaskedLM(config).eval()
+    Pruner(model, pattern="structured", method="oneshot", start_step=0, **WITH_HEADS)
+    compact = compact_model(model)
+    attention = compact.deberta.encoder.layer[0].attention.self
+    assert attention.num_attention_heads == 2 and attention.pos_key_proj.out_features == 16
+    assert attention.pos_query_proj.out_features == 16
+    torch.testing.assert_close(logits(compact, inputs()), logits(model, inputs()), rtol=1e-5, atol=1e-5)
+
+
 def test_a_model_without_transformer_blocks_is_a_user_error():
-    with pytest.raises(UserError, match="no BERT, RoBERTa, DistilBERT or GPT-2 block"):
+    with pytest.raises(UserError, match="no transformer block of a known family.*ModernBERT, DeBERTa-v2/v3"):
         compact_model(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
 

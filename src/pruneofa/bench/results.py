@@ -2,14 +2,17 @@
 
     {"model_dir", "model": {architecture, source, sparsity}, "settings": {...}, "environment": {...},
      "rows": [{"engine", "kernel", "batch", "median_ms", "p90_ms", "seq_per_s", "speedup_vs_torch", "size_mb",
-               "peak_mb", "max_abs_diff", "cosine", "rel_err", "matches_reference", "threads", ...}],
+               "peak_mb", "layers", "unfused", "max_abs_diff", "cosine", "rel_err", "matches_reference",
+               "threads", ...}],
      "skipped": [{"engine", "reason"}],
      "summary": {"batch", "seq_len", "dense_fp32_ms", "sparse_fp32_ms", "sparse_int8_ms",
                  "best_engine", "best_ms", "best_speedup"}}
 
 kernel: which of the runtime's kernel sets ran the engine's Linear layers ("avx512-vnni", "avx512",
 "avx2", "portable": the build picks one from the CPU), None for engines that run none of them;
-environment.kernels is the set this machine builds, environment.cpu_model the CPU.
+environment.kernels is the set this machine builds, environment.cpu_model the CPU. unfused (runtime
+engines): the transformer blocks its fused encoder does not run, per family with the reason; there
+transformers' forward runs attention, norms and activations in PyTorch between the engine's Linear kernels.
 speedup_vs_torch is the ratio of medians, torch fp32 / engine, at the same batch size in the same
 run (above 1: faster than dense fp32 PyTorch). With `--baseline DIR` a "baseline" row (dense fp32
 PyTorch on DIR, e.g. the uncompacted model a compacted one came from) is timed in the same rounds,
@@ -75,6 +78,9 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{r['max_abs_diff']:.1e} | {r['rel_err']:.1e} | {'yes' if r['matches_reference'] else 'NO'} | {r.get('kernel') or '-'} |")
     lines.append("")
     lines += [f"skipped {s['engine']}: {s['reason']}" for s in result["skipped"]]
+    unfused = {r["engine"]: r["unfused"] for r in result["rows"] if r.get("unfused")}
+    lines += [f"{engine}: PyTorch runs between its Linear kernels in {'; '.join(blocks)}"
+              for engine, blocks in unfused.items()]
     lines.append(f"peak MB: {settings['memory']}; held MB: the same process's RSS after the call, less the start")
     summary = result["summary"]
     if summary:

@@ -238,7 +238,7 @@ def _layers(engine: Any) -> dict[str, Any]:
     if report is None:
         return {"kernel": None}
     native = any(layer.path in NATIVE_PATHS for layer in report.layers)
-    return {"layers": report.summary(), "kernel": _kernel_isa() if native else None}
+    return {"layers": report.summary(), "unfused": report.unfused, "kernel": _kernel_isa() if native else None}
 
 
 def _kernel_isa() -> str | None:

@@ -1,5 +1,5 @@
 """Compaction: a model pruned by whole FFN neurons and attention heads, rebuilt physically smaller
-with the same outputs. Families: BERT, RoBERTa, DistilBERT and GPT-2.
+with the same outputs, for every family `sparsity.groups.LAYOUTS` describes.
 
 A neuron whose FFN-out column is zero, or a head whose attention-output columns are zero, adds
 nothing to its block (`sparsity.groups`), so its rows and columns are cut out of every weight it
@@ -8,6 +8,8 @@ order of float sums. Which groups go is read from the zeros themselves, so a mas
 transferred or QAT model all compact alike. GPT-2's fused `c_attn` (a Conv1D, weight stored as
 [in, out]) keeps the kept heads' channels of each of Q, K and V, in that order, so its forward's
 split into three equal parts still holds; generation's KV cache takes the smaller heads as they come.
+ModernBERT's fused `Wqkv` the same; its gated `Wi` keeps the kept neurons' input rows, then their
+gate rows, so its forward's split into two halves still pairs them.
 
 The checkpoint (`export_compact_hf`):
 - every block keeps all its heads and the same number of neurons: a stock transformers checkpoint
@@ -34,7 +36,7 @@ from pruneofa.modeldir import modeling_compact
 from pruneofa.modeldir import load_model, write_tokenizer
 from pruneofa.quantization.checkpoint import plain_model_copy
 from pruneofa.sparsity import masks as M
-from pruneofa.sparsity.groups import Block, GroupSet, find_blocks
+from pruneofa.sparsity.groups import Block, GroupSet, find_blocks, known_families
 
 MODELING_FILE = "modeling_compact.py"
 
@@ -76,8 +78,9 @@ def _sliced(layer: nn.Module, axis: int, units: torch.Tensor) -> nn.Module:
 
 def _attention_attributes(attention: nn.Module, block: Block, n_heads: int) -> dict[str, int]:
     """What the attention module's forward reads of the head count and the heads' total width."""
-    widths = {a: n_heads * block.head_dim for a in block.layout.width_attrs if hasattr(attention, a)}
-    return {block.layout.heads_attr: n_heads, **widths}
+    layout = block.layout
+    widths = {a: n_heads * block.head_dim for a in layout.width_attrs if hasattr(attention, a)}
+    return {layout.heads_attr: n_heads, **widths} if layout.heads_attr else widths
 
 
 def _cut(model: nn.Module, cut: BlockCut, layers: dict[str, nn.Module]) -> None:
@@ -98,8 +101,8 @@ def plan_cuts(model: nn.Module) -> list[BlockCut]:
     layers = _layers(model)
     blocks = find_blocks(model, layers)
     if not blocks:
-        raise UserError(f"{type(model).__name__} has no BERT, RoBERTa, DistilBERT or GPT-2 block to compact",
-                        "compaction rebuilds the attention and FFN layers of those families' transformer blocks")
+        raise UserError(f"{type(model).__name__} has no transformer block of a known family to compact",
+                        f"compaction rebuilds the attention and FFN layers of {known_families()} blocks")
     return [BlockCut(b, _kept(b.heads, layers), _kept(b.ffn, layers)) for b in blocks]
 
 
@@ -145,9 +148,9 @@ def _with_compact_config(plain: nn.Module, cuts: list[BlockCut]) -> nn.Module:
     family = type(plain.config).__name__.removesuffix("Config").removeprefix("Compact")
     architecture = type(plain).__name__.removeprefix("Compact")
     model_class = getattr(modeling_compact, f"Compact{architecture}", None)
-    if family not in modeling_compact.FAMILIES or model_class is None:
+    if model_class is None:
         raise UserError(f"a compacted {architecture} with fewer heads has no checkpoint class",
-                        f"compaction with heads removed supports {', '.join(modeling_compact.FAMILIES)} models")
+                        "compaction with heads removed supports the model classes of transformers itself")
     auto_map = {"AutoConfig": f"{Path(MODELING_FILE).stem}.Compact{family}Config"}
     for suffix, auto_class in modeling_compact.AUTO_CLASSES.items():
         if hasattr(modeling_compact, f"Compact{family}{suffix}"):

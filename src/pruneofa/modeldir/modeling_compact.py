@@ -1,4 +1,4 @@
-"""Compacted BERT, RoBERTa, DistilBERT and GPT-2: attention layers with fewer heads and FFNs with
+"""Compacted transformer encoders and GPT-2: attention layers with fewer heads and FFNs with
 fewer neurons than their config's dense shape, for stock transformers.
 
 pruneofa's `export --format hf --compact` copies this file beside a compacted checkpoint and names
@@ -29,7 +29,6 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 COMPACT_KEY = "compact"
-FAMILIES = ("Bert", "Roberta", "DistilBert", "GPT2")
 AUTO_CLASSES = {  # architecture suffix -> the Auto class that loads it
     "Model": "AutoModel",
     "LMHeadModel": "AutoModelForCausalLM",
@@ -78,10 +77,17 @@ def _model_class(stock: type, config_class: type) -> type:
                                                       "__module__": __name__})
 
 
-for _family in FAMILIES:
-    _config = _config_class(getattr(transformers, f"{_family}Config"))
-    globals()[_config.__name__] = _config
-    for _suffix in AUTO_CLASSES:
-        _stock = getattr(transformers, f"{_family}{_suffix}", None)
-        if _stock is not None:
-            globals()[f"Compact{_family}{_suffix}"] = _model_class(_stock, _config)
+def __getattr__(name: str) -> type:
+    """`Compact<X>` for any transformers config or model class X, made on first use (the checkpoint's
+    `auto_map` names them): a subclass whose construction shrinks the layers that `config.compact` lists."""
+    stock = getattr(transformers, name.removeprefix("Compact"), None) if name.startswith("Compact") else None
+    if not isinstance(stock, type):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if issubclass(stock, transformers.PretrainedConfig):
+        made = _config_class(stock)
+    elif issubclass(stock, transformers.PreTrainedModel) and isinstance(stock.config_class, type):
+        made = _model_class(stock, __getattr__(f"Compact{stock.config_class.__name__}"))
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = made  # one class per name: the model classes and their config class stay consistent
+    return made

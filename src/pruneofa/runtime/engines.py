@@ -24,7 +24,7 @@ from torch import nn
 from pruneofa.runtime import kernels, policy
 from pruneofa.runtime.dense_int8 import dynamic_int8_linear
 from pruneofa.runtime.formats import MAX_IN_FEATURES
-from pruneofa.runtime.fused_encoder import fuse_encoders
+from pruneofa.runtime.fused_encoder import fuse_encoders, unfused_blocks
 from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
 
 ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
@@ -48,6 +48,9 @@ class ConversionReport:
     threads: int
     layers: list[LayerChoice] = field(default_factory=list)
     fused_encoders: int = 0
+    # transformer blocks left to transformers' forward (attention, norms, activations in PyTorch, each
+    # Linear still on the engine's kernels), one line per family: "2 ModernBERT blocks: <why>"
+    unfused: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -55,7 +58,8 @@ class ConversionReport:
             counts[layer.path] = counts.get(layer.path, 0) + 1
         parts = ", ".join(f"{n} {path}" for path, n in sorted(counts.items()))
         fused = f", {self.fused_encoders} fused encoder(s)" if self.fused_encoders else ""
-        return f"engine={self.engine} threads={self.threads}: {parts or 'Linear layers unchanged'}{fused}"
+        unfused = f"; PyTorch between the Linear kernels: {'; '.join(self.unfused)}" if self.unfused else ""
+        return f"engine={self.engine} threads={self.threads}: {parts or 'Linear layers unchanged'}{fused}{unfused}"
 
 
 def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -97,6 +101,7 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
     if engine in ("torch", "dense"):
         if engine == "dense":
             report.fused_encoders = fuse_encoders(model, int8_attention)
+            report.unfused = unfused_blocks(model)
         return report
     gelu_after = _gelu_owners(model) if engine in SPARSE_ENGINES else {}
     # below the break-even sparsity, "sparse-int8" keeps the runtime's own (dense-layout) int8 kernel:
@@ -130,4 +135,5 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
             report.layers.append(LayerChoice(name, shape, sparsity, "dense"))
     if engine in FUSED_ENGINES:
         report.fused_encoders = fuse_encoders(model, int8_attention)
+        report.unfused = unfused_blocks(model)
     return report

@@ -32,9 +32,12 @@ from torch import nn
 from pruneofa.runtime.kernels import AddLayerNorm, feature_major_ld
 from pruneofa.runtime.native_encoder import NativeEncoder, key_major_additive_mask
 from pruneofa.runtime.ops import SparseF32Op, SparseI8Op, fused_op, op_for
+from pruneofa.sparsity.groups import BERT, layout_of
 
-_PROJECTIONS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
+# the BERT block layout (`sparsity.groups.BERT`: RoBERTa, XLM-RoBERTa, ... alike) and its post-LayerNorms
+_PROJECTIONS = (*BERT.paths(), "attention.output.LayerNorm", "output.LayerNorm")
+NOT_PLAIN_ENCODER = ("its encoder is not a plain bidirectional one (a decoder, cross-attention, chunked FFN or an "
+                     "attention implementation other than eager/sdpa)")
 
 
 def is_bert_like_encoder(module: nn.Module) -> bool:
@@ -67,16 +70,16 @@ class _LayerNorm:
 
 class FusedLayer:
     def __init__(self, layer: nn.Module):
-        sa = layer.attention.self
-        self.heads, self.head_dim = sa.num_attention_heads, sa.attention_head_size
+        sa = layer.get_submodule(BERT.attention)
+        self.heads, self.head_dim = getattr(sa, BERT.heads_attr), sa.attention_head_size
         self.scaling = float(getattr(sa, "scaling", self.head_dim**-0.5))
-        qkv = [sa.query, sa.key, sa.value]
+        qkv = [layer.get_submodule(path) for path in BERT.qkv]
         self.qkv = fused_op(qkv)
         self.q_k_v = None if self.qkv is not None else [op_for(m, None) for m in qkv]
-        self.out_attn = op_for(layer.attention.output.dense, None)
+        self.out_attn = op_for(layer.get_submodule(BERT.attn_out), None)
         self.ln_attn = _LayerNorm(layer.attention.output.LayerNorm)
-        self.ffn_in = op_for(layer.intermediate.dense, layer.intermediate.intermediate_act_fn)
-        self.ffn_out = op_for(layer.output.dense, None)
+        self.ffn_in = op_for(layer.get_submodule(BERT.ffn_in), layer.intermediate.intermediate_act_fn)
+        self.ffn_out = op_for(layer.get_submodule(BERT.ffn_out), None)
         self.ln_ffn = _LayerNorm(layer.output.LayerNorm)
 
         ops = [self.qkv, self.out_attn, self.ffn_in, self.ffn_out]
@@ -161,6 +164,20 @@ class FusedEncoder(nn.Module):
         if feature_major:
             h = to_token_major(h, batch * seq)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h.view(batch, seq, width))
+
+
+def unfused_blocks(model: nn.Module) -> list[str]:
+    """Per family, the transformer blocks (`sparsity.groups.LAYOUTS`) outside every FusedEncoder, with why:
+    they run transformers' forward, the Linear layers inside on whatever the engine swapped in."""
+    fused = [name for name, module in model.named_modules() if isinstance(module, FusedEncoder)]
+    counts: dict[str, list] = {}
+    for name, module in model.named_modules():
+        layout = layout_of(module)
+        if layout is None or any(name.startswith(f"{prefix}.") for prefix in fused):
+            continue
+        reason = layout.unfused_reason or NOT_PLAIN_ENCODER
+        counts.setdefault(layout.family, [0, reason])[0] += 1
+    return [f"{n} {family} blocks ({reason})" for family, (n, reason) in counts.items()]
 
 
 def fuse_encoders(model: nn.Module, int8_attention: bool = True) -> int:

@@ -29,7 +29,7 @@ from pruneofa.errors import UserError
 from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.config import PruningConfig
 from pruneofa.sparsity.criteria import Criterion, make_criterion
-from pruneofa.sparsity.groups import Block, find_blocks
+from pruneofa.sparsity.groups import Block, find_blocks, known_families
 from pruneofa.sparsity.patterns import global_masks, layer_mask
 from pruneofa.sparsity.schedules import gmp_sparsity, is_update_step, one_shot_sparsity
 from pruneofa.sparsity.structured import hybrid_masks, structured_masks
@@ -63,7 +63,7 @@ class Pruner:
             if not self.blocks:
                 raise UserError(
                     f"pattern {self.pattern} found no transformer block with all its attention and FFN layers selected",
-                    "it knows BERT, RoBERTa, DistilBERT and GPT-2 blocks; check pruning.include/pruning.exclude",
+                    f"it knows {known_families()} blocks; check pruning.include/pruning.exclude",
                 )
         for module in self.layers.values():
             current = M.get_mask(module) if M.has_mask(module) else None
