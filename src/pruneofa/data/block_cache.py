@@ -163,7 +163,8 @@ def _tokenized(source: Source, cfg: CorpusConfig, tokenizer: PreTrainedTokenizer
     paragraphs = source.paragraphs
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        return {"input_ids": tokenizer(clean_documents(batch["text"], paragraphs), add_special_tokens=False)["input_ids"]}
+        docs = clean_documents(batch["text"], paragraphs)
+        return {"input_ids": tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []}
 
     features = datasets.Features({"input_ids": datasets.List(datasets.Value(np.dtype(dtype).name))})
     return texts.map(tokenize, batched=True, batch_size=1000, num_proc=processes if processes > 1 else None,

@@ -111,9 +111,17 @@ def read_source(source: Source, cfg: CorpusConfig, workdir: Path):
     if is_asset(source.name):
         return _wiki_summaries(asset_path(source.name))
     path = Path(source.identity["path"])
+    if source.size == 0:  # datasets' builders fail on an empty file; it simply holds no document
+        return datasets.Dataset.from_dict({"text": []}, features=datasets.Features({"text": datasets.Value("string")}))
     builder = TEXT_SUFFIXES[path.suffix.lower()]
     options = {"sample_by": "paragraph"} if builder == "text" else {}
-    ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(workdir), **options)
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(workdir), **options)
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        raise UserError(f"cannot read corpus file '{source.name}' as {builder} ({type(cause).__name__}: "
+                        f"{str(cause).splitlines()[0] if str(cause) else ''})",
+                        f"fix the file, or give it the suffix of its format ({', '.join(sorted(TEXT_SUFFIXES))})") from None
     column = "text" if builder == "text" else cfg.text_column
     if column not in ds.column_names:
         raise UserError(f"'{source.name}' has no column '{column}' (columns: {', '.join(ds.column_names)})",
