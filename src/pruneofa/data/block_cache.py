@@ -172,14 +172,29 @@ def _tokenized(source: Source, cfg: CorpusConfig, tokenizer: PreTrainedTokenizer
                      new_fingerprint=uuid.uuid4().hex, desc=f"tokenize {Path(source.name).name}")
 
 
+def _arrow_batches(ds):
+    """The dataset's record batches, in order. Its arrow files are read with plain reads, not through
+    the memory map datasets uses, so the pages already packed are not kept in this process's RSS."""
+    import pyarrow as pa
+
+    files = [f["filename"] for f in ds.cache_files]
+    if not files or ds._indices is not None:  # a dataset held in memory (the offline asset): nothing to map
+        yield from ds.with_format("arrow").iter(batch_size=10_000)
+        return
+    for name in files:
+        with pa.OSFile(name) as fh:
+            yield from pa.ipc.open_stream(fh)
+
+
 def _document_batches(tokenized: list, limit: int | None):
     """(flat token ids, lengths) of up to `limit` documents, a batch at a time, in corpus order."""
     import pyarrow.compute as pc
 
     left = limit
     for ds in tokenized:
-        for table in ds.with_format("arrow").iter(batch_size=10_000):
-            column = table.column("input_ids").combine_chunks()
+        for table in _arrow_batches(ds):
+            column = table.column("input_ids")
+            column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
             if left is not None:
                 column = column.slice(0, left)
                 left -= len(column)
