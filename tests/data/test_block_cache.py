@@ -194,3 +194,27 @@ def test_a_resumed_run_reads_the_rows_the_uninterrupted_run_would(corpus, tmp_pa
     reopened = B.prepare_blocks(cfg, tok, SEQ)  # a new process after the interruption at step 5: no loader state
     assert all(torch.equal(reopened.train.rows(batch_indices(step, len(reopened.train), 4, 42)), uninterrupted[step - 1])
                for step in range(6, 9))
+
+
+def test_a_hub_dataset_is_streamed_to_disk_then_packed_like_files(corpus, tmp_path, monkeypatch):
+    import datasets
+
+    docs = documents(80)
+    (tmp_path / "hub.jsonl").write_text("".join(json.dumps({"body": d, "id": i}) + "\n" for i, d in enumerate(docs)))
+    calls, load = [], datasets.load_dataset
+
+    def offline_hub(name, config=None, split=None, streaming=False):  # the hub, played by a local file
+        calls.append((name, config, split, streaming))
+        return load("json", data_files=str(tmp_path / "hub.jsonl"), split="train", streaming=True)
+
+    monkeypatch.setattr(datasets, "load_dataset", offline_hub)
+    cfg = CorpusConfig(dataset="org/corpus", dataset_config="en", text_column="body", cache_dir=str(tmp_path / "c"),
+                       validation_fraction=0.1)
+    tok = tiny_tokenizer()
+    cache = B.prepare_blocks(cfg, tok, SEQ)
+    assert calls == [("org/corpus", "en", "train", True)]
+    train_docs, _ = split_documents(docs, 0.1, 0)
+    assert torch.equal(cache.train.rows(list(range(len(cache.train)))), reference_blocks(train_docs, tok, SEQ))
+    other = B.cache_key(B.cache_inputs(cfg.model_copy(update={"split": "other"}), B.corpus_sources(
+        cfg.model_copy(update={"split": "other"})), tok, SEQ))
+    assert other != cache.path.name
