@@ -173,5 +173,6 @@ def separator_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
 def default_processes(sources: list[Source]) -> int:
     """One process under 32 MB of text (starting workers costs more than it saves), else one per core."""
     total = sum(s.size for s in sources)
-    return 1 if total and total < 32 << 20 else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                                    else os.cpu_count() or 1)
+    if total and total < 32 << 20:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
