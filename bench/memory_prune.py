@@ -62,7 +62,7 @@ def child_custom(overrides: list[str], variant: str) -> None:
 
     from pruneofa.config.loader import parse_overrides
     from pruneofa.distill import distillation_loss
-    from pruneofa.data.corpus import build_lm_blocks
+    from pruneofa.data.block_cache import prepare_blocks
     from pruneofa.models import is_causal_lm, load_lm, load_tokenizer
     from pruneofa.sparsity.pruner import Pruner
     from pruneofa.stages.lm import _batch, _collator, lm_evaluator
@@ -76,7 +76,8 @@ def child_custom(overrides: list[str], variant: str) -> None:
     teacher = load_lm(recipe.model)
     causal = is_causal_lm(model.config)
     pruner = Pruner(model, recipe.pruning) if variant == "logits" else None
-    train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len)
+    cache = prepare_blocks(recipe.data, tokenizer, recipe.train.seq_len)
+    train_blocks, val_blocks = cache.train, cache.validation
     out = claim_output_dir(recipe)
     collator = _collator(tokenizer, causal, recipe.train.mlm_probability)
 

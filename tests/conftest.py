@@ -16,6 +16,17 @@ from pruneofa.data.assets import asset_path
 FAMILIES = ["bert", "distilbert", "roberta", "gpt2"]
 # the encoders of 2026 (issue #14), named by their model_type; tests/test_families.py runs every stage on them
 ENCODER_FAMILIES = ["modernbert", "deberta-v2", "xlm-roberta"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def corpus_cache(tmp_path_factory):
+    """The LM stages' packed-corpus cache (data.block_cache) in a temporary folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("corpus-cache")
+        patch.setenv("PRUNEOFA_CORPUS_CACHE", str(path))
+        yield path
+
+
 SEQ = 32
 
 

@@ -40,11 +40,18 @@ def test_prune_each_family_reaches_target_and_reloads_without_pruneofa(family, t
 
 
 @pytest.mark.slow
-def test_teacher_creates_the_missing_lm_head_and_trains_it(tiny_models, corpus_file, tmp_path):
+def test_teacher_creates_the_missing_lm_head_and_trains_it(tiny_models, corpus_file, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = tmp_path / "teacher"
     args = tiny_overrides(tiny_models["bert-headless"], corpus_file, out, **{"train.lr": 5e-3, "train.max_steps": 8,
                                                                              "train.save_every": 0})
     assert run("teacher", *args) == 0
+    assert capsys.readouterr().err.count("corpus cache: ") == 1  # where the packed corpus is, once per run
+    events = EventAccumulator(str(out / "logs")).Reload()
+    speed = events.Scalars("progress/tokens_per_s")
+    assert len(speed) == 8 and all(s.value > 0 for s in speed)
+    assert [round(s.value, 6) for s in events.Scalars("progress/eta_minutes")][-1] == 0
     weights = load_file(str(out / "model.safetensors"))
     assert any(k.startswith("cls.predictions.transform.dense") for k in weights)
     model = transformers.AutoModelForMaskedLM.from_pretrained(out)

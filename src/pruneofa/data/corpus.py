@@ -1,31 +1,36 @@
-"""Pre-training corpora: text in, packed token blocks out.
+"""Pre-training corpora: where the documents come from and which of them are held out.
 
-Documents are tokenized, joined with the tokenizer's separator and cut into blocks of exactly
-`seq_len` tokens (the paper packs sequences to the model's length), so no block has padding.
-A seeded fraction of *documents* is held out for validation before packing.
+A corpus is a list of sources (local files, offline assets, or one hub dataset), each read as a
+`datasets.Dataset` with a `text` column that lives on disk (arrow, memory-mapped), never as a
+Python list. A document is a non-blank text, stripped; a `.txt` file holds one document per
+paragraph (blank-line separated), its lines joined by spaces. A seeded fraction of the documents
+is held out for validation before packing (`held_out_mask`), the same documents for every run of
+the same split seed. `pruneofa.data.block_cache` tokenizes and packs them into blocks on disk.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import random
+from array import array
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
 from pydantic import Field
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from pruneofa.config.base import StrictModel
 from pruneofa.data.assets import asset_path, is_asset
 from pruneofa.errors import UserError
-from pruneofa.config.base import StrictModel
 
 TEXT_SUFFIXES = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 class CorpusConfig(StrictModel):
     train_files: list[str] | None = Field(None, description="text/json/jsonl/csv/parquet files or offline/* assets")
-    dataset: str | None = Field(None, description="a datasets hub name (online only), instead of train_files")
+    dataset: str | None = Field(None, description="a datasets hub name (online only, streamed), instead of train_files")
     dataset_config: str | None = None
     split: str = "train"
     text_column: str = "text"
@@ -33,64 +38,123 @@ class CorpusConfig(StrictModel):
     split_seed: int = Field(0, description="which documents are held out; fixed apart from the run's seed, so "
                             "runs of other seeds (teacher, students, the retrieval eval) hold out the same ones")
     max_documents: int | None = Field(None, ge=1)
+    cache_dir: str | None = Field(None, description="where tokenized, packed blocks are kept (default: "
+                                  "$PRUNEOFA_CORPUS_CACHE, else ~/.cache/pruneofa/corpus)")
+    tokenize_processes: int | None = Field(None, ge=1, description="processes that tokenize (default: 1 for under "
+                                           "32 MB of text, else one per CPU core)")
 
 
-def _read_wiki_summaries(path: Path) -> list[str]:
-    # {title: {"title", "extract", ...}}: the extract is the article's summary text
-    entries = json.loads(path.read_text(encoding="utf-8"))
-    return [e.get("extract", "") for e in entries.values() if isinstance(e, dict)]
+@dataclass(frozen=True)
+class Source:
+    """One input of a corpus: what identifies its content (for the cache key) and how to read it."""
+
+    name: str
+    identity: dict[str, Any]
+    paragraphs: bool = False  # .txt: documents are paragraphs whose lines are joined by spaces
+    size: int = 0  # bytes on disk (0 for a hub dataset)
 
 
-def _read_file(path_text: str, text_column: str) -> list[str]:
-    if is_asset(path_text):
-        return _read_wiki_summaries(asset_path(path_text))
-    path = Path(path_text)
+def _file_source(name: str) -> Source:
+    path = asset_path(name) if is_asset(name) else Path(name)
     if not path.is_file():
-        raise UserError(f"corpus file '{path_text}' not found", "fix data.train_files (a list of existing files)")
-    builder = TEXT_SUFFIXES.get(path.suffix.lower())
-    if builder is None:
-        raise UserError(f"corpus file '{path_text}' has an unknown type", f"use one of {sorted(TEXT_SUFFIXES)}")
-    if builder == "text":  # one document per paragraph (blank-line separated)
-        return [p.replace("\n", " ") for p in path.read_text(encoding="utf-8").split("\n\n")]
+        raise UserError(f"corpus file '{name}' not found", "fix data.train_files (a list of existing files)")
+    if not is_asset(name) and path.suffix.lower() not in TEXT_SUFFIXES:
+        raise UserError(f"corpus file '{name}' has an unknown type", f"use one of {sorted(TEXT_SUFFIXES)}")
+    stat = path.stat()
+    identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return Source(name, identity, paragraphs=path.suffix.lower() == ".txt", size=stat.st_size)
+
+
+def corpus_sources(cfg: CorpusConfig) -> list[Source]:
+    """The corpus's sources, checked to exist; nothing is read yet."""
+    if cfg.train_files:
+        return [_file_source(name) for name in cfg.train_files]
+    if cfg.dataset:
+        return [Source(cfg.dataset, {"dataset": cfg.dataset, "config": cfg.dataset_config, "split": cfg.split})]
+    raise UserError("no corpus given", "set data.train_files=[a.txt,...] or data.dataset=NAME")
+
+
+def _wiki_summaries(path: Path):
+    import json
+
     import datasets
 
-    ds = datasets.load_dataset(builder, data_files=str(path), split="train")
-    if text_column not in ds.column_names:
-        raise UserError(f"'{path_text}' has no column '{text_column}' (columns: {', '.join(ds.column_names)})",
+    # {title: {"title", "extract", ...}}: the extract is the article's summary text (a few MB: read whole)
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    return datasets.Dataset.from_dict({"text": [e.get("extract", "") for e in entries.values() if isinstance(e, dict)]})
+
+
+def _streamed_hub_dataset(cfg: CorpusConfig, workdir: Path):
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(cfg.dataset, cfg.dataset_config, split=cfg.split, streaming=True)
+        column = cfg.text_column
+
+        def texts():
+            for row in stream:
+                yield {"text": row.get(column)}
+
+        return datasets.Dataset.from_generator(texts, features=datasets.Features({"text": datasets.Value("string")}),
+                                               cache_dir=str(workdir))
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds when offline
+        raise UserError(f"cannot load dataset '{cfg.dataset}': {str(err).splitlines()[0]}",
+                        "use data.train_files with local files when offline") from None
+
+
+def read_source(source: Source, cfg: CorpusConfig, workdir: Path):
+    """The source as a `datasets.Dataset` with one `text` column, its arrow files under `workdir`."""
+    import datasets
+
+    if "dataset" in source.identity:
+        return _streamed_hub_dataset(cfg, workdir)
+    if is_asset(source.name):
+        return _wiki_summaries(asset_path(source.name))
+    path = Path(source.identity["path"])
+    if source.size == 0:  # datasets' builders fail on an empty file; it simply holds no document
+        return datasets.Dataset.from_dict({"text": []}, features=datasets.Features({"text": datasets.Value("string")}))
+    builder = TEXT_SUFFIXES[path.suffix.lower()]
+    options = {"sample_by": "paragraph"} if builder == "text" else {}
+    try:
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(workdir), **options)
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        raise UserError(f"cannot read corpus file '{source.name}' as {builder} ({type(cause).__name__}: "
+                        f"{str(cause).splitlines()[0] if str(cause) else ''})",
+                        f"fix the file, or give it the suffix of its format ({', '.join(sorted(TEXT_SUFFIXES))})") from None
+    column = "text" if builder == "text" else cfg.text_column
+    if column not in ds.column_names:
+        raise UserError(f"'{source.name}' has no column '{column}' (columns: {', '.join(ds.column_names)})",
                         "set data.text_column")
-    return list(ds[text_column])
+    return ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds.select_columns(["text"])
 
 
-def load_documents(cfg: CorpusConfig) -> list[str]:
-    """All non-blank documents of the corpus, in a fixed order."""
-    if cfg.train_files:
-        docs = [d for f in cfg.train_files for d in _read_file(f, cfg.text_column)]
-        source = ", ".join(cfg.train_files)
-    elif cfg.dataset:
-        import datasets
+def clean_documents(texts: list[Any], paragraphs: bool) -> list[str]:
+    """The non-blank documents among `texts`, stripped (a paragraph's lines joined by spaces)."""
+    docs = [(t.replace("\n", " ") if paragraphs else t).strip() for t in texts if isinstance(t, str)]
+    return [d for d in docs if d]
 
-        try:
-            ds = datasets.load_dataset(cfg.dataset, cfg.dataset_config, split=cfg.split)
-        except Exception as err:  # noqa: BLE001 - datasets raises many kinds when offline
-            raise UserError(f"cannot load dataset '{cfg.dataset}': {str(err).splitlines()[0]}",
-                            "use data.train_files with local files when offline") from None
-        docs, source = list(ds[cfg.text_column]), cfg.dataset
-    else:
-        raise UserError("no corpus given", "set data.train_files=[a.txt,...] or data.dataset=NAME")
-    docs = [d.strip() for d in docs if d and d.strip()]
-    if not docs:
-        raise UserError(f"corpus {source} holds no text (empty or blank lines only)", "point data.train_files at text")
-    return docs[: cfg.max_documents] if cfg.max_documents else docs
+
+def held_out_mask(n_documents: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of `n_documents` are held out: the first round(fraction n) of a permutation seeded by `seed`.
+
+    The permutation is Python's `random.Random(seed).shuffle` (kept since the first release, so the
+    offline corpus holds out the same summaries as ever), shuffled in an int64 array: 8 bytes per
+    document, while the cache is built, instead of a list of Python ints.
+    """
+    mask = np.zeros(n_documents, dtype=bool)
+    if fraction == 0 or n_documents < 2:
+        return mask
+    order = array("q", range(n_documents))
+    random.Random(seed).shuffle(order)
+    mask[np.frombuffer(order, dtype=np.int64)[: max(1, round(fraction * n_documents))]] = True
+    return mask
 
 
 def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    if fraction == 0 or len(docs) < 2:
-        return docs, []
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(fraction * len(docs)))
-    val = set(order[:n_val])
-    return [d for i, d in enumerate(docs) if i not in val], [d for i, d in enumerate(docs) if i in val]
+    """(kept, held out), each in corpus order: the split the LM stages make of the same documents."""
+    held = held_out_mask(len(docs), fraction, seed)
+    return [d for d, h in zip(docs, held) if not h], [d for d, h in zip(docs, held) if h]
 
 
 def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -101,29 +165,14 @@ def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], 
     return full[:at], full[at + len(plain) :]
 
 
-def pack_blocks(docs: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: int, desc: str = "tokenize") -> torch.Tensor:
-    """Token blocks of exactly `seq_len` (incl. special tokens), as a LongTensor [n_blocks, seq_len]."""
-    prefix, suffix = special_token_frame(tokenizer)
-    body = seq_len - len(prefix) - len(suffix)
-    if body < 8:
-        raise UserError(f"train.seq_len={seq_len} is too short", "use train.seq_len >= 16")
-    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-    stream: list[int] = []
-    for start in tqdm(range(0, len(docs), 1000), desc=desc, unit="kdoc", leave=False):
-        for ids in tokenizer(docs[start : start + 1000], add_special_tokens=False)["input_ids"]:
-            stream.extend(ids)
-            if sep is not None:
-                stream.append(sep)
-    n_blocks = len(stream) // body
-    blocks = [prefix + stream[i * body : (i + 1) * body] + suffix for i in range(n_blocks)]
-    return torch.tensor(blocks, dtype=torch.long).view(n_blocks, seq_len) if blocks else torch.empty(0, seq_len, dtype=torch.long)
+def separator_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The id that ends each document in the packed stream ([SEP] for BERT, <|endoftext|> for GPT-2)."""
+    return tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
 
 
-def build_lm_blocks(cfg: CorpusConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train_blocks, validation_blocks) for a corpus recipe section."""
-    train_docs, val_docs = split_documents(load_documents(cfg), cfg.validation_fraction, cfg.split_seed)
-    train = pack_blocks(train_docs, tokenizer, seq_len, "tokenize train")
-    if len(train) == 0:
-        raise UserError(f"the corpus is shorter than one block of {seq_len} tokens", "add text or lower train.seq_len")
-    return train, pack_blocks(val_docs, tokenizer, seq_len, "tokenize validation")
+def default_processes(sources: list[Source]) -> int:
+    """One process under 32 MB of text (starting workers costs more than it saves), else one per core."""
+    total = sum(s.size for s in sources)
+    if total and total < 32 << 20:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -2,7 +2,7 @@
 in its layout, {key: {"title": ..., "extract": ..., ...}}.
 
 The extracts come out stripped, blank ones dropped, in file order: for `offline/wiki-summaries` the
-same documents, in the same order, as `pruneofa.data.corpus.load_documents` reads for pre-training,
+same documents, in the same order, as the LM stages read for pre-training (`pruneofa.data.corpus`),
 so a held-out split computed on these extracts is the one the LM stages held out.
 """
 
@@ -42,5 +42,5 @@ def read_titled_summaries(name_or_path: str, setting: str = "corpus file") -> li
 
 
 def read_all(files: list[str], setting: str = "corpus file") -> list[tuple[str, str]]:
-    """The pairs of several files, concatenated in order (as load_documents joins its train_files)."""
+    """The pairs of several files, concatenated in order (as the LM stages join their train_files)."""
     return [pair for name in files for pair in read_titled_summaries(name, setting)]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from pathlib import Path
 
 import torch
 from transformers import DataCollatorForLanguageModeling, set_seed
 
 from pruneofa.stages.recipes import PruneRecipe, TeacherRecipe
-from pruneofa.data.corpus import build_lm_blocks
+from pruneofa.data.block_cache import BlockArray, CorpusCache, prepare_blocks
 from pruneofa.deferred_logits import forward_deferring_logits
 from pruneofa.distill import (
     CE_ONLY,
@@ -34,6 +35,7 @@ from pruneofa.errors import UserError
 from pruneofa.models import check_same_vocab, is_causal_lm, load_lm, load_lm_and_new_keys, load_tokenizer
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.stages.output import claim_output_dir, write_model_dir
+from pruneofa.train import distributed as D
 from pruneofa.train.loop import FitResult, TrainingJob, fit
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,15 @@ def _collator(tokenizer, causal: bool, probability: float, seed: int | None = No
     return DataCollatorForLanguageModeling(tokenizer, mlm=not causal, mlm_probability=probability, seed=seed)
 
 
-def _batch(collator, blocks: torch.Tensor, indices: list[int]) -> dict[str, torch.Tensor]:
-    batch = collator([{"input_ids": blocks[i]} for i in indices])
+def _batch(collator, blocks: BlockArray | torch.Tensor, indices: list[int]) -> dict[str, torch.Tensor]:
+    """The blocks `indices` (read from disk: only these rows), masked or shifted by the collator."""
+    rows = blocks.rows(indices) if isinstance(blocks, BlockArray) else blocks[indices]
+    batch = collator([{"input_ids": row} for row in rows])
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])  # packed blocks have no padding
     return dict(batch)
 
 
-def lm_evaluator(tokenizer, causal: bool, recipe, blocks: torch.Tensor):
+def lm_evaluator(tokenizer, causal: bool, recipe, blocks: BlockArray | torch.Tensor):
     """Validation LM loss and perplexity, on a fixed masking of the held-out blocks.
 
     The loss is transformers' LM loss (mean CE over the labelled tokens), computed as in training
@@ -111,6 +115,17 @@ def lm_objective(distill: DistillConfig, causal: bool):
     return compute_loss
 
 
+def corpus_blocks(recipe: TeacherRecipe | PruneRecipe, tokenizer) -> CorpusCache:
+    """The recipe's corpus as packed blocks on disk: the main process builds the cache (or checks the
+    one there against its checksums) and prints where it is, then every process opens it."""
+    seq_len = recipe.train.seq_len
+    built = D.on_main(lambda: prepare_blocks(recipe.data, tokenizer, seq_len))
+    if built is not None:
+        print(built.summary(), file=sys.stderr, flush=True)
+        return built
+    return prepare_blocks(recipe.data, tokenizer, seq_len, verify_checksums=False)  # sizes and shapes only
+
+
 def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
     set_seed(recipe.seed)  # before any model is built: a new LM head is initialised from this seed
     pruning = isinstance(recipe, PruneRecipe)
@@ -129,8 +144,8 @@ def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
             check_same_vocab(model, teacher)
             prepare_for_distillation(model, teacher, distill)  # widths and heads checked before anything is written
         pruner = Pruner(model, recipe.pruning)
-    train_blocks, val_blocks = build_lm_blocks(recipe.data, tokenizer, recipe.train.seq_len)
-    log.info("%d training and %d validation blocks of %d tokens", len(train_blocks), len(val_blocks), recipe.train.seq_len)
+    cache = corpus_blocks(recipe, tokenizer)
+    train_blocks, val_blocks = cache.train, cache.validation
     out = claim_output_dir(recipe)
 
     collator = _collator(tokenizer, causal, recipe.train.mlm_probability)

@@ -45,7 +45,8 @@ from pruneofa.train import checkpoint as C
 from pruneofa.train import distributed as D
 from pruneofa.train import performance as P
 from pruneofa.train.config import TrainConfig
-from pruneofa.train.sampling import batch_indices
+from pruneofa.train.progress import Throughput
+from pruneofa.train.sampling import rank_indices
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +327,7 @@ class _Run:
         lr = job.lr_at(step - 1)
         for group in self.raw_optimizer.param_groups:
             group["lr"] = lr
-        mine = batch_indices(step, job.n_examples, cfg.batch_size, job.seed)[
-            self.rank * self.micro * self.accum : (self.rank + 1) * self.micro * self.accum]
+        mine = rank_indices(step, job.n_examples, cfg.batch_size, job.seed, self.rank, self.world)
         totals: dict[str, float] = {}
         for k in range(self.accum):
             batch = {n: t.to(self.acc.device) for n, t in job.make_batch(mine[k * self.micro:(k + 1) * self.micro]).items()}
@@ -396,6 +396,7 @@ def fit(job: TrainingJob) -> FitResult:
     bar = tqdm(total=cfg.max_steps, initial=run.start_step, desc=job.description, disable=not run.main,
                unit="step", dynamic_ncols=True)
     step = run.start_step
+    throughput = Throughput(run.start_step, cfg.max_steps, run.global_tokens())
     try:
         with _GracefulStop() as stopper:
             for step in range(run.start_step + 1, cfg.max_steps + 1):
@@ -408,10 +409,14 @@ def fit(job: TrainingJob) -> FitResult:
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
                     values = run.reduce(values)
                     run.history.append({"step": step, **values})
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("loss", "kd", "sparsity", "lr")})
+                    speed = throughput.measure(step, run.global_tokens())  # kept out of the history: not reproducible
+                    bar.set_postfix({**{k: f"{v:.3g}" for k, v in values.items() if k in ("loss", "kd", "sparsity", "lr")},
+                                     "tok/s": f"{speed['tokens_per_s']:,.0f}"})
                     if writer:
                         for k, v in values.items():
                             writer.add_scalar(f"train/{k}", v, step)
+                        for k, v in speed.items():
+                            writer.add_scalar(f"progress/{k}", v, step)
                 if job.evaluate and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
                     _evaluate(run, writer, step)
                 if run.stop_agreed(stopper.requested):

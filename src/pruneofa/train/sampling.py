@@ -19,3 +19,12 @@ def batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> lis
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n_examples, generator=generator)
     return order[position * batch_size : (position + 1) * batch_size].tolist()
+
+
+def rank_indices(step: int, n_examples: int, batch_size: int, seed: int, rank: int, world: int) -> list[int]:
+    """Process `rank`'s share of update `step`'s global batch: the rank-th of `world` equal, disjoint slices.
+
+    Each process reads only these examples (for a corpus on disk: only these rows of the file).
+    """
+    share = batch_size // world
+    return batch_indices(step, n_examples, batch_size, seed)[rank * share : (rank + 1) * share]
