@@ -91,7 +91,8 @@ def test_demo_runs_every_step_in_order_and_passes_outputs_on(demo_run):
     assert meta(out / "rt-teacher")["recipe"]["model"] == str(out / "teacher")
     transfer = meta(out / "rt-sparse")["recipe"]
     assert transfer["model"] == str(out / "prune") and transfer["teacher"] == str(out / "rt-teacher")
-    assert meta(out / "prune")["recipe"]["pruning"]["target_sparsity"] == 0.85  # from demo.yaml itself
+    pruning = meta(out / "prune")["recipe"]["pruning"]
+    assert pruning["target_sparsity"] == 0.85 and pruning["criterion"] == "wanda"  # from demo.yaml itself
     quantize = meta(out / "rt-int8")["recipe"]
     assert quantize["model"] == str(out / "rt-sparse") and quantize["teacher"] == str(out / "rt-teacher")
     for step, model in (("export-sparse", "rt-sparse"), ("export-int8", "rt-int8")):
