@@ -135,3 +135,14 @@ def tiny_overrides(model: Path, corpus: Path, out: Path, **extra) -> list[str]:
             "data.validation_fraction": 0.1}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture
+def sparse_qat_bert():
+    """Tiny BERT, 90% sparse with the pattern locked, trained 3 QAT steps (per-tensor scales): the export tests'
+    and the compressed-format tests' model."""
+    from tests.export.helpers import prune, qat_train, tiny_bert
+
+    model = tiny_bert()
+    pruner = prune(model)
+    return qat_train(model), pruner
