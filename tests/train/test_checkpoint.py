@@ -15,7 +15,7 @@ from pruneofa.sparsity.config import PruningConfig
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.train import checkpoint as C
 from pruneofa.train.config import TrainConfig
-from pruneofa.train.loop import StopRequested, TrainingJob, _check_mask_digests, fit
+from pruneofa.train.loop import StopRequested, TrainingJob, fit
 from tests.conftest import tiny_config, tiny_overrides
 
 
@@ -91,7 +91,7 @@ def test_mask_digest_is_equal_for_equal_masks_only(tmp_path):
     (tmp_path / "masks-rank0.sha256").write_text(C.mask_digest(a))
     (tmp_path / "masks-rank1.sha256").write_text(C.mask_digest(b))
     with pytest.raises(RuntimeError, match="masks differ between processes"):
-        _check_mask_digests(tmp_path)
+        C.check_mask_digests(tmp_path)
 
 
 # --- fit(): stop on a signal, resume ------------------------------------------------------------

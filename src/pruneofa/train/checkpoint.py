@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from pruneofa.errors import UserError
 from pruneofa.fileio import atomic_write_text, fsync_dir
+from pruneofa.sparsity import masks as M
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -174,3 +175,36 @@ def mask_digest(masks: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}:{tuple(m.shape)};".encode())
         h.update(m.numpy().tobytes())
     return h.hexdigest()
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sharded: bool = False) -> None:
+    """Load a plain (folded) state dict into a model that may carry masks (and be sharded)."""
+    remapped = dict(state)
+    for name in M.masked_modules(model):
+        if f"{name}.weight" in remapped:
+            remapped[f"{name}.parametrizations.weight.original"] = remapped.pop(f"{name}.weight")
+    current = model.state_dict()
+    if sharded:
+        from pruneofa.train import sharding
+
+        sharding.load_full_state(model, remapped, strict=False)
+        missing, unexpected = [k for k in current if k not in remapped], [k for k in remapped if k not in current]
+    else:
+        missing, unexpected = model.load_state_dict(remapped, strict=False)
+    # masks come from masks.safetensors; tied weights (LM decoder = embeddings) are saved once
+    loaded_ptrs = {_storage(current[k]) for k in remapped if k in current}
+    missing = [k for k in missing if not k.endswith(".mask") and _storage(current[k]) not in loaded_ptrs]
+    if missing or unexpected:
+        raise UserError(f"checkpoint does not match the model ({len(missing)} missing, {len(unexpected)} unexpected "
+                        f"tensors, e.g. {(missing + unexpected)[0]})", "resume with the recipe the checkpoint was made with")
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    """Where a tensor's data lives (a sharded DTensor: its local shard's), to recognise tied weights."""
+    return getattr(tensor, "to_local", lambda: tensor)().data_ptr()
+
+
+def check_mask_digests(folder: Path) -> None:
+    digests = {f.name: f.read_text().strip() for f in sorted(folder.glob("masks-rank*.sha256"))}
+    if len(set(digests.values())) > 1:
+        raise RuntimeError(f"pruning masks differ between processes ({digests}); this is a bug, please report it")

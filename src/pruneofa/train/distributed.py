@@ -15,6 +15,7 @@ import os
 from typing import Callable, TypeVar
 
 import torch
+from accelerate import Accelerator
 
 from pruneofa.errors import UserError
 
@@ -124,3 +125,27 @@ def refuse_sharded_launch() -> None:
         if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
             raise UserError(f"accelerate's {name} launch is not supported by the pruning loop (it would shard "
                             "the masked weights behind the loop's back)", UNSUPPORTED_FIX)
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """accelerate's state is a per-process singleton fixed by its first Accelerator; a later stage in
+    the same process (a pipeline: an fp32 teacher, then a bf16 prune) may want another precision.
+    Its mixed-precision half is then reset (accelerate's own tests do the same); the process
+    group, in PartialState, is kept."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=use_cpu())
+
+
+def check_distributed_type(acc: Accelerator) -> None:
+    """The same refusal as `refuse_sharded_launch`, for a launch that set the type another way (a config file)."""
+    from accelerate.utils import DistributedType
+
+    # NO and the MULTI_* types are plain DDP; these shard or wrap the parameters themselves
+    refused = {DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA}
+    if acc.distributed_type in refused:
+        raise UserError(f"accelerate's {acc.distributed_type.value} mode is not supported by the pruning loop "
+                        "(it would shard the masked weights behind the loop's back)", UNSUPPORTED_FIX)

@@ -20,7 +20,8 @@ accelerate's own FSDP, DeepSpeed and Megatron launches are refused with a clear 
 docs/distributed.md).
 
 (Over 300 lines on purpose: the one loop is kept whole, so the order of its operations, which
-exact resume and the mask broadcast depend on, reads in one place.)
+exact resume and the mask broadcast depend on, reads in one place; what does not depend on that order
+lives beside it: `checkpoint`, `distributed`, `sharding`, `performance`, `signals`.)
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ import contextlib
 import json
 import logging
 import math
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from pruneofa.errors import UserError
@@ -47,6 +46,7 @@ from pruneofa.train import performance as P
 from pruneofa.train.config import TrainConfig
 from pruneofa.train.progress import Throughput
 from pruneofa.train.sampling import rank_indices
+from pruneofa.train.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +89,6 @@ class FitResult:
     tokens: int = 0  # non-padding input tokens the model trained on, over every process and micro-batch
 
 
-class _GracefulStop:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between updates."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_GracefulStop":
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C means now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # no decay on biases and norms, as BERT and HF do
     decay, no_decay = [], []
@@ -119,62 +96,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sharded: bool = False) -> None:
-    """Load a plain (folded) state dict into a model that may carry masks (and be sharded)."""
-    remapped = dict(state)
-    for name in M.masked_modules(model):
-        if f"{name}.weight" in remapped:
-            remapped[f"{name}.parametrizations.weight.original"] = remapped.pop(f"{name}.weight")
-    current = model.state_dict()
-    if sharded:
-        from pruneofa.train import sharding
-
-        sharding.load_full_state(model, remapped, strict=False)
-        missing, unexpected = [k for k in current if k not in remapped], [k for k in remapped if k not in current]
-    else:
-        missing, unexpected = model.load_state_dict(remapped, strict=False)
-    # masks come from masks.safetensors; tied weights (LM decoder = embeddings) are saved once
-    loaded_ptrs = {_storage(current[k]) for k in remapped if k in current}
-    missing = [k for k in missing if not k.endswith(".mask") and _storage(current[k]) not in loaded_ptrs]
-    if missing or unexpected:
-        raise UserError(f"checkpoint does not match the model ({len(missing)} missing, {len(unexpected)} unexpected "
-                        f"tensors, e.g. {(missing + unexpected)[0]})", "resume with the recipe the checkpoint was made with")
-
-
-def _accelerator(mixed_precision: str) -> Accelerator:
-    """accelerate's state is a per-process singleton fixed by its first Accelerator; a later stage in
-    the same process (a pipeline: an fp32 teacher, then a bf16 prune) may want another precision.
-    Its mixed-precision half is then reset (accelerate's own tests do the same); the process
-    group, in PartialState, is kept."""
-    from accelerate.state import AcceleratorState
-
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != mixed_precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=D.use_cpu())
-
-
-def _storage(tensor: torch.Tensor) -> int:
-    """Where a tensor's data lives (a sharded DTensor: its local shard's), to recognise tied weights."""
-    return getattr(tensor, "to_local", lambda: tensor)().data_ptr()
-
-
-def _check_distributed_type(acc: Accelerator) -> None:
-    from accelerate.utils import DistributedType
-
-    # NO and the MULTI_* types are plain DDP; these shard or wrap the parameters themselves
-    refused = {DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM, DistributedType.XLA}
-    if acc.distributed_type in refused:
-        raise UserError(f"accelerate's {acc.distributed_type.value} mode is not supported by the pruning loop "
-                        "(it would shard the masked weights behind the loop's back)", D.UNSUPPORTED_FIX)
-
-
-def _check_mask_digests(folder: Path) -> None:
-    digests = {f.name: f.read_text().strip() for f in sorted(folder.glob("masks-rank*.sha256"))}
-    if len(set(digests.values())) > 1:
-        raise RuntimeError(f"pruning masks differ between processes ({digests}); this is a bug, please report it")
 
 
 class _Run:
@@ -185,8 +106,8 @@ class _Run:
         if cfg.precision == "fp16" and not torch.cuda.is_available():
             raise UserError("train.precision=fp16 needs a GPU", "use train.precision=bf16 or fp32 on CPU")
         D.refuse_sharded_launch()
-        self.acc = _accelerator("no" if cfg.precision == "fp32" else cfg.precision)
-        _check_distributed_type(self.acc)
+        self.acc = D.make_accelerator("no" if cfg.precision == "fp32" else cfg.precision)
+        D.check_distributed_type(self.acc)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         split = cfg.micro_batching(self.world)
         if split is None:
@@ -263,7 +184,7 @@ class _Run:
         if job.pruner is not None and job.pruner.layers:
             C.atomic_write_text(tmp / f"masks-rank{self.rank}.sha256", C.mask_digest(job.pruner.masks()) + "\n")
         acc.wait_for_everyone()  # every rank's files are in before the main process seals the folder
-        _check_mask_digests(tmp)  # on every rank, so that all of them stop if the masks ever diverged
+        C.check_mask_digests(tmp)  # on every rank, so that all of them stop if the masks ever diverged
         final = None
         if self.sharded:  # gathered on rank 0 (collectives: every process takes part)
             from pruneofa.train import sharding
@@ -301,7 +222,7 @@ class _Run:
         state = C.read_state(ckpt)
         if state.get("world_size", 1) != self.world:
             log.warning("resuming a %s-process run on %s processes: RNG streams differ", state.get("world_size"), self.world)
-        _load_model_state(self.model, C.load_tensors(ckpt / "model.safetensors"), self.sharded)
+        C.load_model_state(self.model, C.load_tensors(ckpt / "model.safetensors"), self.sharded)
         if self.job.pruner is not None and (ckpt / "masks.safetensors").exists():
             self.job.pruner.load_masks(C.load_tensors(ckpt / "masks.safetensors"))
         meta = C.read_json(ckpt / "optimizer.json")
@@ -398,7 +319,7 @@ def fit(job: TrainingJob) -> FitResult:
     step = run.start_step
     throughput = Throughput(run.start_step, cfg.max_steps, run.global_tokens())
     try:
-        with _GracefulStop() as stopper:
+        with GracefulStop() as stopper:
             for step in range(run.start_step + 1, cfg.max_steps + 1):
                 values = run.update(step)
                 if job.pruner is not None and job.pruner.layers:
