@@ -7,6 +7,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
+from pruneofa.modeldir import SentencePooling
+from pruneofa.runtime.encode import pool
 import transformers
 
 from pruneofa.data.corpus import split_documents
@@ -18,7 +21,6 @@ from pruneofa.tasks.retrieval import (
     gold_ranks,
     held_out_pairs,
     load_encoder,
-    mean_pool,
     pooling_of,
     recall_at,
 )
@@ -47,14 +49,14 @@ def test_held_out_pairs_are_the_lm_stages_split_with_their_titles(corpus):
     assert held_out_pairs(config(corpus, max_queries=7)) == held_out_pairs(config(corpus))[:7]
 
 
-def test_mean_pool_equals_a_hand_loop_and_ignores_padding():
+def test_mean_pooling_equals_a_hand_loop_and_ignores_padding():
     torch.manual_seed(0)
     hidden = torch.randn(3, 6, 4)
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]])
     by_hand = torch.stack([sum(hidden[b, t] for t in range(6) if mask[b, t]) / int(mask[b].sum()) for b in range(3)])
-    assert torch.allclose(mean_pool(hidden, mask), by_hand, atol=1e-6)
+    assert torch.allclose(pool(hidden, mask, SentencePooling()), by_hand, atol=1e-6)
     hidden[mask == 0] = 1e4  # whatever sits at padded positions changes nothing
-    assert torch.allclose(mean_pool(hidden, mask), by_hand, atol=1e-6)
+    assert torch.allclose(pool(hidden, mask, SentencePooling()), by_hand, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])

@@ -34,6 +34,8 @@ from pruneofa.data.summaries import read_all
 from pruneofa.errors import UserError
 from pruneofa.models import load_config, load_tokenizer
 from pruneofa.config.base import StrictModel
+from pruneofa.modeldir import SentencePooling, is_sentence_transformers_dir, read_pooling
+from pruneofa.runtime.encode import pool
 
 KS = (1, 10)
 MAX_SOURCE_HOPS = 8  # teacher -> prune -> transfer chains are 3 deep; the cap only stops a cycle
@@ -83,22 +85,12 @@ def pooling_of(name: str) -> tuple[str, bool]:
             directory = Path(resolve_model_path(current))
         except UserError:  # a recorded source that has since been moved: fall back to the default
             break
-        modules_file = directory / "modules.json"
-        if modules_file.is_file():
-            modules = json.loads(modules_file.read_text())
-            types = [str(m.get("type", "")) for m in modules]
-            pool = next((m for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
-            pool_file = directory / (pool.get("path") or "") / "config.json" if pool else None
-            settings = json.loads(pool_file.read_text()) if pool_file and pool_file.is_file() else {}
-            modes = [k.removeprefix("pooling_mode_").removesuffix("_token").removesuffix("_tokens")
-                     for k, v in settings.items() if k.startswith("pooling_mode_") and v is True]
-            if isinstance(settings.get("pooling_mode"), str):  # newer sentence-transformers name the mode
-                modes = [settings["pooling_mode"].removesuffix("_token").removesuffix("_tokens")]
-            modes = modes or ["mean"]
-            if modes not in (["mean"], ["cls"]):
-                raise UserError(f"'{name}' pools by {'+'.join(modes)} (sentence-transformers' {pool_file})",
+        if is_sentence_transformers_dir(directory):
+            pooling = read_pooling(directory)
+            if pooling.mode not in ("mean", "cls"):
+                raise UserError(f"'{name}' pools by {pooling.mode} (sentence-transformers' pooling in {directory})",
                                 "this eval computes mean or CLS pooling: use a mean-pooling sentence encoder")
-            return modes[0], any(t.endswith("Normalize") for t in types)
+            return pooling.mode, pooling.normalize
         current = _recorded_source(directory)
         if current is None:
             break
@@ -132,12 +124,6 @@ def load_encoder(name: str, trust_remote_code: bool = False) -> torch.nn.Module:
 
 
 # --- embeddings and recall --------------------------------------------------------------------------
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """sum_t m_t h_t / max(sum_t m_t, 1e-9) per row: padding (m_t = 0) adds nothing."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-
-
 @torch.no_grad()
 def embed(model, tokenizer, texts: list[str], max_seq_len: int, batch_size: int, mode: str = "mean",
           normalize: bool = True, desc: str = "embed") -> torch.Tensor:
@@ -152,7 +138,7 @@ def embed(model, tokenizer, texts: list[str], max_seq_len: int, batch_size: int,
         batch = tokenizer(rows, padding=True, truncation=True, max_length=max_seq_len, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items() if k in accepted}
         hidden = model(**batch).last_hidden_state.float()
-        chunks.append(mean_pool(hidden, batch["attention_mask"]) if mode == "mean" else hidden[:, 0])
+        chunks.append(pool(hidden, batch["attention_mask"], SentencePooling(mode)))
     by_length = torch.cat(chunks).cpu()
     pooled = torch.empty_like(by_length)
     pooled[torch.tensor(order, dtype=torch.long)] = by_length  # back to the order of `texts`
