@@ -53,7 +53,7 @@ def main() -> None:
                         help="raise this process's scheduler weight on a shared machine (see runtime_speed.py)")
     args = parser.parse_args()
 
-    from pruneofa.bench import format_table, run_benchmark
+    from pruneofa.bench import BenchOptions, format_table, run_benchmark
 
     if args.priority:
         from runtime_speed import raise_priority  # this folder
@@ -62,9 +62,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="st-encode-") as tmp:
         model_dir = sparse_minilm(args.sparsity, Path(tmp) / "minilm-sparse")
         for seq_len in (int(n) for n in args.seq_lens.split(",")):
-            result = run_benchmark(model_dir, batch_sizes=(1,), seq_len=seq_len, rounds=args.rounds,
-                                   warmup=args.warmup, threads=args.threads, encode=True,
-                                   engines=["sentence-transformers", "sparse-int8"], work_dir=Path(tmp) / f"work-{seq_len}")
+            result = run_benchmark(model_dir, BenchOptions(
+                seq_len=seq_len, rounds=args.rounds, warmup=args.warmup, threads=args.threads, encode=True,
+                engines=("sentence-transformers", "sparse-int8")), work_dir=Path(tmp) / f"work-{seq_len}")
             print(format_table(result), "\n")
             ms = {row["engine"]: row["median_ms"] for row in result["rows"]}
             cosine = next(row["cosine"] for row in result["rows"] if row["engine"] == "sparse-int8")

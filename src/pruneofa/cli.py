@@ -98,9 +98,12 @@ def _cmd_export(ns: argparse.Namespace) -> int:
 
 def _cmd_bench(ns: argparse.Namespace) -> int:
     from pruneofa.bench.command import run_bench_command
+    from pruneofa.bench.options import BenchOptions
 
-    print(run_bench_command(ns.model_dir, ns.batch_sizes, ns.seq_len, ns.engines, ns.rounds, ns.warmup, ns.threads,
-                            ns.json, ns.output_dir, not ns.no_memory, ns.baseline, ns.compact, ns.encode))
+    options = BenchOptions.parse(batch_sizes=ns.batch_sizes, seq_len=ns.seq_len, engines=ns.engines, rounds=ns.rounds,
+                                 warmup=ns.warmup, threads=ns.threads, measure_memory=not ns.no_memory,
+                                 baseline=ns.baseline, compact=ns.compact, encode=ns.encode)
+    print(run_bench_command(ns.model_dir, options, ns.json, ns.output_dir))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pruneofa.bench import run_benchmark
+from pruneofa.bench import BenchOptions, run_benchmark
 from pruneofa.bench.inputs import make_sentences
 from pruneofa.errors import UserError
 from pruneofa.runtime.build import kernels_available
@@ -15,8 +15,8 @@ pytest.importorskip("sentence_transformers")  # the [st] extra, installed by mak
 
 def test_encode_times_every_engine_on_the_same_embeddings(tiny_sentence_transformers, tmp_path):
     engines = ["sentence-transformers", "dense"] + (["sparse-int8"] if kernels_available() else [])
-    result = run_benchmark(tiny_sentence_transformers, batch_sizes=(1, 3), seq_len=16, engines=engines, rounds=1,
-                           warmup=1, encode=True, work_dir=tmp_path)
+    result = run_benchmark(tiny_sentence_transformers, BenchOptions(
+        batch_sizes=(1, 3), seq_len=16, engines=tuple(engines), rounds=1, warmup=1, encode=True), work_dir=tmp_path)
     assert result["settings"]["encode"] and result["skipped"] == []
     assert {(r["engine"], r["batch"]) for r in result["rows"]} == {(e, b) for e in ["torch", *engines] for b in (1, 3)}
     for row in result["rows"]:
@@ -34,6 +34,6 @@ def test_the_sentences_have_the_asked_length_and_differ(tokenizer):
 
 def test_engines_that_do_not_serve_encode_are_refused(tiny_sentence_transformers):
     with pytest.raises(UserError, match="engine 'ort' does not serve --encode"):
-        run_benchmark(tiny_sentence_transformers, engines=["ort"], encode=True)
+        run_benchmark(tiny_sentence_transformers, BenchOptions(engines=("ort",), encode=True))
     with pytest.raises(UserError, match="--encode does not combine"):
-        run_benchmark(tiny_sentence_transformers, encode=True, compact=True)
+        run_benchmark(tiny_sentence_transformers, BenchOptions(encode=True, compact=True))

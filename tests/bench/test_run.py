@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pruneofa.bench import ENGINES, run_benchmark
+from pruneofa.bench import ENGINES, BenchOptions, run_benchmark
 from pruneofa.errors import UserError
 
 from .conftest import SEQ
@@ -12,7 +12,7 @@ from .conftest import SEQ
 
 @pytest.fixture(scope="module")
 def qat_result(qat_dir):
-    return run_benchmark(qat_dir, batch_sizes=(1, 2), seq_len=SEQ, rounds=1, warmup=1, measure_memory=False)
+    return run_benchmark(qat_dir, BenchOptions(batch_sizes=(1, 2), seq_len=SEQ, rounds=1, warmup=1, measure_memory=False))
 
 
 def test_every_engine_runs_on_a_qat_dir_at_every_batch_size(qat_result):
@@ -61,7 +61,7 @@ def test_summary_names_the_batch_1_latencies(qat_result):
 
 
 def test_qdq_is_skipped_with_its_reason_and_memory_is_measured_per_row(sparse_dir):
-    result = run_benchmark(sparse_dir, seq_len=SEQ, engines=["ort-qdq"], rounds=1, warmup=0)
+    result = run_benchmark(sparse_dir, BenchOptions(seq_len=SEQ, engines=("ort-qdq",), rounds=1, warmup=0))
     assert [r["engine"] for r in result["rows"]] == ["torch"]  # the reference always runs
     assert result["skipped"][0]["engine"] == "ort-qdq" and "QAT" in result["skipped"][0]["reason"]
     row = result["rows"][0]
@@ -72,8 +72,8 @@ def test_qdq_is_skipped_with_its_reason_and_memory_is_measured_per_row(sparse_di
 
 def test_a_baseline_dir_is_timed_in_the_same_rounds_and_is_what_speedups_refer_to(structured_dirs):
     masked, compact = structured_dirs
-    result = run_benchmark(compact, seq_len=SEQ, engines=["torch", "dense"], rounds=2, warmup=0,
-                           measure_memory=False, baseline=masked)
+    result = run_benchmark(compact, BenchOptions(seq_len=SEQ, engines=("torch", "dense"), rounds=2, warmup=0,
+                                                 measure_memory=False, baseline=str(masked)))
     rows = {r["engine"]: r for r in result["rows"]}
     assert set(rows) == {"torch", "dense", "baseline"} and result["baseline"] == str(masked)
     # compaction keeps the masked model's outputs, so the baseline passes the fp32 check
@@ -87,8 +87,8 @@ def test_a_baseline_dir_is_timed_in_the_same_rounds_and_is_what_speedups_refer_t
 
 def test_compact_benchmarks_the_rebuilt_model_against_the_masked_one(structured_dirs):
     masked, compact = structured_dirs
-    result = run_benchmark(masked, seq_len=SEQ, engines=["torch"], rounds=1, warmup=0, measure_memory=False,
-                           compact=True)
+    result = run_benchmark(masked, BenchOptions(seq_len=SEQ, engines=("torch",), rounds=1, warmup=0,
+                                                measure_memory=False, compact=True))
     assert result["model_dir"] == str(masked) and result["compacted"] and result["baseline"] == str(masked)
     rows = {r["engine"]: r for r in result["rows"]}
     # "torch" is the compacted model: fewer bytes, the masked model's outputs
@@ -104,12 +104,12 @@ def test_a_baseline_of_another_vocabulary_is_refused(structured_dirs, tmp_path):
                          intermediate_size=64)).save_pretrained(tmp_path / "other")
     for baseline, message in ((tmp_path / "other", "vocabulary of 50"), (tmp_path / "none", "does not exist")):
         with pytest.raises(UserError, match=message):
-            run_benchmark(structured_dirs[1], seq_len=SEQ, engines=["torch"], rounds=1, measure_memory=False,
-                          baseline=baseline)
+            run_benchmark(structured_dirs[1], BenchOptions(seq_len=SEQ, engines=("torch",), rounds=1,
+                                                            measure_memory=False, baseline=str(baseline)))
 
 
 @pytest.mark.parametrize("kwargs", [dict(batch_sizes=(0,)), dict(batch_sizes=()), dict(engines=["cuda"]),
                                     dict(seq_len=0), dict(seq_len=65), dict(rounds=0)])
 def test_bad_settings_are_refused(sparse_dir, kwargs):
     with pytest.raises(UserError):
-        run_benchmark(sparse_dir, **{"measure_memory": False, **kwargs})
+        run_benchmark(sparse_dir, BenchOptions(**{"measure_memory": False, **kwargs}))

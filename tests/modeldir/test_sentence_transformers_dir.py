@@ -66,3 +66,33 @@ def test_exports_of_a_sentence_transformers_dir_are_ones_again_with_the_same_fil
         assert read_pooling(out) == read_pooling(tiny_sentence_transformers)
     plain = export_hf(tiny_models["bert-headless"], tmp_path / "plain")
     assert not is_sentence_transformers_dir(plain) and not (plain / "1_Pooling").exists()
+
+
+def test_onnx_and_compact_exports_carry_the_pooling_and_embed_as_the_source(tiny_sentence_transformers, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModel
+
+    from pruneofa.runtime.encode import pool
+    from pruneofa.stages.export_cmd import run_export
+
+    onnx_file = run_export(str(tiny_sentence_transformers), "onnx", str(tmp_path / "onnx"))
+    compact = run_export(str(tiny_sentence_transformers), "hf", str(tmp_path / "compact"), compact=True)
+    pooling = read_pooling(tiny_sentence_transformers)
+    ids = torch.randint(5, 90, (2, SEQ))
+    mask = torch.ones_like(ids)
+    mask[1, SEQ // 2:] = 0
+    with torch.no_grad():
+        expected = pool(AutoModel.from_pretrained(tiny_sentence_transformers)(input_ids=ids, attention_mask=mask)
+                        .last_hidden_state, mask, pooling)
+        compacted = AutoModel.from_pretrained(compact, trust_remote_code=True)(input_ids=ids, attention_mask=mask)
+    session = ort.InferenceSession(str(onnx_file))
+    feeds = {i.name: {"input_ids": ids, "attention_mask": mask}.get(i.name, torch.zeros_like(ids)).numpy()
+             for i in session.get_inputs()}
+    from_onnx = torch.from_numpy(np.asarray(session.run(None, feeds)[0]))
+    for out, hidden in ((onnx_file.parent, from_onnx), (compact, compacted.last_hidden_state)):
+        assert is_sentence_transformers_dir(out) and read_pooling(out) == pooling
+        for name in ST_FILES:
+            assert (out / name).read_bytes() == (tiny_sentence_transformers / name).read_bytes()
+        torch.testing.assert_close(pool(hidden, mask, read_pooling(out)), expected, atol=1e-5, rtol=1e-4)

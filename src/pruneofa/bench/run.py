@@ -32,6 +32,7 @@ from pruneofa.bench.engines import (
     unavailable_reason,
 )
 from pruneofa.bench.inputs import make_inputs, make_sentences, model_input_names
+from pruneofa.bench.options import BenchOptions
 from pruneofa.bench.results import summarize
 from pruneofa.errors import UserError
 
@@ -39,59 +40,59 @@ BASELINE = "baseline"  # the row of --baseline MODEL_DIR
 INPUTS_ENCODE = "a batch of English sentences of seq_len tokens, encoded: tokenization, forward, pooling"
 
 
-def check_settings(batch_sizes: tuple[int, ...], seq_len: int, engines: list[str] | None, rounds: int, warmup: int,
-                   threads: int | None, encode: bool = False) -> list[str]:
+def check_settings(o: BenchOptions) -> list[str]:
     """The engines to run (the reference first, always), after refusing impossible settings."""
-    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
-        raise UserError(f"bad batch sizes {list(batch_sizes)}", "pass positive integers, e.g. --batch-sizes 1,8")
-    if seq_len < 1:
-        raise UserError(f"sequence length {seq_len} is not positive", "pass e.g. --seq-len 128")
-    if rounds < 1 or warmup < 0:
-        raise UserError(f"rounds={rounds}, warmup={warmup}", "pass --rounds 1 or more and --warmup 0 or more")
-    if threads is not None and threads < 1:
-        raise UserError(f"threads={threads}", "pass --threads 1 or more, or leave it out to use the machine's CPUs")
-    table = ENCODE_ENGINES if encode else ENGINES
-    names = list(table) if engines is None else list(dict.fromkeys(engines))
+    if not o.batch_sizes or any(not isinstance(b, int) or b < 1 for b in o.batch_sizes):
+        raise UserError(f"bad batch sizes {list(o.batch_sizes)}", "pass positive integers, e.g. --batch-sizes 1,8")
+    if o.seq_len < 1:
+        raise UserError(f"sequence length {o.seq_len} is not positive", "pass e.g. --seq-len 128")
+    if o.rounds < 1 or o.warmup < 0:
+        raise UserError(f"rounds={o.rounds}, warmup={o.warmup}", "pass --rounds 1 or more and --warmup 0 or more")
+    if o.threads is not None and o.threads < 1:
+        raise UserError(f"threads={o.threads}", "pass --threads 1 or more, or leave it out to use the machine's CPUs")
+    table = ENCODE_ENGINES if o.encode else ENGINES
+    names = list(table) if o.engines is None else list(dict.fromkeys(o.engines))
     unknown = [e for e in names if e not in table]
     if unknown:
-        problem = (f"engine '{unknown[0]}' does not serve --encode" if encode and unknown[0] in ENGINES
+        problem = (f"engine '{unknown[0]}' does not serve --encode" if o.encode and unknown[0] in ENGINES
                    else f"unknown engine '{unknown[0]}'")
         raise UserError(problem, f"choose from {', '.join(table)}")
     return [REFERENCE] + [e for e in names if e != REFERENCE]
 
 
-def run_benchmark(model_dir: str | Path, batch_sizes: tuple[int, ...] = (1,), seq_len: int = 128,
-                  engines: list[str] | None = None, rounds: int = 20, warmup: int = 3, threads: int | None = None,
-                  measure_memory: bool = True, work_dir: str | Path | None = None, seed: int = 0,
-                  baseline: str | Path | None = None, compact: bool = False, encode: bool = False) -> dict[str, Any]:
+def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
+                  work_dir: str | Path | None = None) -> dict[str, Any]:
     """Benchmark every applicable engine on `model_dir`; returns the result dict (see results.py).
 
+    options (`BenchOptions`, default: its defaults):
     engines: names from `ENGINES` (default: all); the fp32 reference "torch" is always run. Engines
     that cannot apply are listed under "skipped" with the reason. threads: default
     `pruneofa.runtime.default_threads()`, used by torch, the sparse kernels and onnxruntime alike.
-    work_dir: where the artifacts go (default: a temporary directory removed afterwards).
     baseline: another model dir (e.g. the uncompacted model an `export --compact` came from), run
     as dense fp32 PyTorch in the same interleaved rounds; the speed-ups are then against it.
     compact: first rebuild `model_dir` without its zero heads and FFN neurons (`export --compact`,
     into the work dir) and benchmark that, with `model_dir` itself as the baseline (unless one is given).
     encode: time sentence embeddings instead of the forward (`engines.ENCODE_ENGINES`): each call encodes
-    `batch` sentences of `seq_len` tokens, tokenization and pooling included (no memory measured)."""
+    `batch` sentences of `seq_len` tokens, tokenization and pooling included (no memory measured).
+    work_dir: where the artifacts go (default: a temporary directory removed afterwards)."""
     from pruneofa.runtime import default_threads
 
-    names = check_settings(tuple(batch_sizes), seq_len, engines, rounds, warmup, threads, encode)
-    if encode and (baseline is not None or compact):
+    o = options or BenchOptions()
+    names = check_settings(o)
+    if o.encode and (o.baseline is not None or o.compact):
         raise UserError("--encode does not combine with --baseline or --compact", "drop one of them")
-    threads = threads or default_threads()
+    threads = o.threads or default_threads()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with tempfile.TemporaryDirectory(prefix="pruneofa-bench-") as tmp:
             work = Path(work_dir) if work_dir else Path(tmp)
-            served = _compacted(Path(model_dir), work) if compact else Path(model_dir)
-            baseline = baseline or (model_dir if compact else None)
-            result = _run(served, tuple(batch_sizes), seq_len, names, rounds, warmup, threads,
-                          measure_memory and not encode, work, seed, Path(baseline) if baseline else None, encode)
-            if compact:
+            served = _compacted(Path(model_dir), work) if o.compact else Path(model_dir)
+            baseline = o.baseline or (model_dir if o.compact else None)
+            result = _run(served, o.batch_sizes, o.seq_len, names, o.rounds, o.warmup, threads,
+                          o.measure_memory and not o.encode, work, o.seed, Path(baseline) if baseline else None,
+                          o.encode)
+            if o.compact:
                 result["model_dir"], result["compacted"] = str(model_dir), True
             return result
     finally:

@@ -32,8 +32,7 @@ import torch
 from torch import nn
 
 from pruneofa.errors import UserError
-from pruneofa.modeldir import modeling_compact
-from pruneofa.modeldir import load_model, write_tokenizer
+from pruneofa.modeldir import copy_sentence_transformers_files, load_model, modeling_compact, write_tokenizer
 from pruneofa.quantization.checkpoint import plain_model_copy
 from pruneofa.sparsity import masks as M
 from pruneofa.sparsity.groups import Block, GroupSet, find_blocks, known_families
@@ -174,4 +173,5 @@ def export_compact_hf(model_or_dir: nn.Module | str | Path, out_dir: str | Path,
     if hasattr(compact.config, modeling_compact.COMPACT_KEY):
         shutil.copyfile(modeling_compact.__file__, out / MODELING_FILE)
     write_tokenizer(out, tokenizer, source_dir)
+    copy_sentence_transformers_files(source_dir, out)  # the hidden size is kept, so the pooling still fits
     return out

@@ -82,11 +82,12 @@ def _export(src: Path, fmt: str, out: Path, dtype: str, compact: bool, *, codec:
         return export.export_hf(src, out)
     if fmt == "compressed":
         return export.save_compressed(src, out, dtype, codec=codec, **compressed_options)  # type: ignore[arg-type]
-    from pruneofa.modeldir import write_tokenizer
+    from pruneofa.modeldir import copy_sentence_transformers_files, write_tokenizer
 
     tokenizer = _tokenizer_or_none(src)
     path = export.export_onnx(src, tokenizer, out / "model.onnx", int8=dtype == "int8")
     write_tokenizer(out, None, src)  # the tokenizer beside the .onnx, for serving
+    copy_sentence_transformers_files(src, out)  # how to pool its last_hidden_state into sentence embeddings
     return path
 
 

@@ -34,6 +34,7 @@ class Stage:
     command: bool = False       # eval, export, bench: a command (options) rather than a training recipe
     marker: str = DONE_FILE     # the file whose presence in the output dir means it finished
     renamed: Mapping[str, str] = field(default_factory=dict)  # option name -> runner parameter, where they differ
+    options_type: str | None = None  # "module:Class" whose names() the runner also takes as **options (bench)
 
     def function(self) -> Callable[..., Any]:
         module, _, name = self.runner.partition(":")
@@ -47,7 +48,12 @@ class Stage:
     def options(self) -> list[str]:
         """A command's option names: read from its runner, so a new option needs no edit here."""
         back = {v: k for k, v in self.renamed.items()}
-        return [back.get(p, p) for p in inspect.signature(self.function()).parameters if p != "output_dir"]
+        params = inspect.signature(self.function()).parameters.values()
+        named = [back.get(p.name, p.name) for p in params if p.name != "output_dir" and p.kind != p.VAR_KEYWORD]
+        if self.options_type:
+            module, _, name = self.options_type.partition(":")
+            named += getattr(importlib.import_module(module), name).names()
+        return named
 
 
 _LM = "pruneofa.stages.lm:run_lm_stage"
@@ -69,7 +75,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "pruneofa.stages.export_cmd:run_export", command=True, marker="export.json",
           renamed={"model": "model_dir", "format": "fmt"}),
     Stage("bench", "latency, throughput, memory and size of every inference engine vs dense fp32 PyTorch",
-          "pruneofa.bench.command:run_bench_command", command=True, marker="bench.json", renamed={"model": "model_dir"}),
+          "pruneofa.bench.command:run_bench_step", command=True, marker="bench.json", renamed={"model": "model_dir"},
+          options_type="pruneofa.bench.options:BenchOptions"),
 )}
 TRAINING_STAGES = [name for name, s in STAGES.items() if not s.command]
 

@@ -1,0 +1,64 @@
+"""What `pruneofa bench` measures, as one typed value shared by the CLI, the pipeline's `bench` step and Python.
+
+The CLI and a pipeline step hand over loose values ("1,8" or [1, 8], "sparse,ort"); `BenchOptions.parse`
+turns them into this one checked object, so `run_benchmark` has two parameters instead of thirteen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pruneofa.errors import UserError
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    batch_sizes: tuple[int, ...] = (1,)
+    seq_len: int = 128
+    engines: tuple[str, ...] | None = None  # None: every engine; the fp32 reference always runs
+    rounds: int = 20                        # timed rounds, every engine interleaved
+    warmup: int = 3                         # untimed rounds first
+    threads: int | None = None              # None: pruneofa.runtime.default_threads()
+    measure_memory: bool = True             # a subprocess per engine for its peak RSS
+    baseline: str | None = None             # another model dir timed as dense fp32 in the same rounds
+    compact: bool = False                   # benchmark the model rebuilt without its zero heads / neurons
+    encode: bool = False                    # time sentence embeddings instead of the forward
+    seed: int = 0                           # of the random inputs and the round order
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def parse(cls, **values: Any) -> BenchOptions:
+        """From CLI strings or YAML values; None means the default. An unknown name is refused."""
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise UserError(f"unknown bench option(s) {', '.join(unknown)}", f"use: {', '.join(cls.names())}")
+        given = {k: v for k, v in values.items() if v is not None}
+        if "batch_sizes" in given:
+            given["batch_sizes"] = parse_batch_sizes(given["batch_sizes"])
+        if "engines" in given:
+            given["engines"] = parse_engines(given["engines"])
+        if given.get("baseline") is not None:
+            given["baseline"] = str(given["baseline"])
+        return cls(**given)
+
+
+def parse_batch_sizes(value: str | int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """'1,8' (the CLI), 8 or [1, 8] (a pipeline step's YAML) -> (1, 8)."""
+    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        sizes = tuple(int(str(part).strip()) for part in parts)
+    except ValueError:
+        sizes = ()
+    if not sizes or any(b < 1 for b in sizes):
+        raise UserError(f"bad --batch-sizes '{value}'", "pass positive integers separated by commas, e.g. --batch-sizes 1,8")
+    return sizes
+
+
+def parse_engines(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """'sparse,ort' (the CLI) or [sparse, ort] (YAML) -> ("sparse", "ort")."""
+    parts = value.split(",") if isinstance(value, str) else value
+    return tuple(str(e).strip() for e in parts if str(e).strip())
