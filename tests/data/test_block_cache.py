@@ -89,7 +89,7 @@ def test_the_second_run_reuses_the_cache_without_tokenizing(corpus, tmp_path, mo
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(B, "_tokenized", no_tokenizing)
+    monkeypatch.setattr(B, "tokenize_source", no_tokenizing)
     again = B.prepare_blocks(config([corpus], tmp_path), tok, SEQ)
     assert not again.built and again.path == first.path and manifest.stat().st_mtime_ns == stamp
     assert np.array_equal(again.train.array, first.train.array)

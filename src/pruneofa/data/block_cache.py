@@ -32,22 +32,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from pruneofa.data.corpus import (
     CorpusConfig,
     Source,
-    clean_documents,
     corpus_sources,
     default_processes,
-    held_out_mask,
-    read_source,
     separator_id,
     special_token_frame,
 )
-from pruneofa.data.packing import BlockWriter, stream_length, with_separators
-from pruneofa.errors import UserError
+from pruneofa.data.packing import pack_corpus
+from pruneofa.data.tokenizing import tokenize_source
 from pruneofa.fileio import atomic_write_text, fsync_dir
 
 PACKING_VERSION = 1
@@ -154,90 +150,6 @@ def open_cache(path: Path, verify_checksums: bool = True) -> CorpusCache | None:
     return CorpusCache(path, BlockArray(arrays["train"]), BlockArray(arrays["validation"]), manifest, built=False)
 
 
-def _tokenized(source: Source, cfg: CorpusConfig, tokenizer: PreTrainedTokenizerBase, workdir: Path, processes: int,
-               dtype: np.dtype):
-    """The source's non-blank documents as token ids (arrow on disk under `workdir`)."""
-    import datasets
-
-    texts = read_source(source, cfg, workdir)
-    paragraphs = source.paragraphs
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        docs = clean_documents(batch["text"], paragraphs)
-        return {"input_ids": tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []}
-
-    features = datasets.Features({"input_ids": datasets.List(datasets.Value(np.dtype(dtype).name))})
-    return texts.map(tokenize, batched=True, batch_size=1000, num_proc=processes if processes > 1 else None,
-                     remove_columns=texts.column_names, features=features, load_from_cache_file=False,
-                     new_fingerprint=uuid.uuid4().hex, desc=f"tokenize {Path(source.name).name}")
-
-
-def _arrow_batches(ds):
-    """The dataset's record batches, in order. Its arrow files are read with plain reads, not through
-    the memory map datasets uses, so the pages already packed are not kept in this process's RSS."""
-    import pyarrow as pa
-
-    files = [f["filename"] for f in ds.cache_files]
-    if not files or ds._indices is not None:  # a dataset held in memory (the offline asset): nothing to map
-        yield from ds.with_format("arrow").iter(batch_size=10_000)
-        return
-    for name in files:
-        with pa.OSFile(name) as fh:
-            yield from pa.ipc.open_stream(fh)
-
-
-def _document_batches(tokenized: list, limit: int | None):
-    """(flat token ids, lengths) of up to `limit` documents, a batch at a time, in corpus order."""
-    import pyarrow.compute as pc
-
-    left = limit
-    for ds in tokenized:
-        for table in _arrow_batches(ds):
-            column = table.column("input_ids")
-            column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-            if left is not None:
-                column = column.slice(0, left)
-                left -= len(column)
-            if len(column):
-                yield column.flatten().to_numpy(zero_copy_only=False), pc.list_value_length(column).to_numpy()
-            if left == 0:
-                return
-
-
-def _pack(tokenized: list, cfg: CorpusConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int, workdir: Path,
-          dtype: np.dtype) -> dict[str, Any]:
-    prefix, suffix = special_token_frame(tokenizer)
-    if seq_len - len(prefix) - len(suffix) < 8:
-        raise UserError(f"train.seq_len={seq_len} is too short", "use train.seq_len >= 16")
-    separator = separator_id(tokenizer)
-    lengths = [n for _, n in _document_batches(tokenized, cfg.max_documents)]
-    lengths = np.concatenate(lengths) if lengths else np.empty(0, dtype=np.int64)
-    if len(lengths) == 0:
-        sources = ", ".join(cfg.train_files or [cfg.dataset or ""])
-        raise UserError(f"corpus {sources} holds no text (empty or blank lines only)", "point data.train_files at text")
-    held = held_out_mask(len(lengths), cfg.validation_fraction, cfg.split_seed)
-    body = seq_len - len(prefix) - len(suffix)
-    writers = {split: BlockWriter(workdir / f"{split}.npy", stream_length(lengths[mask], separator is not None) // body,
-                                  seq_len, prefix, suffix, dtype)
-               for split, mask in (("train", ~held), ("validation", held))}
-    if writers["train"].n_rows == 0:
-        raise UserError(f"the corpus is shorter than one block of {seq_len} tokens", "add text or lower train.seq_len")
-    start = 0
-    with tqdm(total=len(lengths), desc="pack blocks", unit="doc", leave=False) as bar:
-        for flat, n in _document_batches(tokenized, cfg.max_documents):
-            stream = with_separators(flat, n, separator)
-            owner = np.repeat(held[start : start + len(n)], n + (separator is not None))
-            writers["train"].add(stream[~owner])
-            writers["validation"].add(stream[owner])
-            start += len(n)
-            bar.update(len(n))
-    for writer in writers.values():
-        if writer.close() != writer.n_rows:
-            raise RuntimeError(f"packed {writer.written} of {writer.n_rows} rows into {writer.path}; this is a bug")
-    return {"documents": {"train": int((~held).sum()), "validation": int(held.sum())},
-            "tokens": {"train": stream_length(lengths[~held], False), "validation": stream_length(lengths[held], False)}}
-
-
 def _build(cfg: CorpusConfig, sources: list[Source], tokenizer: PreTrainedTokenizerBase, seq_len: int,
            inputs: dict, workdir: Path) -> None:
     processes = cfg.tokenize_processes or default_processes(sources)
@@ -246,9 +158,9 @@ def _build(cfg: CorpusConfig, sources: list[Source], tokenizer: PreTrainedTokeni
     dtype = np.dtype(np.uint16 if len(tokenizer) <= 1 << 16 else np.uint32)
     started = time.perf_counter()
     arrow_dir = workdir / "arrow"
-    tokenized = [_tokenized(s, cfg, tokenizer, arrow_dir / str(i), processes, dtype) for i, s in enumerate(sources)]
+    tokenized = [tokenize_source(s, cfg, tokenizer, arrow_dir / str(i), processes, dtype) for i, s in enumerate(sources)]
     tokenize_seconds = time.perf_counter() - started
-    counts = _pack(tokenized, cfg, tokenizer, seq_len, workdir, dtype)
+    counts = pack_corpus(tokenized, cfg, tokenizer, seq_len, workdir, dtype)
     del tokenized
     shutil.rmtree(arrow_dir, ignore_errors=True)
     files = {}
