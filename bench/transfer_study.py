@@ -3,6 +3,8 @@
     .venv/bin/python bench/transfer_study.py                          # the recorded study (docs/RESULTS.md)
     .venv/bin/python bench/transfer_study.py --task-seeds 1 2 3 --pretrain-seeds 1 2 --tasks rt pairs
     .venv/bin/python bench/transfer_study.py --smoke                  # a few steps of everything, to check the wiring
+    .venv/bin/python bench/transfer_study.py ... --only rt-dense-t2 rt-ds-85-t2 ...   # some steps, in another process
+    .venv/bin/python bench/transfer_study.py ... --summarize          # study.{md,json} from the runs made
 
 The paper's framing: the sparse pre-trained model is made once and used for every task, so every arm
 gets the same task-side budget (steps x batch), and the table also lists what each arm cost in all.
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from pruneofa.pipeline.runner import PipelineRunner
+from pruneofa.pipeline.runner import PipelineRunner, is_complete, resolve_step, run_step
 from pruneofa.pipeline.schema import validate_pipeline
 from pruneofa.tasks.wiki_pairs import write_wiki_pairs
 
@@ -161,6 +163,20 @@ def tables(summary: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def run_only(pipeline, names: list[str]) -> None:
+    """The named steps, in order, outside the runner (no shared state file, so several processes can each
+    take some); a step whose output is complete is skipped, so a rerun picks up where one stopped."""
+    unknown = [n for n in names if n not in pipeline.steps]
+    if unknown:
+        print(f"error: no study step {unknown[0]!r}; use one of: {', '.join(pipeline.steps)}", file=sys.stderr)
+        raise SystemExit(2)
+    for name in names:
+        spec, values = pipeline.steps[name], resolve_step(pipeline, name, quick=False)
+        if not is_complete(spec.stage, Path(values["output_dir"])):
+            print(f"[study] {name} ({spec.stage}) -> {values['output_dir']}", flush=True)
+            run_step(spec.stage, spec.recipe, values)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/ofa-study"))
@@ -186,6 +202,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs-train", type=int, default=4000, help="wiki pairs training examples")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 shares a busy machine best)")
     parser.add_argument("--smoke", action="store_true", help="a few steps of everything, to check the wiring")
+    parser.add_argument("--only", nargs="+", metavar="STEP", help="run just these steps, in order, each as its "
+                        "`pruneofa` command would (finished ones are skipped): e.g. one task seed's runs per process, "
+                        "once the pre-trained models exist, to use several processes")
+    parser.add_argument("--summarize", action="store_true", help="only write study.{md,json} from the runs made")
     args = parser.parse_args(argv)
     if args.smoke:
         args.head_steps, args.teacher_steps, args.prune_steps, args.task_steps = 2, 2, 4, 3
@@ -203,13 +223,19 @@ def main() -> int:
         sizes = {"train": args.pairs_train, "validation": 1000, "test": 1000}
         write_wiki_pairs(args.output_dir / "wiki-pairs", seed=0, sizes=sizes)
     pipeline = validate_pipeline(study_pipeline(args))
-    state = PipelineRunner(pipeline, Path(__file__)).run()
+    if args.only:
+        run_only(pipeline, args.only)
+        return 0
+    seconds = {}
+    if not args.summarize:
+        state = PipelineRunner(pipeline, Path(__file__)).run()
+        seconds = {n: r.get("seconds") for n, r in state["steps"].items()}
     summary = summarize(args.output_dir, args)
     md = tables(summary, args)
     (args.output_dir / "study.md").write_text(md + "\n")
     (args.output_dir / "study.json").write_text(json.dumps(
         {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **summary,
-         "seconds": {n: r.get("seconds") for n, r in state["steps"].items()}}, indent=1))
+         "seconds": seconds}, indent=1))
     print(md)
     return 0
 

@@ -63,3 +63,20 @@ def test_pattern_study_times_compacted_models_against_their_masked_model():
             assert bench["model"] == f"${{compact-{name}}}" and bench["baseline"] == f"${{rt-{name}}}"
         else:
             assert bench["model"] == f"${{rt-{name}}}" and "baseline" not in bench
+
+
+def test_only_runs_the_named_steps_in_order_and_skips_finished_ones(tmp_path, monkeypatch):
+    import transfer_study
+
+    args = transfer_study.parse_args(["--output-dir", str(tmp_path), "--tasks", "rt", "--sparsities", "85",
+                                      "--task-seeds", "1", "--pretrain-seeds", "1"])
+    pipeline = validate_pipeline(transfer_study.study_pipeline(args))
+    (tmp_path / "rt-dense-t1").mkdir()
+    (tmp_path / "rt-dense-t1" / "pruneofa.json").write_text("{}")  # a finished training step
+    ran = []
+    monkeypatch.setattr(transfer_study, "run_step", lambda stage, recipe, values: ran.append(values["output_dir"]))
+    transfer_study.run_only(pipeline, ["rt-dense-t1", "rt-ofa-85-p1-t1", "rt-ds-85-t1"])
+    assert ran == [str(tmp_path / "rt-ofa-85-p1-t1"), str(tmp_path / "rt-ds-85-t1")]
+    with pytest.raises(SystemExit) as stop:
+        transfer_study.run_only(pipeline, ["rt-dense-t9"])
+    assert stop.value.code == 2
