@@ -30,7 +30,9 @@ SHAPES = {  # name -> (transformers config class, its settings)
     "modernbert-base": ("ModernBertConfig", dict()),
     "xlmr-base": ("XLMRobertaConfig", dict(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
                                            pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+    "gpt2": ("GPT2Config", dict()),
 }
+CAUSAL_LM_SHAPES = ("gpt2",)  # a <family>LMHeadModel, timed with --decode
 
 
 def random_pruned_dir(shape: str, sparsity: float, root: Path = Path("runs/bench-models")) -> Path:
@@ -45,8 +47,11 @@ def random_pruned_dir(shape: str, sparsity: float, root: Path = Path("runs/bench
 
     torch.manual_seed(0)
     config_class, settings = SHAPES[shape]
-    config = getattr(transformers, config_class)(num_labels=2, **settings)
-    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    if shape in CAUSAL_LM_SHAPES:
+        model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, config_class)(**settings)).eval()
+    else:
+        config = getattr(transformers, config_class)(num_labels=2, **settings)
+        model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
     if sparsity > 0:
         Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0).finalize()
     model.save_pretrained(out)
