@@ -11,8 +11,8 @@ What is asserted, and why:
   sparse-int8 2%), and (b) every
   token it generates being fp32-greedy up to a near-tie: its fp32 logit is within 0.1 standard deviations
   of the fp32 maximum at that step (the rounding error, ~2% of the logits, is far below that).
-The weights are drawn with std 0.3, so that greedy decoding does not settle into one repeated token (the
-reference is checked to produce many distinct tokens: identical degenerate outputs would prove nothing).
+The weights are drawn with std 0.3 (`tiny_gpt2`), so that greedy decoding does not settle into one repeated
+token (the reference is checked to produce many distinct tokens: identical degenerate outputs would prove nothing).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pruneofa.runtime as rt
 from pruneofa.errors import UserError
 from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
 
-from .conftest import tiny_bert
+from .conftest import tiny_bert, tiny_gpt2
 
 PROMPT, NEW = 8, 24
 GREEDY = dict(max_new_tokens=NEW, do_sample=False, pad_token_id=0)
@@ -32,16 +32,7 @@ GREEDY = dict(max_new_tokens=NEW, do_sample=False, pad_token_id=0)
 
 @pytest.fixture(scope="module")
 def pruned_gpt2():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from pruneofa import Pruner
-
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=500, n_embd=64, n_layer=2, n_head=4, n_positions=64, initializer_range=0.3,
-                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    model = GPT2LMHeadModel(config).eval()
-    Pruner(model, method="oneshot", target_sparsity=0.9, start_step=0).finalize()
-    return model
+    return tiny_gpt2()
 
 
 @pytest.fixture(scope="module")
