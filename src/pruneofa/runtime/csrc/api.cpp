@@ -45,10 +45,9 @@ extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, i
                              int threads) {
   const QuadView w{K, N, quad_ptr, quad_cols, quad_w, w_scale, w_sum, layout, bias};
   if (!x_fm && !y_fm && !residual && M <= kGemvMaxTokens) {
-    void* xq = scratch(0).get(gemv_i8_scratch_bytes(K, M));
-    float* sx = (float*)scratch(1).get(2 * (size_t)M * sizeof(float));
+    uint8_t* xq = (uint8_t*)scratch(0).get(gemv_i8_scratch_bytes(K, M) * threads);
 #pragma omp parallel num_threads(threads)
-    gemv_i8_team(w, act, x, M, xq, sx, sx + M, y);
+    gemv_i8_team(w, act, x, M, xq, y);
     return;
   }
   const int Mc = y_fm ? ld_y : M;
