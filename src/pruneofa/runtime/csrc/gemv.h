@@ -45,7 +45,7 @@ inline int32_t dot_quads_i8(const int32_t* xq, const uint16_t* c, const int32_t*
   int32_t s = 0;
 #ifdef POFA_GEMV_SIMD
   __m256i acc = _mm256_setzero_si256();
-  for (; q + 2 <= nq; q += 2) {  // two quads: 8 non-zeros
+  for (; q + 2 <= nq; q += 2) {  // two quads: 8 non-zeros (two gathers in flight measured no faster)
     const __m256i idx = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(c + 4 * q)));
     const __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(qw + q)));
     acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(w, _mm256_i32gather_epi32(xq, idx, 4)));
@@ -114,25 +114,36 @@ inline void gemv_f32_team(const CsrView& w, int act, const float* x, int M, floa
 // Per thread: the M tokens quantised, int32 per feature (quads with columns) or int8 (dense layout).
 inline size_t gemv_i8_scratch_bytes(int K, int M) { return (size_t)M * 4 * ((K + 3) / 4) * sizeof(int32_t); }
 
+// q[k] = nearbyint(row[k] * inv) for k < K, 0 up to Kp: quantize_u8's value, unshifted (the vector
+// conversion rounds to nearest even, as nearbyint does in the default rounding mode).
+inline void quantize_token(const float* row, int K, int Kp, float inv, int32_t* q) {
+  int k = 0;
+#ifdef POFA_GEMV_SIMD
+  const __m256 v_inv = _mm256_set1_ps(inv);
+  for (; k + 8 <= K; k += 8)
+    _mm256_storeu_si256((__m256i*)(q + k), _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + k), v_inv)));
+#endif
+  for (; k < K; ++k) q[k] = (int)std::nearbyint(row[k] * inv);
+  for (; k < Kp; ++k) q[k] = 0;
+}
+
 // xq: gemv_i8_scratch_bytes(K, M) bytes per thread of the team. Every thread quantises the few tokens
 // itself (a few microseconds) instead of waiting at a barrier for a shared copy.
 inline void gemv_i8_team(const QuadView& w, int act, const float* x, int M, uint8_t* xq, float* y) {
   const int K = w.n_in, Kp = 4 * ((K + 3) / 4);
-  xq += gemv_i8_scratch_bytes(K, M) * omp_get_thread_num();
-  int32_t* xq32 = (int32_t*)xq;
-  int8_t* x8 = (int8_t*)xq;
+  int32_t* xq32 = (int32_t*)(xq + gemv_i8_scratch_bytes(K, M) * omp_get_thread_num());
+  int8_t* x8 = (int8_t*)xq32;  // the dense layout's bytes, narrowed in place
   float sx[kGemvMaxTokens];
-  for (int t = 0; t < M; ++t) {  // token_scales' scale and quantize_u8's rounding, unshifted
+  for (int t = 0; t < M; ++t) {  // token_scales' scales
     const float* row = x + (size_t)t * K;
     float m = 0.0f;
+#pragma omp simd reduction(max : m)
     for (int k = 0; k < K; ++k) m = std::max(m, std::fabs(row[k]));
-    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
     sx[t] = m / 127.0f;
-    for (int k = 0; k < Kp; ++k) {
-      const int q = k < K ? (int)std::nearbyint(row[k] * inv) : 0;
-      if (w.layout == kDense) x8[(size_t)t * Kp + k] = (int8_t)q; else xq32[(size_t)t * Kp + k] = q;
-    }
+    quantize_token(row, K, Kp, m > 0.0f ? 127.0f / m : 0.0f, xq32 + (size_t)t * Kp);
   }
+  if (w.layout == kDense)
+    for (int i = 0; i < M * Kp; ++i) x8[i] = (int8_t)xq32[i];  // byte i <= int i: forward in place is safe
   int o_lo, o_hi;
   gemv_rows(w.quad_ptr, w.n_out, &o_lo, &o_hi);
   for (int o = o_lo; o < o_hi; ++o) {
