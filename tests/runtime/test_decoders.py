@@ -76,6 +76,28 @@ def test_int8_generation_is_greedy_up_to_near_ties(engine, tolerance, pruned_gpt
     assert float(margin.max()) <= 0.1, margin
 
 
+def test_a_causal_lm_of_linear_layers_generates_too():
+    """Nothing is GPT-2-specific: a Llama (grouped-query attention, rotary, nn.Linear projections) pruned
+    to 90% decodes PyTorch's greedy tokens on the sparse kernels as well."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, initializer_range=0.3, bos_token_id=0, eos_token_id=0,
+        pad_token_id=0)).eval()
+    with torch.no_grad():
+        for linear in model.modules():
+            if isinstance(linear, torch.nn.Linear):
+                linear.weight.mul_(torch.rand_like(linear.weight) >= 0.9)
+    prompt = torch.randint(1, 500, (1, PROMPT), generator=torch.Generator().manual_seed(0))
+    expected = model.generate(prompt, **GREEDY)
+    assert len(set(expected[0, PROMPT:].tolist())) >= 6
+    m = rt.load(model, engine="sparse")
+    assert {layer.path for layer in m.report.layers} == {"sparse"}
+    torch.testing.assert_close(m.generate(prompt, **GREEDY), expected, rtol=0, atol=0)
+
+
 def test_generate_needs_a_causal_lm():
     with pytest.raises(UserError, match="cannot generate"):
         rt.load(tiny_bert(), engine="sparse").generate(torch.ones(1, 4, dtype=torch.long))
