@@ -27,7 +27,7 @@ extern "C" void pofa_spmm_f32(const float* x, int x_fm, int ld_x, int M, int K, 
                               const float* residual, const float* ln_gamma, const float* ln_beta, float ln_eps,
                               float* y, int y_fm, int ld_y, int threads) {
   const CsrView w{K, N, row_ptr, cols, vals, bias};
-  if (!x_fm && !y_fm && !residual && M <= kGemvMaxTokens) {
+  if (!x_fm && !y_fm && !residual && gemv_serves(M, false)) {
 #pragma omp parallel num_threads(threads)
     gemv_f32_team(w, act, x, M, y);
     return;
@@ -44,7 +44,7 @@ extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, i
                              const float* ln_gamma, const float* ln_beta, float ln_eps, float* y, int y_fm, int ld_y,
                              int threads) {
   const QuadView w{K, N, quad_ptr, quad_cols, quad_w, w_scale, w_sum, layout, bias};
-  if (!x_fm && !y_fm && !residual && M <= kGemvMaxTokens) {
+  if (!x_fm && !y_fm && !residual && gemv_serves(M, layout == kDense)) {
     uint8_t* xq = (uint8_t*)scratch(0).get(gemv_i8_scratch_bytes(K, M) * threads);
 #pragma omp parallel num_threads(threads)
     gemv_i8_team(w, act, x, M, xq, y);

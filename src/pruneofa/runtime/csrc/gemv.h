@@ -1,4 +1,4 @@
-// Few-token products (a decoder's per-token step): y[t] = act(W x[t] + b) for M <= kGemvMaxTokens
+// Few-token products (a decoder's per-token step): y[t] = act(W x[t] + b) for a few (gemv_serves)
 // token-major rows. The tiled kernels multiply each weight non-zero into a whole vector of 16 (fp32)
 // or 64 (int8) tokens and transpose in and out: for one token that is 16-64x the arithmetic, slower
 // than a dense GEMV. Here an output row is a dot product of its non-zeros with the token's
@@ -11,9 +11,12 @@
 
 namespace pofa {
 
-// Up to here a pass per token beats the tiled kernels' 16/64-token vectors: at 3 tokens they are as fast
-// (768 x 2304 at 90%, 1 thread: int8 410 us against 367, fp32 246 against ~220; one token: 113 / 100 us).
-constexpr int kGemvMaxTokens = 2;
+// Up to here a pass per token beats the tiled kernels' 16/64-token vectors. Sparse layouts: at 3 tokens
+// the tiled kernels are as fast (768 x 2304 at 90%, 1 thread). The dense int8 layout (e.g. an unpruned LM
+// head) pays a whole 64-token tile at any token count there, ~7x one pass per token at 3 tokens.
+constexpr int kGemvMaxTokens = 2, kGemvMaxTokensDense = 16;
+
+inline bool gemv_serves(int M, bool dense) { return M <= (dense ? kGemvMaxTokensDense : kGemvMaxTokens); }
 
 #ifdef __AVX2__
 #define POFA_GEMV_SIMD 1
@@ -133,7 +136,7 @@ inline void gemv_i8_team(const QuadView& w, int act, const float* x, int M, uint
   const int K = w.n_in, Kp = 4 * ((K + 3) / 4);
   int32_t* xq32 = (int32_t*)(xq + gemv_i8_scratch_bytes(K, M) * omp_get_thread_num());
   int8_t* x8 = (int8_t*)xq32;  // the dense layout's bytes, narrowed in place
-  float sx[kGemvMaxTokens];
+  float sx[kGemvMaxTokensDense];
   for (int t = 0; t < M; ++t) {  // token_scales' scales
     const float* row = x + (size_t)t * K;
     float m = 0.0f;
