@@ -42,7 +42,7 @@ inline float dot_csr_f32(const float* x, const uint16_t* c, const float* v, int 
   return (s0 + s1) + (s2 + s3);
 }
 
-// Quads with explicit columns (layouts gather and blocks): sum_j w8[j] * xq[c[j]], xq as int32.
+// Gather layout (any 4 columns per quad): sum_j w8[j] * xq[c[j]], xq as int32.
 inline int32_t dot_quads_i8(const int32_t* xq, const uint16_t* c, const int32_t* qw, int nq) {
   int q = 0;
   int32_t s = 0;
@@ -53,11 +53,50 @@ inline int32_t dot_quads_i8(const int32_t* xq, const uint16_t* c, const int32_t*
     const __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(qw + q)));
     acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(w, _mm256_i32gather_epi32(xq, idx, 4)));
   }
+  if (q < nq) {  // a last quad in the low half (upper lanes: column 0, weight 0)
+    const __m256i idx = _mm256_cvtepu16_epi32(_mm_loadl_epi64((const __m128i*)(c + 4 * q)));
+    const __m256i w = _mm256_cvtepi8_epi32(_mm_cvtsi32_si128(qw[q]));
+    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(w, _mm256_i32gather_epi32(xq, idx, 4)));
+    ++q;
+  }
   s = hsum8i(acc);
 #endif
   for (; q < nq; ++q) {
     const int8_t* w = (const int8_t*)(qw + q);
     for (int j = 0; j < 4; ++j) s += w[j] * xq[c[4 * q + j]];
+  }
+  return s;
+}
+
+// Blocks layout (1x4 blocks, columns 4j..4j+3): sum over the quads of w8 . x8[4j..4j+3]. One 32-bit gather
+// fetches a block's 4 activations, so 8 gathered lanes feed 32 products (the gather layout: 8).
+inline int32_t dot_blocks_i8(const int8_t* x8, const uint16_t* c, const int32_t* qw, int nq) {
+  int q = 0;
+  int32_t s = 0;
+#ifdef POFA_GEMV_SIMD
+  __m256i acc = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (; q + 8 <= nq; q += 8) {
+    const uint16_t* b = c + 4 * q;  // each quad's first column: the block's start
+    const __m256i idx = _mm256_setr_epi32(b[0], b[4], b[8], b[12], b[16], b[20], b[24], b[28]);
+    const __m256i x = _mm256_i32gather_epi32((const int*)x8, idx, 1);
+    const __m256i w = _mm256_loadu_si256((const __m256i*)(qw + q));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), ones));
+  }
+  if (q < nq) {  // the last 1-7 quads: masked weights (0 elsewhere), lanes past them gather column 0
+    alignas(32) int32_t starts[8] = {};
+    for (int i = 0; q + i < nq; ++i) starts[i] = c[4 * (q + i)];
+    const __m256i x = _mm256_i32gather_epi32((const int*)x8, _mm256_load_si256((const __m256i*)starts), 1);
+    const __m256i w = _mm256_maskload_epi32(qw + q, _mm256_cmpgt_epi32(_mm256_set1_epi32(nq - q),
+                                                                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), ones));
+    q = nq;
+  }
+  s = hsum8i(acc);
+#endif
+  for (; q < nq; ++q) {
+    const int8_t* w = (const int8_t*)(qw + q);
+    for (int j = 0; j < 4; ++j) s += w[j] * x8[c[4 * q + j]];
   }
   return s;
 }
@@ -114,7 +153,7 @@ inline void gemv_f32_team(const CsrView& w, int act, const float* x, int M, floa
   gemv_epilogue(y, M, w.n_out, o_lo, o_hi, w.bias, act);
 }
 
-// Per thread: the M tokens quantised, int32 per feature (quads with columns) or int8 (dense layout).
+// Per thread: the M tokens quantised, int32 per feature (gather layout) or int8 (dense and blocks layouts).
 inline size_t gemv_i8_scratch_bytes(int K, int M) { return (size_t)M * 4 * ((K + 3) / 4) * sizeof(int32_t); }
 
 // q[k] = nearbyint(row[k] * inv) for k < K, 0 up to Kp: quantize_u8's value, unshifted (the vector
@@ -135,7 +174,7 @@ inline void quantize_token(const float* row, int K, int Kp, float inv, int32_t* 
 inline void gemv_i8_team(const QuadView& w, int act, const float* x, int M, uint8_t* xq, float* y) {
   const int K = w.n_in, Kp = 4 * ((K + 3) / 4);
   int32_t* xq32 = (int32_t*)(xq + gemv_i8_scratch_bytes(K, M) * omp_get_thread_num());
-  int8_t* x8 = (int8_t*)xq32;  // the dense layout's bytes, narrowed in place
+  int8_t* x8 = (int8_t*)xq32;  // dense and blocks layouts: bytes, narrowed in place
   float sx[kGemvMaxTokensDense];
   for (int t = 0; t < M; ++t) {  // token_scales' scales
     const float* row = x + (size_t)t * K;
@@ -145,15 +184,17 @@ inline void gemv_i8_team(const QuadView& w, int act, const float* x, int M, uint
     sx[t] = m / 127.0f;
     quantize_token(row, K, Kp, m > 0.0f ? 127.0f / m : 0.0f, xq32 + (size_t)t * Kp);
   }
-  if (w.layout == kDense)
+  if (w.layout != kGather)  // dense and blocks read 4 activations as one 32-bit word
     for (int i = 0; i < M * Kp; ++i) x8[i] = (int8_t)xq32[i];  // byte i <= int i: forward in place is safe
   int o_lo, o_hi;
   gemv_rows(w.quad_ptr, w.n_out, &o_lo, &o_hi);
   for (int o = o_lo; o < o_hi; ++o) {
     const int q0 = w.quad_ptr[o], nq = w.quad_ptr[o + 1] - q0;
     for (int t = 0; t < M; ++t) {
-      const int32_t s = w.layout == kDense ? dot_dense_i8(x8 + (size_t)t * Kp, (const int8_t*)(w.w + q0), Kp)
-                                           : dot_quads_i8(xq32 + (size_t)t * Kp, w.cols + 4 * q0, w.w + q0, nq);
+      const int32_t s =
+          w.layout == kDense    ? dot_dense_i8(x8 + (size_t)t * Kp, (const int8_t*)(w.w + q0), Kp)
+          : w.layout == kBlocks ? dot_blocks_i8(x8 + (size_t)t * Kp, w.cols + 4 * q0, w.w + q0, nq)
+                                : dot_quads_i8(xq32 + (size_t)t * Kp, w.cols + 4 * q0, w.w + q0, nq);
       y[(size_t)t * w.n_out + o] = (float)s * (w.w_scale[o] * sx[t]);  // the tiled kernels' dequant16 order
     }
   }
