@@ -144,22 +144,8 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
         for phase in PHASES if mode == "decode" else (None,):
             calls = {name: engine.bind(inputs, phase) if phase else engine.bind(inputs)
                      for name, engine in loaded.items()}
-            checks = _check_outputs(calls, batch, skipped)
-            load_start = os.getloadavg()[0]
-            times = timing.interleaved(calls, rounds, warmup, rng)
-            load_end = os.getloadavg()[0]
-            base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
-            ratio_base = timing.latency_stats(times[BASELINE], batch)["median_ms"] if BASELINE in times else base
-            for name in calls:
-                stats = timing.latency_stats(times[name], batch)
-                ratios = {"speedup_vs_torch": base / stats["median_ms"]}
-                if BASELINE in times:
-                    ratios["speedup_vs_baseline"] = ratio_base / stats["median_ms"]
-                rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **({"phase": phase} if phase else {}),
-                             **stats, **ratios, **checks[name],
-                             "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
-                             "threads": threads, "loadavg_1min": [load_start, load_end],
-                             "description": _description(name, baseline), **_layers(loaded[name])})
+            rows += _timed_rows(calls, batch, seq_len, phase, rounds, warmup, rng, threads, skipped, artifacts,
+                                loaded, baseline)
             loaded = {name: loaded[name] for name in calls}  # an engine that failed this batch is not run again
     del loaded, calls  # free the engines before the memory subprocesses start
     if measure_memory:
@@ -176,6 +162,31 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
         "environment": _environment(load_before, started),
         "rows": rows, "skipped": skipped, "summary": summarize(rows),
     }
+
+
+def _timed_rows(calls: dict[str, Any], batch: int, seq_len: int, phase: str | None, rounds: int, warmup: int,
+                rng: random.Random, threads: int, skipped: list[dict[str, str]], artifacts: dict[str, Artifact],
+                loaded: dict[str, Any], baseline: Path | None) -> list[dict[str, Any]]:
+    """Check every call against the reference, time them interleaved, and give a row per engine (an engine
+    that fails its check leaves `calls` and joins `skipped`). phase: "prefill" | "decode" with --decode."""
+    checks = _check_outputs(calls, batch, skipped)
+    load_start = os.getloadavg()[0]
+    times = timing.interleaved(calls, rounds, warmup, rng)
+    load_end = os.getloadavg()[0]
+    base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
+    ratio_base = timing.latency_stats(times[BASELINE], batch)["median_ms"] if BASELINE in times else base
+    rows = []
+    for name in calls:
+        stats = timing.latency_stats(times[name], batch)
+        ratios = {"speedup_vs_torch": base / stats["median_ms"]}
+        if BASELINE in times:
+            ratios["speedup_vs_baseline"] = ratio_base / stats["median_ms"]
+        rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **({"phase": phase} if phase else {}),
+                     **stats, **ratios, **checks[name],
+                     "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
+                     "threads": threads, "loadavg_1min": [load_start, load_end],
+                     "description": _description(name, baseline), **_layers(loaded[name])})
+    return rows
 
 
 def _load_engines(store: ArtifactStore, names: list[str], threads: int,
