@@ -4,13 +4,15 @@
     .venv/bin/python bench/bench_random.py --random-shape base --sparsity 0.9 --batch-sizes 1,8 --json
     .venv/bin/python bench/bench_random.py --random-shape modernbert-base --sparsity 0.9 --threads 2
     .venv/bin/python bench/bench_random.py --offline-minilm --sparsity 0.9      # the real MiniLM weights, pruned
+    .venv/bin/python bench/bench_random.py --random-shape gpt2 --sparsity 0.9 --decode --threads 2  # GPT-2 decoding
 
 small = the offline default's shape (MiniLM: 6 layers x 384, FFN 1536), base = BertConfig defaults
 (12 x 768, FFN 3072); modernbert-base = ModernBertConfig defaults (answerdotai/ModernBERT-base: 22 x 768,
 gated FFN 2 x 1152, rotary, local attention of 128 tokens in two layers of three); xlmr-base =
-xlm-roberta-base (12 x 768, FFN 3072, 250002 tokens). The model is a <family>ForSequenceClassification
-with 2 labels (what finetune and transfer write), seeded, pruned per layer with pruneofa.Pruner
-(one-shot magnitude, default selection: the blocks' Linears + pooler), saved once under
+xlm-roberta-base (12 x 768, FFN 3072, 250002 tokens); gpt2 = GPT2Config defaults (12 x 768, 50257 tokens)
+as a GPT2LMHeadModel (time it with --decode). The encoders are <family>ForSequenceClassification
+with 2 labels (what finetune and transfer write). Seeded, pruned per layer with pruneofa.Pruner
+(one-shot magnitude, --pattern, default selection: the blocks' Linears + pooler; not GPT-2's LM head), saved once under
 runs/bench-models/ and reused. Every other argument goes to `pruneofa bench` unchanged; --wait-idle
 waits for a quieter machine first; --priority runs the benchmark in its own scheduler group at a raised
 weight (runtime_speed.raise_priority: on a shared machine, 2-thread timings otherwise measure the load).
@@ -30,12 +32,15 @@ SHAPES = {  # name -> (transformers config class, its settings)
     "modernbert-base": ("ModernBertConfig", dict()),
     "xlmr-base": ("XLMRobertaConfig", dict(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1,
                                            pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+    "gpt2": ("GPT2Config", dict()),
 }
+CAUSAL_LM_SHAPES = ("gpt2",)  # a <family>LMHeadModel, timed with --decode
 
 
-def random_pruned_dir(shape: str, sparsity: float, root: Path = Path("runs/bench-models")) -> Path:
-    """The saved model directory, made on first use."""
-    out = root / f"{shape}-{sparsity:g}"
+def random_pruned_dir(shape: str, sparsity: float, root: Path = Path("runs/bench-models"),
+                      pattern: str = "unstructured") -> Path:
+    """The saved model directory, made on first use (pattern: pruneofa's, e.g. block:1x4)."""
+    out = root / (f"{shape}-{sparsity:g}" + ("" if pattern == "unstructured" else f"-{pattern.replace(':', '')}"))
     if (out / "config.json").is_file():
         return out
     import torch
@@ -45,10 +50,13 @@ def random_pruned_dir(shape: str, sparsity: float, root: Path = Path("runs/bench
 
     torch.manual_seed(0)
     config_class, settings = SHAPES[shape]
-    config = getattr(transformers, config_class)(num_labels=2, **settings)
-    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    if shape in CAUSAL_LM_SHAPES:
+        model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, config_class)(**settings)).eval()
+    else:
+        config = getattr(transformers, config_class)(num_labels=2, **settings)
+        model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
     if sparsity > 0:
-        Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0).finalize()
+        Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0, pattern=pattern).finalize()
     model.save_pretrained(out)
     return out
 
@@ -84,13 +92,14 @@ def main() -> int:
     source.add_argument("--random-shape", choices=sorted(SHAPES))
     source.add_argument("--offline-minilm", action="store_true", help="prune the offline MiniLM instead (6 x 384)")
     parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--pattern", default="unstructured", help="with --random-shape: e.g. block:1x4")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load average to fall below --idle-load")
     parser.add_argument("--idle-load", type=float, default=1.5)
     parser.add_argument("--priority", action="store_true", help="own scheduler group, raised weight")
     args, bench_args = parser.parse_known_args()
     model_dir = (minilm_pruned_dir(args.sparsity) if args.offline_minilm
-                 else random_pruned_dir(args.random_shape, args.sparsity))
+                 else random_pruned_dir(args.random_shape, args.sparsity, pattern=args.pattern))
     if args.wait_idle:
         print(f"load average {wait_for_idle(args.wait_idle, args.idle_load):.2f}", flush=True)
     if args.priority:

@@ -102,7 +102,8 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
 
     options = BenchOptions.parse(batch_sizes=ns.batch_sizes, seq_len=ns.seq_len, engines=ns.engines, rounds=ns.rounds,
                                  warmup=ns.warmup, threads=ns.threads, measure_memory=not ns.no_memory,
-                                 baseline=ns.baseline, compact=ns.compact, encode=ns.encode)
+                                 baseline=ns.baseline, compact=ns.compact, encode=ns.encode,
+                                 decode=ns.decode)
     print(run_bench_command(ns.model_dir, options, ns.json, ns.output_dir))
     return 0
 
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "FFN neurons (as export --compact does), against MODEL_DIR itself as the baseline")
     p.add_argument("--encode", action="store_true", help="time sentence embeddings (tokenize, forward, pool as MODEL_DIR's "
                    "sentence-transformers config says) on torch, the runtime's engines and sentence-transformers")
+    p.add_argument("--decode", action="store_true", help="causal LMs (GPT-2): time the prefill of --seq-len tokens and "
+                   "the per-token decode step with the KV cache, on torch, torch-int8 and the sparse engines")
     p = sub.add_parser("run", help="run a pipeline recipe: its stages in order, resumable, then a report",
                        parents=[common])
     p.add_argument("args", nargs="*", metavar="PIPELINE [key=value]",

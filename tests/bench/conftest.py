@@ -1,5 +1,5 @@
-"""Tiny 90%-sparse BERTs saved as the model directories `pruneofa bench` reads: a plain one (as
-finetune/transfer write) and a QAT one (as `pruneofa quantize` writes)."""
+"""Tiny 90%-sparse models saved as the model directories `pruneofa bench` reads: BERTs, a plain one (as
+finetune/transfer write) and a QAT one (as `pruneofa quantize` writes), and a GPT-2 LM."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from pruneofa.quantization.checkpoint import save_qat
 from tests.export.helpers import prune, qat_train, tiny_bert
+from tests.runtime.conftest import tiny_gpt2
 
 SEQ = 16  # the tiny config has 64 positions
 
@@ -42,4 +43,12 @@ def qat_dir(tmp_path_factory) -> Path:
     prune(model)
     path = tmp_path_factory.mktemp("bench") / "qat"
     save_qat(qat_train(model, steps=2), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory) -> Path:
+    """A tiny GPT2LMHeadModel pruned to 90%, for --decode."""
+    path = tmp_path_factory.mktemp("bench") / "gpt2"
+    tiny_gpt2().save_pretrained(path)
     return path

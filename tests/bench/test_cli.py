@@ -31,6 +31,12 @@ def test_table_output(sparse_dir, capsys):
     assert "| matches | kernel |" in text and "runtime kernels " in text
 
 
+def test_decode_table(gpt2_dir, capsys):
+    assert main(["bench", str(gpt2_dir), "--decode", "--engines", "torch", "--seq-len", "8", "--rounds", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "| torch | 1 | prefill |" in text and "| torch | 1 | decode |" in text and "KV cache" in text
+
+
 def test_table_has_the_baseline_column(structured_dirs, capsys):
     masked, compact = structured_dirs
     assert main(["bench", str(compact), "--engines", "torch", "--seq-len", str(SEQ), "--rounds", "1",

@@ -32,6 +32,21 @@ def tiny_bert(sparsity: float = 0.9, pattern: str = "unstructured", seed: int = 
     return model
 
 
+def tiny_gpt2(sparsity: float = 0.9):
+    """A GPT2LMHeadModel (2 x 64, 500 tokens) pruned per layer. Weights of std 0.3, so that greedy decoding
+    gives a varied sequence rather than one token repeated (at GPT-2's 0.02 it settles at once)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pruneofa import Pruner
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=500, n_embd=64, n_layer=2, n_head=4, n_positions=64, initializer_range=0.3,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0).finalize()
+    return model
+
+
 @pytest.fixture(scope="session")
 def pruned_bert():
     return tiny_bert()

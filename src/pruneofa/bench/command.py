@@ -1,5 +1,5 @@
 """`pruneofa bench MODEL_DIR [--batch-sizes 1,8] [--seq-len 128] [--engines a,b] [--rounds N] [--warmup N]
-[--threads N] [--json] [--output-dir DIR] [--no-memory] [--baseline DIR] [--compact] [--encode]`: the CLI's side of
+[--threads N] [--json] [--output-dir DIR] [--no-memory] [--baseline DIR] [--compact] [--encode|--decode]`: the CLI's side of
 run_benchmark, with
 the options parsed into one `BenchOptions`.
 

@@ -14,6 +14,8 @@ A loaded engine is bound to one batch of inputs and returns a zero-argument call
 timing loop measures the forward only; every call returns the model's primary output (`logits`,
 else `last_hidden_state`: what the ONNX export returns too).
 
+With `--decode` (decode.py) a causal LM keeps its KV cache between the calls of one engine.
+
 With `--encode` the engines are those that serve sentence embeddings (ENCODE_ENGINES): torch and the
 runtime's engines through `RuntimeModel.encode`, and sentence-transformers' own `encode` (dense fp32,
 the `[st]` extra). A call then takes a batch of sentences and returns their pooled embeddings,

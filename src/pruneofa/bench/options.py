@@ -24,6 +24,7 @@ class BenchOptions:
     baseline: str | None = None             # another model dir timed as dense fp32 in the same rounds
     compact: bool = False                   # benchmark the model rebuilt without its zero heads / neurons
     encode: bool = False                    # time sentence embeddings instead of the forward
+    decode: bool = False                    # time a causal LM's prefill and per-token step (KV cache)
     seed: int = 0                           # of the random inputs and the round order
 
     @classmethod

@@ -1,7 +1,7 @@
 """The benchmark result: the summary the pipeline report reads, the markdown table, bench.json.
 
     {"model_dir", "model": {architecture, source, sparsity}, "settings": {...}, "environment": {...},
-     "rows": [{"engine", "kernel", "batch", "median_ms", "p90_ms", "seq_per_s", "speedup_vs_torch", "size_mb",
+     "rows": [{"engine", "kernel", "batch", ["phase": prefill | decode, with --decode], "median_ms", "p90_ms", "seq_per_s", "speedup_vs_torch", "size_mb",
                "peak_mb", "layers", "unfused", "max_abs_diff", "cosine", "rel_err", "matches_reference",
                "threads", ...}],
      "skipped": [{"engine", "reason"}],
@@ -34,7 +34,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Latencies at the smallest batch size run (batch 1 by default), for the pipeline report:
     dense_fp32_ms is the torch engine (sparsity does not change a dense engine's time, so it stands
     for the dense model of the same shape), sparse_fp32_ms / sparse_int8_ms the sparse engines.
-    The best engine is the fastest one whose output matches the reference."""
+    The best engine is the fastest one whose output matches the reference. With --decode: the per-token
+    decode step (its `phase` rows; the prefill rows stay in the table)."""
+    rows = [r for r in rows if r.get("phase", "decode") == "decode"]
     if not rows:
         return {}
     batch = min(r["batch"] for r in rows)
@@ -64,15 +66,17 @@ def format_table(result: dict[str, Any]) -> str:
     baseline = result.get("baseline")
     if baseline:
         head += f"; baseline (dense fp32 PyTorch, same rounds): {baseline}"
-    if settings.get("encode"):
-        head += f"; encode: {settings['inputs']}"
+    if settings.get("encode") or settings.get("decode"):
+        head += f"; {'encode' if settings.get('encode') else 'decode'}: {settings['inputs']}"
+    phases = bool(settings.get("decode"))
     lines = [head, "",
-             "| engine | batch | median ms | p90 ms | seq/s | x vs torch fp32 | " + ("x vs baseline | " if baseline else "")
+             "| engine | batch | " + ("phase | " if phases else "") + "median ms | p90 ms | seq/s | x vs torch fp32 | " + ("x vs baseline | " if baseline else "")
              + "size MB | peak MB | held MB | max diff | rel err | matches | kernel |",
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|---|---|"]
+             "|---|---:|" + ("---|" if phases else "") + "---:|---:|---:|---:|" + ("---:|" if baseline else "") + "---:|---:|---:|---:|---:|---|---|"]
     for r in result["rows"]:
         vs_baseline = f"{r['speedup_vs_baseline']:.2f} | " if baseline else ""
-        lines.append(f"| {r['engine']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['seq_per_s']:.1f} | "
+        phase = f"{r['phase']} | " if phases else ""
+        lines.append(f"| {r['engine']} | {r['batch']} | {phase}{r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['seq_per_s']:.1f} | "
                      f"{r['speedup_vs_torch']:.2f} | {vs_baseline}{r['size_mb']:.1f} | {_num(r.get('peak_mb'), '.0f')} | "
                      f"{_num(r.get('held_mb'), '.0f')} | "
                      f"{r['max_abs_diff']:.1e} | {r['rel_err']:.1e} | {'yes' if r['matches_reference'] else 'NO'} | {r.get('kernel') or '-'} |")
@@ -85,7 +89,8 @@ def format_table(result: dict[str, Any]) -> str:
     summary = result["summary"]
     if summary:
         dense = "baseline dense fp32" if baseline else "dense fp32"
-        lines.append(f"batch {summary['batch']}: {dense} {summary['dense_fp32_ms']:.2f} ms, best {summary['best_engine']} "
+        step = "per-token decode, " if phases else ""
+        lines.append(f"{step}batch {summary['batch']}: {dense} {summary['dense_fp32_ms']:.2f} ms, best {summary['best_engine']} "
                      f"{summary['best_ms']:.2f} ms ({summary['best_speedup']:.2f}x)")
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ import torch
 
 from pruneofa.bench import accuracy, memory, timing
 from pruneofa.bench.artifacts import Artifact, ArtifactStore, Unavailable, load_source
+from pruneofa.bench.decode import DECODE_ENGINES, INPUTS_DECODE, PHASES, load_decoder
 from pruneofa.bench.engines import (
     ENCODE_ENGINES,
     ENGINES,
@@ -50,14 +51,24 @@ def check_settings(o: BenchOptions) -> list[str]:
         raise UserError(f"rounds={o.rounds}, warmup={o.warmup}", "pass --rounds 1 or more and --warmup 0 or more")
     if o.threads is not None and o.threads < 1:
         raise UserError(f"threads={o.threads}", "pass --threads 1 or more, or leave it out to use the machine's CPUs")
-    table = ENCODE_ENGINES if o.encode else ENGINES
+    if o.encode and o.decode:
+        raise UserError("--encode and --decode are two different benchmarks", "pass one of them")
+    if (o.encode or o.decode) and (o.baseline is not None or o.compact):
+        raise UserError(f"--{mode_of(o)} does not combine with --baseline or --compact", "drop one of them")
+    table = {"encode": ENCODE_ENGINES, "decode": DECODE_ENGINES}.get(mode_of(o), ENGINES)
     names = list(table) if o.engines is None else list(dict.fromkeys(o.engines))
     unknown = [e for e in names if e not in table]
     if unknown:
-        problem = (f"engine '{unknown[0]}' does not serve --encode" if o.encode and unknown[0] in ENGINES
+        problem = (f"engine '{unknown[0]}' does not serve --{mode_of(o)}" if table is not ENGINES and unknown[0] in ENGINES
                    else f"unknown engine '{unknown[0]}'")
         raise UserError(problem, f"choose from {', '.join(table)}")
     return [REFERENCE] + [e for e in names if e != REFERENCE]
+
+
+def mode_of(o: BenchOptions) -> str:
+    """What one timed call does: "forward" (the model's forward), "encode" (sentence embeddings) or
+    "decode" (a causal LM's prefill and per-token step, two rows per engine)."""
+    return "encode" if o.encode else "decode" if o.decode else "forward"
 
 
 def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
@@ -74,13 +85,13 @@ def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
     into the work dir) and benchmark that, with `model_dir` itself as the baseline (unless one is given).
     encode: time sentence embeddings instead of the forward (`engines.ENCODE_ENGINES`): each call encodes
     `batch` sentences of `seq_len` tokens, tokenization and pooling included (no memory measured).
+    decode: a causal LM's prefill of `seq_len` tokens and its per-token step with the KV cache
+    (`decode.py`; no memory measured).
     work_dir: where the artifacts go (default: a temporary directory removed afterwards)."""
     from pruneofa.runtime import default_threads
 
     o = options or BenchOptions()
     names = check_settings(o)
-    if o.encode and (o.baseline is not None or o.compact):
-        raise UserError("--encode does not combine with --baseline or --compact", "drop one of them")
     threads = o.threads or default_threads()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -90,8 +101,8 @@ def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
             served = _compacted(Path(model_dir), work) if o.compact else Path(model_dir)
             baseline = o.baseline or (model_dir if o.compact else None)
             result = _run(served, o.batch_sizes, o.seq_len, names, o.rounds, o.warmup, threads,
-                          o.measure_memory and not o.encode, work, o.seed, Path(baseline) if baseline else None,
-                          o.encode)
+                          o.measure_memory and mode_of(o) == "forward", work, o.seed,
+                          Path(baseline) if baseline else None, mode_of(o))
             if o.compact:
                 result["model_dir"], result["compacted"] = str(model_dir), True
             return result
@@ -101,20 +112,24 @@ def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
 
 def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: list[str], rounds: int, warmup: int,
          threads: int, measure_memory: bool, work_dir: Path, seed: int, baseline: Path | None,
-         encode: bool = False) -> dict[str, Any]:
+         mode: str = "forward") -> dict[str, Any]:
     from pruneofa.sparsity.measure import sparsity_of_model
 
     load_before, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M %Z")
     source = load_source(model_dir)
     config = source.plain.config
-    max_len = getattr(config, "max_position_embeddings", None)
-    if max_len is not None and seq_len > max_len:
-        raise UserError(f"--seq-len {seq_len} is longer than the model's {max_len} positions",
-                        f"pass --seq-len {max_len} or less")
+    max_len, decoded = getattr(config, "max_position_embeddings", None), int(mode == "decode")
+    if max_len is not None and seq_len + decoded > max_len:
+        raise UserError(f"--seq-len {seq_len} is longer than the model's {max_len - decoded} positions"
+                        + (" (one is left for the decoded token)" if decoded else ""),
+                        f"pass --seq-len {max_len - decoded} or less")
+    if mode == "decode" and not source.plain.can_generate():
+        raise UserError(f"--decode needs a causal LM; {model_dir} holds a {type(source.plain).__name__}",
+                        "pass a language model with its head (e.g. GPT2LMHeadModel), or drop --decode")
     model_info = {"architecture": type(source.plain).__name__, "source": source.kind,
                   "sparsity": sparsity_of_model(source.plain)["overall"]}
-    tokenizer = _tokenizer(model_dir) if encode else None
-    loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads, encode)
+    tokenizer = _tokenizer(model_dir) if mode == "encode" else None
+    loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads, mode)
     if baseline is not None:
         loaded[BASELINE], artifacts[BASELINE] = _load_baseline(baseline, config)
     del source  # the engines hold their own weights; the loader's copies would only inflate memory
@@ -124,25 +139,14 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
     rows = []
     rng = random.Random(seed)
     for batch in batch_sizes:
-        inputs = make_sentences(tokenizer, batch, seq_len, seed) if encode else make_inputs(
-            config.vocab_size, names_in, batch, seq_len, seed)
-        calls = {name: engine.bind(inputs) for name, engine in loaded.items()}
-        checks = _check_outputs(calls, batch, skipped)
-        load_start = os.getloadavg()[0]
-        times = timing.interleaved(calls, rounds, warmup, rng)
-        load_end = os.getloadavg()[0]
-        base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
-        ratio_base = timing.latency_stats(times[BASELINE], batch)["median_ms"] if BASELINE in times else base
-        for name in calls:
-            stats = timing.latency_stats(times[name], batch)
-            ratios = {"speedup_vs_torch": base / stats["median_ms"]}
-            if BASELINE in times:
-                ratios["speedup_vs_baseline"] = ratio_base / stats["median_ms"]
-            rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **stats, **ratios, **checks[name],
-                         "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
-                         "threads": threads, "loadavg_1min": [load_start, load_end],
-                         "description": _description(name, baseline), **_layers(loaded[name])})
-        loaded = {name: loaded[name] for name in calls}  # an engine that failed this batch is not run again
+        inputs = make_sentences(tokenizer, batch, seq_len, seed) if mode == "encode" else make_inputs(
+            config.vocab_size, names_in, batch, seq_len + decoded, seed)
+        for phase in PHASES if mode == "decode" else (None,):
+            calls = {name: engine.bind(inputs, phase) if phase else engine.bind(inputs)
+                     for name, engine in loaded.items()}
+            rows += _timed_rows(calls, batch, seq_len, phase, rounds, warmup, rng, threads, skipped, artifacts,
+                                loaded, baseline)
+            loaded = {name: loaded[name] for name in calls}  # an engine that failed this batch is not run again
     del loaded, calls  # free the engines before the memory subprocesses start
     if measure_memory:
         _add_memory([r for r in rows if r["engine"] != BASELINE], artifacts, threads, config.vocab_size, names_in)
@@ -150,9 +154,9 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
         "model_dir": str(model_dir), "model": model_info, "baseline": str(baseline) if baseline else None,
         "settings": {"batch_sizes": list(batch_sizes), "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
                      "threads": threads, "clock": "wall (time.perf_counter)", "order": "shuffled every round",
-                     "inputs": (f"{INPUTS_ENCODE} (--encode)" if encode else
-                                "random token ids of the vocabulary, full attention mask, one segment"),
-                     "encode": encode,
+                     "inputs": {"encode": f"{INPUTS_ENCODE} (--encode)", "decode": f"{INPUTS_DECODE} (--decode)"}.get(
+                         mode, "random token ids of the vocabulary, full attention mask, one segment"),
+                     "encode": mode == "encode", "decode": mode == "decode",
                      "accuracy_tolerance_rel_err": accuracy.TOLERANCE,
                      "memory": memory.METHOD if measure_memory else "not measured"},
         "environment": _environment(load_before, started),
@@ -160,8 +164,33 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
     }
 
 
+def _timed_rows(calls: dict[str, Any], batch: int, seq_len: int, phase: str | None, rounds: int, warmup: int,
+                rng: random.Random, threads: int, skipped: list[dict[str, str]], artifacts: dict[str, Artifact],
+                loaded: dict[str, Any], baseline: Path | None) -> list[dict[str, Any]]:
+    """Check every call against the reference, time them interleaved, and give a row per engine (an engine
+    that fails its check leaves `calls` and joins `skipped`). phase: "prefill" | "decode" with --decode."""
+    checks = _check_outputs(calls, batch, skipped)
+    load_start = os.getloadavg()[0]
+    times = timing.interleaved(calls, rounds, warmup, rng)
+    load_end = os.getloadavg()[0]
+    base = timing.latency_stats(times[REFERENCE], batch)["median_ms"]
+    ratio_base = timing.latency_stats(times[BASELINE], batch)["median_ms"] if BASELINE in times else base
+    rows = []
+    for name in calls:
+        stats = timing.latency_stats(times[name], batch)
+        ratios = {"speedup_vs_torch": base / stats["median_ms"]}
+        if BASELINE in times:
+            ratios["speedup_vs_baseline"] = ratio_base / stats["median_ms"]
+        rows.append({"engine": name, "batch": batch, "seq_len": seq_len, **({"phase": phase} if phase else {}),
+                     **stats, **ratios, **checks[name],
+                     "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
+                     "threads": threads, "loadavg_1min": [load_start, load_end],
+                     "description": _description(name, baseline), **_layers(loaded[name])})
+    return rows
+
+
 def _load_engines(store: ArtifactStore, names: list[str], threads: int,
-                  encode: bool = False) -> tuple[dict, dict, list[dict[str, str]]]:
+                  mode: str = "forward") -> tuple[dict, dict, list[dict[str, str]]]:
     """(engine name -> loaded engine, engine name -> its artifact, skipped engines with the reason)."""
     loaded, artifacts, skipped = {}, {}, []
     for name in names:
@@ -172,7 +201,8 @@ def _load_engines(store: ArtifactStore, names: list[str], threads: int,
             artifacts[name] = store.get(spec_of(name).artifact)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch's eager-quantization deprecation notice, and the like
-                loaded[name] = (load_encoder if encode else load_engine)(name, artifacts[name].path, threads)
+                load = {"encode": load_encoder, "decode": load_decoder}.get(mode, load_engine)
+                loaded[name] = load(name, artifacts[name].path, threads)
         except Unavailable as err:
             skipped.append({"engine": name, "reason": str(err)})
         except Exception as err:  # noqa: BLE001 - one engine failing to load must not hide the others

@@ -26,6 +26,7 @@ from pruneofa.runtime.dense_int8 import dynamic_int8_linear
 from pruneofa.runtime.formats import MAX_IN_FEATURES
 from pruneofa.runtime.fused_encoder import fuse_encoders, unfused_blocks
 from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
+from pruneofa.sparsity.masks import PRUNABLE_TYPES, is_transposed
 
 ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
 SPARSE_ENGINES = ("sparse", "sparse-int8")
@@ -67,6 +68,18 @@ def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
+def as_linear(module: nn.Module) -> nn.Linear:
+    """`module` as an nn.Linear: itself, or for GPT-2's Conv1D (y = x W + b, W stored [in, out]) a
+    Linear holding W transposed, so that every engine packs one (out, in) layout."""
+    if not is_transposed(module):
+        return module
+    n_in, n_out = module.weight.shape
+    linear = nn.Linear(n_in, n_out, device="meta")
+    linear.weight = nn.Parameter(module.weight.detach().t().contiguous(), requires_grad=False)
+    linear.bias = nn.Parameter(module.bias.detach(), requires_grad=False)
+    return linear
+
+
 def _exact_gelu(module: nn.Module) -> bool:
     """BERT's activation: erf GELU (transformers' GELUActivation or nn.GELU without approximation)."""
     from transformers.activations import GELUActivation
@@ -90,7 +103,8 @@ def _gelu_owners(model: nn.Module) -> dict[str, str]:
 
 def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float | None = None,
             int8_attention: bool = True) -> ConversionReport:
-    """Swap the Linear layers of `model` (in place) for `engine`; returns what was chosen per layer.
+    """Swap the Linear layers of `model` (and GPT-2's Conv1D, its transposed Linear) in place for `engine`;
+    returns what was chosen per layer.
 
     sparse_threshold: run a Linear sparse when its sparsity is at least this (math.inf: none);
     None (default): when it beats the dense kernel by the measured break-even sparsity of its shape
@@ -108,7 +122,7 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
     # 1.1-1.4x fbgemm's speed per Linear with VNNI, 0.7-0.95x with AVX2 (exact int8 costs a sign there;
     # policy.py), and the encoder stays one native call
     native_dense = engine == "sparse-int8" and kernels.has_native_int8()
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linears = [(n, as_linear(m)) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
     for name, linear in linears:
         shape = (linear.in_features, linear.out_features)
         sparsity = float((linear.weight == 0).float().mean())

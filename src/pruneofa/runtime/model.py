@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from pruneofa.errors import UserError
 from pruneofa.modeldir import SentencePooling
 from pruneofa.runtime.build import kernels_available
 from pruneofa.runtime.encode import SentenceEncoder, pooling_of
@@ -57,6 +58,15 @@ class RuntimeModel:
             return out if out is not None else self.model(*args, **kwargs)
 
         return _without_gc_or_grad(forward)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' own `generate` (its KV cache, causal masks, decoding strategies) on the converted
+        model: every Linear (GPT-2's Conv1D too) of each prefill and per-token step runs on this engine."""
+        can_generate = getattr(self.model, "can_generate", None)
+        if can_generate is None or not can_generate():
+            raise UserError(f"{type(self.model).__name__} cannot generate text",
+                            "load a causal LM with its head (e.g. GPT2LMHeadModel), not an encoder")
+        return _without_gc_or_grad(lambda: self.model.generate(*args, **kwargs))
 
     def encode(self, sentences: str | list[str], batch_size: int = 32, *, tokenizer: Any = None,
                pooling: SentencePooling | None = None) -> torch.Tensor:
