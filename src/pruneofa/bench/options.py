@@ -27,6 +27,38 @@ class BenchOptions:
     decode: bool = False                    # time a causal LM's prefill and per-token step (KV cache)
     seed: int = 0                           # of the random inputs and the round order
 
+    @property
+    def mode(self) -> str:
+        """What one timed call does: "forward" (the model's forward), "encode" (sentence embeddings) or
+        "decode" (a causal LM's prefill and per-token step, two rows per engine)."""
+        return "encode" if self.encode else "decode" if self.decode else "forward"
+
+    def engines_to_run(self) -> list[str]:
+        """The engines to run (the reference first, always), after refusing impossible settings."""
+        from pruneofa.bench.decode import DECODE_ENGINES  # the engine tables import torch: only when it runs
+        from pruneofa.bench.engines import ENCODE_ENGINES, ENGINES, REFERENCE
+
+        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise UserError(f"bad batch sizes {list(self.batch_sizes)}", "pass positive integers, e.g. --batch-sizes 1,8")
+        if self.seq_len < 1:
+            raise UserError(f"sequence length {self.seq_len} is not positive", "pass e.g. --seq-len 128")
+        if self.rounds < 1 or self.warmup < 0:
+            raise UserError(f"rounds={self.rounds}, warmup={self.warmup}", "pass --rounds 1 or more and --warmup 0 or more")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"threads={self.threads}", "pass --threads 1 or more, or leave it out to use the machine's CPUs")
+        if self.encode and self.decode:
+            raise UserError("--encode and --decode are two different benchmarks", "pass one of them")
+        if self.mode != "forward" and (self.baseline is not None or self.compact):
+            raise UserError(f"--{self.mode} does not combine with --baseline or --compact", "drop one of them")
+        table = {"encode": ENCODE_ENGINES, "decode": DECODE_ENGINES}.get(self.mode, ENGINES)
+        names = list(table) if self.engines is None else list(dict.fromkeys(self.engines))
+        unknown = [e for e in names if e not in table]
+        if unknown:
+            problem = (f"engine '{unknown[0]}' does not serve --{self.mode}" if table is not ENGINES
+                       and unknown[0] in ENGINES else f"unknown engine '{unknown[0]}'")
+            raise UserError(problem, f"choose from {', '.join(table)}")
+        return [REFERENCE] + [e for e in names if e != REFERENCE]
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]

@@ -21,10 +21,8 @@ import torch
 
 from pruneofa.bench import accuracy, memory, timing
 from pruneofa.bench.artifacts import Artifact, ArtifactStore, Unavailable, load_source
-from pruneofa.bench.decode import DECODE_ENGINES, INPUTS_DECODE, PHASES, load_decoder
+from pruneofa.bench.decode import INPUTS_DECODE, PHASES, load_decoder
 from pruneofa.bench.engines import (
-    ENCODE_ENGINES,
-    ENGINES,
     REFERENCE,
     TorchEngine,
     load_encoder,
@@ -39,36 +37,6 @@ from pruneofa.errors import UserError
 
 BASELINE = "baseline"  # the row of --baseline MODEL_DIR
 INPUTS_ENCODE = "a batch of English sentences of seq_len tokens, encoded: tokenization, forward, pooling"
-
-
-def check_settings(o: BenchOptions) -> list[str]:
-    """The engines to run (the reference first, always), after refusing impossible settings."""
-    if not o.batch_sizes or any(not isinstance(b, int) or b < 1 for b in o.batch_sizes):
-        raise UserError(f"bad batch sizes {list(o.batch_sizes)}", "pass positive integers, e.g. --batch-sizes 1,8")
-    if o.seq_len < 1:
-        raise UserError(f"sequence length {o.seq_len} is not positive", "pass e.g. --seq-len 128")
-    if o.rounds < 1 or o.warmup < 0:
-        raise UserError(f"rounds={o.rounds}, warmup={o.warmup}", "pass --rounds 1 or more and --warmup 0 or more")
-    if o.threads is not None and o.threads < 1:
-        raise UserError(f"threads={o.threads}", "pass --threads 1 or more, or leave it out to use the machine's CPUs")
-    if o.encode and o.decode:
-        raise UserError("--encode and --decode are two different benchmarks", "pass one of them")
-    if (o.encode or o.decode) and (o.baseline is not None or o.compact):
-        raise UserError(f"--{mode_of(o)} does not combine with --baseline or --compact", "drop one of them")
-    table = {"encode": ENCODE_ENGINES, "decode": DECODE_ENGINES}.get(mode_of(o), ENGINES)
-    names = list(table) if o.engines is None else list(dict.fromkeys(o.engines))
-    unknown = [e for e in names if e not in table]
-    if unknown:
-        problem = (f"engine '{unknown[0]}' does not serve --{mode_of(o)}" if table is not ENGINES and unknown[0] in ENGINES
-                   else f"unknown engine '{unknown[0]}'")
-        raise UserError(problem, f"choose from {', '.join(table)}")
-    return [REFERENCE] + [e for e in names if e != REFERENCE]
-
-
-def mode_of(o: BenchOptions) -> str:
-    """What one timed call does: "forward" (the model's forward), "encode" (sentence embeddings) or
-    "decode" (a causal LM's prefill and per-token step, two rows per engine)."""
-    return "encode" if o.encode else "decode" if o.decode else "forward"
 
 
 def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
@@ -91,7 +59,7 @@ def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
     from pruneofa.runtime import default_threads
 
     o = options or BenchOptions()
-    names = check_settings(o)
+    names = o.engines_to_run()
     threads = o.threads or default_threads()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -101,8 +69,8 @@ def run_benchmark(model_dir: str | Path, options: BenchOptions | None = None,
             served = _compacted(Path(model_dir), work) if o.compact else Path(model_dir)
             baseline = o.baseline or (model_dir if o.compact else None)
             result = _run(served, o.batch_sizes, o.seq_len, names, o.rounds, o.warmup, threads,
-                          o.measure_memory and mode_of(o) == "forward", work, o.seed,
-                          Path(baseline) if baseline else None, mode_of(o))
+                          o.measure_memory and o.mode == "forward", work, o.seed,
+                          Path(baseline) if baseline else None, o.mode)
             if o.compact:
                 result["model_dir"], result["compacted"] = str(model_dir), True
             return result
