@@ -140,13 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-dtype", metavar="fp32|fp16", help="compressed: storage of the unpruned rest (default: fp32)")
     p.add_argument("--compact", action="store_true",
                    help="hf: drop zero attention heads and FFN neurons (structured pruning): a smaller dense model")
+    from pruneofa.bench.options import BenchOptions as Defaults  # unset options (None) take these in parse()
+
     p = sub.add_parser("bench", help=STAGES["bench"].help, parents=[common])
     p.add_argument("model_dir")
-    p.add_argument("--batch-sizes", default="1", metavar="1,8", help="comma-separated batch sizes (default: 1)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
+    p.add_argument("--batch-sizes", metavar="1,8", help="comma-separated batch sizes "
+                   f"(default: {','.join(map(str, Defaults.batch_sizes))})")
+    p.add_argument("--seq-len", type=int, help=f"tokens per sequence (default: {Defaults.seq_len})")
     p.add_argument("--engines", metavar="a,b", help="comma-separated engines (default: all; torch fp32 always runs)")
-    p.add_argument("--rounds", type=int, default=20, help="timed rounds, all engines interleaved (default: 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default: 3)")
+    p.add_argument("--rounds", type=int, help=f"timed rounds, all engines interleaved (default: {Defaults.rounds})")
+    p.add_argument("--warmup", type=int, help=f"untimed rounds first (default: {Defaults.warmup})")
     p.add_argument("--threads", type=int, help="threads of every engine (default: the CPUs this process may use)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a markdown table")
     p.add_argument("--output-dir", metavar="DIR", help="also write DIR/bench.json (atomically)")

@@ -1,7 +1,6 @@
 """`pruneofa bench MODEL_DIR [--batch-sizes 1,8] [--seq-len 128] [--engines a,b] [--rounds N] [--warmup N]
 [--threads N] [--json] [--output-dir DIR] [--no-memory] [--baseline DIR] [--compact] [--encode|--decode]`: the CLI's side of
-run_benchmark, with
-the options parsed into one `BenchOptions`.
+run_benchmark, with the options parsed into one `BenchOptions`.
 
 Bad input (a missing model dir, an unknown engine, a bad batch-size list, an output dir that is a
 file) ends with one line and exit code 2 before anything is measured or written.
@@ -12,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-
 from typing import Any
 
 from pruneofa.bench.options import BenchOptions

@@ -37,8 +37,7 @@ class Stage:
     options_type: str | None = None  # "module:Class" whose names() the runner also takes as **options (bench)
 
     def function(self) -> Callable[..., Any]:
-        module, _, name = self.runner.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _imported(self.runner)
 
     def schema_class(self) -> type:
         from pruneofa.stages import recipes
@@ -51,9 +50,14 @@ class Stage:
         params = inspect.signature(self.function()).parameters.values()
         named = [back.get(p.name, p.name) for p in params if p.name != "output_dir" and p.kind != p.VAR_KEYWORD]
         if self.options_type:
-            module, _, name = self.options_type.partition(":")
-            named += getattr(importlib.import_module(module), name).names()
+            named += _imported(self.options_type).names()
         return named
+
+
+def _imported(ref: str) -> Any:
+    """"module:name" -> that object, imported when first needed (the runners pull in torch)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _LM = "pruneofa.stages.lm:run_lm_stage"
