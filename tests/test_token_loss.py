@@ -152,3 +152,23 @@ def test_chunk_size_follows_the_device_and_its_free_memory():
 
 def test_cpu_tensors_use_the_cpu_chunk():
     assert token_loss.free_memory(torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_kd_on_masked_positions_counts_only_the_labelled_tokens(causal, small_chunks):
+    s, t, labels, mask = batch()
+    config = DistillConfig(alpha_ce=0.4, alpha_kd=0.6, temperature=2.0, kd_positions="masked")
+    targets = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], 1) if causal else labels
+    s_ref, s_fused = s.clone().requires_grad_(), s.clone().requires_grad_()
+    ref = reference_loss(s_ref, t, labels, mask * (targets != -100), config, causal)
+    parts = distillation_loss(MaskedLMOutput(logits=s_fused), MaskedLMOutput(logits=t), config, mask,
+                              labels=labels, causal=causal)
+    ref.backward()
+    parts["loss"].backward()
+    torch.testing.assert_close(parts["loss"], ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s_fused.grad, s_ref.grad, rtol=1e-10, atol=1e-12)
+    unlabelled = targets == -100
+    assert s_fused.grad[unlabelled].abs().max() == 0 and s_fused.grad[~unlabelled].abs().min() > 0
+    all_tokens = distillation_loss(MaskedLMOutput(logits=s), MaskedLMOutput(logits=t),
+                                   config.model_copy(update={"kd_positions": "all"}), mask, labels=labels, causal=causal)
+    assert not torch.isclose(all_tokens["kd"], parts["kd"])  # a different set of tokens: a different KD

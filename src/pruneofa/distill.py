@@ -13,7 +13,7 @@ teacher term (or a teacher) the loss is the student's own loss alone.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,9 @@ class DistillConfig(StrictModel):
     alpha_ce: float = Field(0.5, ge=0.0, description="weight of the student's own loss")
     alpha_kd: float = Field(0.5, ge=0.0, description="weight of the KD term on the logits; 0 turns it off")
     temperature: float = Field(2.0, gt=0.0)
+    kd_positions: Literal["all", "masked"] = Field(
+        "all", description="the tokens whose logits a language model's KD compares: every non-padding one (the "
+        "paper) or only those with a CE target (an MLM's masked ~15%: about a seventh of the output layer's work)")
     alpha_hidden: float = Field(0.0, ge=0.0, description="weight of the per-layer hidden-state error, scaled by "
                                 "the teacher layer's mean square (needs equal widths)")
     hidden_layers: list[Annotated[int, Field(ge=0)] | None] | None = Field(
@@ -140,7 +143,8 @@ def token_distillation_loss(
     CE counts the labelled positions (labels != -100: the masked tokens of an MLM; for a causal LM
     each position predicts the next token's label), averaged over their number or over
     `num_items_in_batch` (the Trainer's count across accumulated micro-batches). KD counts every
-    position the attention `mask` keeps. `config` holds the weights that apply (`applicable_config`:
+    position the attention `mask` keeps, or with `kd_positions: masked` only the labelled ones,
+    averaged over their number. `config` holds the weights that apply (`applicable_config`:
     CE_ONLY when no teacher ran). With α_kd = 0 only the labelled positions' logits are built and
     `teacher` is not used (pass None). Returns {"loss", "ce"[, "kd"]}.
     """
@@ -155,6 +159,8 @@ def token_distillation_loss(
         raise ValueError("distill.alpha_kd > 0 needs the teacher's logits; pass CE_ONLY when no teacher ran")
     rows = labels.shape
     weight = torch.ones(rows, device=labels.device) if mask is None else mask.to(torch.float32).expand(rows)
+    if config.kd_positions == "masked":
+        weight = weight * (targets != IGNORE)
     n_counted = float(weight.sum().clamp_min(1.0))
     kd_scale = config.temperature**2 / n_counted
     loss, ce_sum, kd_sum = token_loss(student, teacher, targets, weight, config.alpha_ce / n_labelled,

@@ -95,8 +95,8 @@ def token_loss(student: LogitSource, teacher: LogitSource | None, targets: torch
     """(ce_scale · CE sum + kd_scale · KD sum, CE sum, KD sum); only the first is differentiable.
 
     `targets` (IGNORE where no CE) and `kd_weight` (how much each row's KL counts, e.g. the
-    attention mask) have the leading shape of `student.values`. With `teacher` None there is no KD
-    term and only the labelled rows are computed at all.
+    attention mask) have the leading shape of `student.values`. Only rows with a label or a non-zero
+    KD weight are computed (with `teacher` None: only the labelled rows); the others get zero gradient.
     """
     student, targets = student.flat(), targets.reshape(-1)
     if teacher is None:
@@ -107,6 +107,11 @@ def token_loss(student: LogitSource, teacher: LogitSource | None, targets: torch
         if teacher.vocab != student.vocab:
             raise ValueError(f"student and teacher vocabularies differ ({student.vocab} vs {teacher.vocab})")
         kd_weight = kd_weight.reshape(-1) if kd_weight is not None else None
+        if kd_weight is not None:  # rows that count for neither term (padding, unmasked tokens when KD skips them)
+            counted = ((kd_weight != 0) | (targets != IGNORE)).nonzero().squeeze(1)  # are never computed
+            if counted.numel() < targets.numel():
+                student, teacher = student.select(counted), teacher.select(counted)
+                targets, kd_weight = targets[counted], kd_weight[counted]
     tensors = (student.values, student.weight, student.bias)
     with_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     t_values, t_weight, t_bias = (teacher.values, teacher.weight, teacher.bias) if teacher else (None, None, None)
