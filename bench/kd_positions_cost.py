@@ -14,15 +14,14 @@ step's arithmetic at hidden 384).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+from transformers import AutoModelForMaskedLM
+from train_overhead import offline_mlm_batch, step_arguments  # this folder: the same options and batch
 
-from pruneofa.data.assets import asset_path
 from pruneofa.deferred_logits import forward_deferring_logits
 from pruneofa.distill import DistillConfig, run_teacher, token_distillation_loss
 
@@ -41,22 +40,11 @@ def timed_step(student, teacher, optimizer, batch, config: DistillConfig) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--json")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    path = asset_path("offline/minilm-l6")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    args = step_arguments(__doc__.splitlines()[0], batch_size=16, steps=10, warmup=2).parse_args()
+    path, batch = offline_mlm_batch(args.batch_size, args.seq_len)
     teacher = AutoModelForMaskedLM.from_pretrained(path).eval()
     student = AutoModelForMaskedLM.from_pretrained(path).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    ids = torch.randint(1000, 29000, (args.batch_size, args.seq_len))
-    batch = dict(collate([{"input_ids": row} for row in ids]))
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     configs = {name: DistillConfig(kd_positions=name) for name in ("all", "masked")}
 

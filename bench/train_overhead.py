@@ -33,26 +33,36 @@ def timed_step(model, optimizer, batch, after=None) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=8)
+def step_arguments(description: str, batch_size: int, steps: int, warmup: int) -> argparse.ArgumentParser:
+    """The options every training-step benchmark here takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--frequency", type=int, default=20, help="GMP update every N steps (paper: 1000)")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--json")
-    args = parser.parse_args()
+    return parser
+
+
+def offline_mlm_batch(batch_size: int, seq_len: int) -> tuple[str, dict]:
+    """The offline default model's path and one masked-LM batch of random tokens (seeded)."""
     torch.manual_seed(0)
     path = asset_path("offline/minilm-l6")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    collate = DataCollatorForLanguageModeling(AutoTokenizer.from_pretrained(path), mlm_probability=0.15)
+    ids = torch.randint(1000, 29000, (batch_size, seq_len))
+    return path, dict(collate([{"input_ids": row} for row in ids]))
+
+
+def main() -> None:
+    parser = step_arguments(__doc__.splitlines()[0], batch_size=8, steps=20, warmup=3)
+    parser.add_argument("--frequency", type=int, default=20, help="GMP update every N steps (paper: 1000)")
+    args = parser.parse_args()
+    path, batch = offline_mlm_batch(args.batch_size, args.seq_len)
     plain = AutoModelForMaskedLM.from_pretrained(path).train()
     masked = AutoModelForMaskedLM.from_pretrained(path).train()
     pruner = Pruner(masked, target_sparsity=0.85, target_step=10 * args.frequency, frequency=args.frequency)
     pruner.update_masks(0.5)
     opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-5) for m in (plain, masked)}
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    ids = torch.randint(1000, 29000, (args.batch_size, args.seq_len))
-    batch = dict(collate([{"input_ids": row} for row in ids]))
 
     times = {"plain": [], "masked": []}
     step = 0
