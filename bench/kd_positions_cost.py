@@ -45,7 +45,6 @@ def main() -> None:
     teacher = AutoModelForMaskedLM.from_pretrained(path).eval()
     student = AutoModelForMaskedLM.from_pretrained(path).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
-    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     configs = {name: DistillConfig(kd_positions=name) for name in ("all", "masked")}
 
     times: dict[str, list[float]] = {name: [] for name in configs}

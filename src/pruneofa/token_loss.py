@@ -99,19 +99,19 @@ def token_loss(student: LogitSource, teacher: LogitSource | None, targets: torch
     KD weight are computed (with `teacher` None: only the labelled rows); the others get zero gradient.
     """
     student, targets = student.flat(), targets.reshape(-1)
+    counted = targets != IGNORE  # the rows either term needs: the others are never computed
     if teacher is None:
-        labelled = (targets != IGNORE).nonzero().squeeze(1)
-        student, targets, kd_weight = student.select(labelled), targets[labelled], None
+        kd_weight = None
     else:
         teacher = teacher.flat()
         if teacher.vocab != student.vocab:
             raise ValueError(f"student and teacher vocabularies differ ({student.vocab} vs {teacher.vocab})")
         kd_weight = kd_weight.reshape(-1) if kd_weight is not None else None
-        if kd_weight is not None:  # rows that count for neither term (padding, unmasked tokens when KD skips them)
-            counted = ((kd_weight != 0) | (targets != IGNORE)).nonzero().squeeze(1)  # are never computed
-            if counted.numel() < targets.numel():
-                student, teacher = student.select(counted), teacher.select(counted)
-                targets, kd_weight = targets[counted], kd_weight[counted]
+        counted = counted | (kd_weight != 0) if kd_weight is not None else torch.ones_like(counted)
+    rows = counted.nonzero().squeeze(1)
+    if rows.numel() < targets.numel():
+        student, targets = student.select(rows), targets[rows]
+        teacher, kd_weight = (None, None) if teacher is None else (teacher.select(rows), kd_weight[rows])
     tensors = (student.values, student.weight, student.bias)
     with_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     t_values, t_weight, t_bias = (teacher.values, teacher.weight, teacher.bias) if teacher else (None, None, None)
