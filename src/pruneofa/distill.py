@@ -2,11 +2,12 @@
 
     L = α_ce · CE(student, labels) + α_kd · T² · KL(softmax(t / T) ‖ softmax(s / T))
         + α_hidden · L_hid(hidden states) + α_attention · L_att(attention distributions)
+        + α_sentence · L_sent(mean-pooled last hidden states)
 
 KL is summed over the classes (vocabulary) and averaged over the positions that count: for a
 language model every non-padding token (the attention mask), for a classifier every example.
 T² keeps the gradient scale of the soft targets independent of T (Hinton et al. 2015). L_hid and
-L_att, and the layer map that lets a student of another depth use them, are in
+L_att, L_sent, and the layer map that lets a student of another depth use them, are in
 `pruneofa.representation_kd`. Each term is computed only when its weight is > 0, and without a
 teacher term (or a teacher) the loss is the student's own loss alone.
 """
@@ -29,6 +30,7 @@ from pruneofa.representation_kd import (
     hidden_pairs,
     layer_map,
     scaled_hidden_state_loss,
+    sentence_embedding_loss,
 )
 from pruneofa.config.base import StrictModel
 from pruneofa.token_loss import IGNORE, LogitSource, token_loss
@@ -48,6 +50,9 @@ class DistillConfig(StrictModel):
         "none), one entry per student hidden state; default ⌊i·L_teacher/L_student⌋")
     alpha_attention: float = Field(0.0, ge=0.0, description="weight of the KL between teacher and student attention "
                                    "distributions, MiniLM-style (needs equal head counts)")
+    alpha_sentence: float = Field(0.0, ge=0.0, description="weight of 1 - cos between the student's and the "
+                                  "teacher's sentence embeddings (mean-pooled last hidden states): keeps a "
+                                  "sentence-embedding model's geometry while the LM objective trains it")
     attention_layers: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, min_length=1, description="student layers (1-based) whose attention is distilled, each from the "
         "teacher layer hidden_layers maps it to; default the last")
@@ -55,7 +60,12 @@ class DistillConfig(StrictModel):
     @property
     def uses_teacher(self) -> bool:
         """Whether any term needs the teacher."""
-        return self.alpha_kd > 0 or self.alpha_hidden > 0 or self.alpha_attention > 0
+        return self.alpha_kd > 0 or self.represents
+
+    @property
+    def represents(self) -> bool:
+        """Whether a representation term is on (the models return hidden states or attentions)."""
+        return self.alpha_hidden > 0 or self.alpha_attention > 0 or self.alpha_sentence > 0
 
 
 CE_ONLY = DistillConfig(alpha_ce=1.0, alpha_kd=0.0)
@@ -68,7 +78,7 @@ def applicable_config(config: DistillConfig, teacher_ran: bool) -> DistillConfig
 
 def representation_outputs(config: DistillConfig) -> dict[str, bool]:
     """The forward's keyword arguments that return what the representation terms compare."""
-    return {**({"output_hidden_states": True} if config.alpha_hidden > 0 else {}),
+    return {**({"output_hidden_states": True} if config.alpha_hidden > 0 or config.alpha_sentence > 0 else {}),
             **({"output_attentions": True} if config.alpha_attention > 0 else {})}
 
 
@@ -80,7 +90,7 @@ def prepare_for_distillation(student: nn.Module, teacher: nn.Module | None, conf
     """Where the models are built: refuse a pair the representation terms cannot match (widths, head
     counts, layer lists), and when the attention term is on switch both to an attention that returns
     its probabilities (`pruneofa.attention_probabilities`). Doing it twice changes nothing."""
-    if teacher is None or not (config.alpha_hidden > 0 or config.alpha_attention > 0):
+    if teacher is None or not config.represents:
         return
     s, t = _unwrapped(student).config, teacher.config
     depths = getattr(s, "num_hidden_layers", None), getattr(t, "num_hidden_layers", None)
@@ -89,6 +99,7 @@ def prepare_for_distillation(student: nn.Module, teacher: nn.Module | None, conf
         if config.alpha_attention > 0:
             attention_pairs(mapping, config.attention_layers)
     for key, what, attribute in (("alpha_hidden", "hidden width", "hidden_size"),
+                                 ("alpha_sentence", "hidden width", "hidden_size"),
                                  ("alpha_attention", "number of attention heads", "num_attention_heads")):
         sizes = getattr(s, attribute, None), getattr(t, attribute, None)
         if getattr(config, key) > 0 and None not in sizes:
@@ -181,7 +192,7 @@ def distillation_loss(
     `mask` is the attention mask: the tokens that count for token-level KD and the representation
     terms (a classifier's KD has one distribution per example and ignores it).
 
-    Returns {"loss", "ce"[, "kd", "hidden", "attention"]}; "loss" is what to backpropagate.
+    Returns {"loss", "ce"[, "kd", "hidden", "attention", "sentence"]}; "loss" is what to backpropagate.
     """
     config = applicable_config(config, teacher_out is not None)
     token_level = student_out.logits is not None and student_out.logits.dim() == 3
@@ -201,12 +212,13 @@ def distillation_loss(
 
 def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, teacher_out: Any | None,
                               config: DistillConfig, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """`parts` with α_hidden · L_hid and α_attention · L_att added to its "loss" (each when a teacher
-    ran and its weight is > 0) and reported as "hidden" and "attention"; every part but "loss"
-    detached (they are for logging)."""
-    if teacher_out is not None and (config.alpha_hidden > 0 or config.alpha_attention > 0):
+    """`parts` with α_hidden · L_hid, α_attention · L_att and α_sentence · L_sent added to its "loss"
+    (each when a teacher ran and its weight is > 0) and reported as "hidden", "attention" and
+    "sentence"; every part but "loss" detached (they are for logging)."""
+    if teacher_out is not None and config.represents:
         # a model's depth, from what it returned: hidden states 0..L or the attention of layers 1..L
-        name, extra = ("hidden_states", 1) if config.alpha_hidden > 0 else ("attentions", 0)
+        hidden_states = config.alpha_hidden > 0 or config.alpha_sentence > 0
+        name, extra = ("hidden_states", 1) if hidden_states else ("attentions", 0)
         s_reps, t_reps = _returned(student_out, name), _returned(teacher_out, name)
         mapping = layer_map(len(s_reps) - extra, len(t_reps) - extra, config.hidden_layers)
         loss = parts["loss"]
@@ -217,6 +229,9 @@ def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, 
             attention = attention_kl(_returned(student_out, "attentions"), _returned(teacher_out, "attentions"),
                                      attention_pairs(mapping, config.attention_layers), mask)
             loss, parts = loss + config.alpha_attention * attention, {**parts, "attention": attention}
+        if config.alpha_sentence > 0:
+            sentence = sentence_embedding_loss(s_reps[-1], t_reps[-1], mask)
+            loss, parts = loss + config.alpha_sentence * sentence, {**parts, "sentence": sentence}
         parts = {**parts, "loss": loss}
     return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
 

@@ -4,7 +4,8 @@ Notation. h^i [batch, tokens, width] is hidden state i of a model: h^0 the embed
 output of layer i (transformers' `hidden_states[i]`). A^i [batch, heads, queries, keys] is the
 attention distribution of layer i (`attentions[i - 1]`). m ∈ {0, 1}^[batch, tokens] is the attention
 mask: only its tokens count, as positions and, through the models' own masking, as keys. P is the
-set of (student index, teacher index) pairs that are matched.
+set of (student index, teacher index) pairs that are matched. e = Σ_n m_n h^L[n] / Σ_n m_n is a
+sequence's mean-pooled last hidden state: the sentence embedding of sentence-transformers' models.
 
 A student of another depth is matched through a layer map j(i) (`layer_map`), by default the uniform
 one of TinyBERT: the embeddings to the embeddings, the last layer to the last, the rest spread evenly.
@@ -116,3 +117,25 @@ def attention_kl(student_attentions: Sequence[torch.Tensor], teacher_attentions:
         m = _token_weights(mask, per_query)
         losses.append((per_query * m).sum() / m.sum().clamp_min(1.0))
     return torch.stack(losses).mean()
+
+
+def mean_pooled(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """e[b] = Σ_n m_bn h[b,n] / Σ_n m_bn: each sequence's mean over its counted tokens, as
+    sentence-transformers pools (and `pruneofa.runtime.encode` with it)."""
+    m = _token_weights(mask, hidden).to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def sentence_embedding_loss(student_last: torch.Tensor, teacher_last: torch.Tensor,
+                            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One minus the cosine between the student's and the teacher's sentence embeddings, over the batch:
+
+        L_sent = 1/B · Σ_b (1 − cos(e_s[b], e_t[b]))
+
+    Cosine, not squared error, because retrieval compares L2-normalised embeddings: only their
+    direction counts. 0 when the student's embeddings point where the teacher's do, 1 when orthogonal.
+    """
+    check_same("hidden width", student_last.shape[-1], teacher_last.shape[-1], "alpha_sentence")
+    e_s = mean_pooled(student_last.float(), mask)
+    e_t = mean_pooled(teacher_last.float().detach(), mask)
+    return (1.0 - torch.nn.functional.cosine_similarity(e_s, e_t, dim=-1)).mean()

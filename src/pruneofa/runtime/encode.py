@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneofa.modeldir import SentencePooling, is_sentence_transformers_dir, read_pooling
+from pruneofa.representation_kd import mean_pooled
 from pruneofa.runtime.fast_path import BertFastPath
 
 
@@ -28,14 +29,13 @@ def pooling_of(model_dir: str | Path | None) -> SentencePooling:
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: SentencePooling) -> torch.Tensor:
     """[B, S, H] token states and the [B, S] 0/1 mask -> [B, H] sentence embeddings."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     if pooling.mode == "mean":
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        pooled = mean_pooled(hidden, attention_mask)
     elif pooling.mode == "cls":  # the first attended token (left padding included)
         first = attention_mask.to(torch.int).argmax(dim=1)
         pooled = hidden[torch.arange(hidden.shape[0]), first]
     elif pooling.mode == "max":
-        pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+        pooled = hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
     else:
         raise ValueError(f"unknown pooling {pooling.mode!r}")
     return F.normalize(pooled, p=2, dim=1) if pooling.normalize else pooled

@@ -97,8 +97,8 @@ def lm_objective(distill: DistillConfig, causal: bool):
         nonlocal prepared
         if not prepared:  # once, on the first batch: the stage hands the models over only through fit
             if frozen_teacher is None and distill.uses_teacher:
-                raise UserError("distill.alpha_attention needs the teacher, which this stage did not load",
-                                "set distill.alpha_kd or distill.alpha_hidden above 0 as well")
+                raise UserError("distill's teacher terms need the teacher, which this stage did not load",
+                                "pass the frozen teacher to fit (run_lm_stage loads it when a teacher term is on)")
             prepare_for_distillation(student, frozen_teacher, distill)
             prepared = True
         config = applicable_config(distill, frozen_teacher is not None)
