@@ -92,3 +92,23 @@ def test_classifier_kd_counts_examples_while_the_representation_terms_count_toke
     # with α_kd = 0 the CE keeps its weight α_ce while a representation term is on, and no KD is computed
     parts = distillation_loss(out_s, out_t, cfg.model_copy(update={"alpha_kd": 0.0}), mask)
     assert parts["loss"].item() == pytest.approx(0.5 * 2.0 + 0.3 * hidden.item(), rel=1e-6) and "kd" not in parts
+
+
+def test_sentence_term_adds_to_the_loss_from_the_last_hidden_states():
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from pruneofa.distill import representation_outputs
+    from pruneofa.representation_kd import sentence_embedding_loss
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    h_s, h_t = [torch.randn(2, 3, 4) for _ in range(3)], [torch.randn(2, 3, 4) for _ in range(3)]
+    out_s = SequenceClassifierOutput(loss=torch.tensor(2.0), logits=torch.randn(2, 3), hidden_states=tuple(h_s))
+    out_t = SequenceClassifierOutput(logits=torch.randn(2, 3), hidden_states=tuple(h_t))
+    cfg = DistillConfig(alpha_ce=0.5, alpha_kd=0.0, alpha_sentence=4.0)
+    assert cfg.uses_teacher and representation_outputs(cfg) == {"output_hidden_states": True}
+    parts = distillation_loss(out_s, out_t, cfg, mask)
+    sentence = sentence_embedding_loss(h_s[-1], h_t[-1], mask).item()
+    assert sentence > 0.1 and parts["sentence"].item() == pytest.approx(sentence, rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(0.5 * 2.0 + 4.0 * sentence, rel=1e-6)
+    assert "hidden" not in parts and "attention" not in parts

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from pruneofa.errors import UserError
-from pruneofa.representation_kd import attention_kl, attention_pairs, hidden_pairs, layer_map, scaled_hidden_state_loss
+from pruneofa.representation_kd import (
+    attention_kl,
+    attention_pairs,
+    hidden_pairs,
+    layer_map,
+    scaled_hidden_state_loss,
+    sentence_embedding_loss,
+)
 
 BATCH, TOKENS, WIDTH, HEADS = 2, 4, 3, 2
 MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])  # the second example ends in two padding tokens
@@ -55,6 +62,18 @@ def hand_attention(student, teacher, pairs, mask):
                             total += p_t * (math.log(p_t) - math.log(p_s)) / HEADS
         per_layer.append(total / queries)
     return sum(per_layer) / len(per_layer)
+
+
+def hand_sentence(student, teacher, mask):
+    """1 - cos of the masked token means, example by example, averaged."""
+    total = 0.0
+    for b in range(BATCH):
+        kept = [n for n in range(TOKENS) if mask[b][n]]
+        e_s = [sum(student[b, n, d].item() for n in kept) / len(kept) for d in range(WIDTH)]
+        e_t = [sum(teacher[b, n, d].item() for n in kept) / len(kept) for d in range(WIDTH)]
+        dot = sum(x * y for x, y in zip(e_s, e_t))
+        total += 1 - dot / (math.sqrt(sum(x * x for x in e_s)) * math.sqrt(sum(y * y for y in e_t)))
+    return total / BATCH
 
 
 def test_uniform_layer_map_of_a_2_layer_student_on_a_4_layer_teacher():
@@ -156,3 +175,22 @@ def test_width_and_head_mismatches_are_refused_in_one_line():
     more_heads = tuple(torch.full((BATCH, HEADS + 2, TOKENS, TOKENS), 1 / TOKENS) for _ in range(2))
     with pytest.raises(UserError, match=r"number of attention heads to equal the teacher's \(2 vs 4\)"):
         attention_kl(attentions(2, 2), more_heads, attention_pairs(layer_map(2, 2)), MASK)
+
+
+def test_sentence_term_equals_the_hand_computation_and_ignores_padding():
+    student, teacher = hidden_states(0, 0)[0], hidden_states(0, 1)[0]
+    got = sentence_embedding_loss(student, teacher, MASK)
+    assert got.item() == pytest.approx(hand_sentence(student, teacher, MASK.tolist()), rel=1e-5)
+    changed = student.masked_fill((MASK == 0)[..., None], 123.0)
+    torch.testing.assert_close(sentence_embedding_loss(changed, teacher, MASK), got)
+    assert sentence_embedding_loss(changed, teacher).item() != pytest.approx(got.item(), rel=1e-3)
+
+
+def test_sentence_term_sees_directions_only():
+    student, teacher = hidden_states(0, 0)[0], hidden_states(0, 1)[0]
+    base = sentence_embedding_loss(student, teacher, MASK)
+    torch.testing.assert_close(sentence_embedding_loss(5 * student, 0.1 * teacher, MASK), base)
+    assert sentence_embedding_loss(3 * teacher, teacher, MASK).item() == pytest.approx(0.0, abs=1e-6)
+    assert sentence_embedding_loss(-teacher, teacher, MASK).item() == pytest.approx(2.0, abs=1e-6)
+    with pytest.raises(UserError, match=r"distill.alpha_sentence=0"):
+        sentence_embedding_loss(student, torch.randn(BATCH, TOKENS, WIDTH + 1), MASK)

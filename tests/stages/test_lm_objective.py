@@ -152,6 +152,22 @@ def test_representation_terms_are_added_on_top(family):
     assert hidden > 0 and attention > 0
 
 
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_sentence_term_alone_compares_the_last_hidden_states(family):
+    from pruneofa.representation_kd import sentence_embedding_loss
+
+    causal = family == "gpt2"
+    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0, alpha_sentence=2.0)
+    student, teacher, batch = tiny_lm(family, 0), deep_teacher(family), lm_batch(causal)
+    parts = lm.lm_objective(config, causal)(student, teacher, batch)
+    inputs, mask = {k: v for k, v in batch.items() if k != "labels"}, batch["attention_mask"]
+    out_s, out_t = student(**inputs, output_hidden_states=True), teacher(**inputs, output_hidden_states=True)
+    sentence = sentence_embedding_loss(out_s.hidden_states[-1], out_t.hidden_states[-1], mask)
+    ref = reference_loss(out_s.logits, out_t.logits, batch["labels"], mask, config, causal) + 2.0 * sentence
+    torch.testing.assert_close(parts["loss"], ref, rtol=1e-5, atol=1e-6)
+    assert set(parts) == {"loss", "ce", "kd", "sentence"} and parts["sentence"] > 0
+
+
 def test_without_logit_kd_the_teacher_head_never_runs_and_only_labelled_logits_are_built(monkeypatch):
     import pruneofa.distill as distill
 
