@@ -29,7 +29,7 @@ LAYERS: list[list[str]] = [
     ["pruneofa.bench", "pruneofa.tasks", "pruneofa.train"],
     ["pruneofa.runtime", "pruneofa.export"],
     ["pruneofa.modeldir"],
-    ["pruneofa.quantization", "pruneofa.head_kd"],
+    ["pruneofa.quantization", "pruneofa.head_kd", "pruneofa.trainer_kd"],
     ["pruneofa.distill"],
     ["pruneofa.representation_kd", "pruneofa.deferred_logits", "pruneofa.attention_probabilities"],
     ["pruneofa.models", "pruneofa.token_loss"],

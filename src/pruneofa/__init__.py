@@ -6,7 +6,8 @@ Public API (see README):
 - `distillation_loss`, `DistillationLoss`: knowledge distillation.
 """
 
-from pruneofa.distill import DistillationLoss, distillation_loss
+from pruneofa.distill import distillation_loss
+from pruneofa.trainer_kd import DistillationLoss
 from pruneofa.sparsity import Pruner, PruningConfig
 from pruneofa.sparsity.callback import PruningCallback
 from pruneofa.version import __version__

@@ -9,7 +9,8 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 import pruneofa.stages.lm as lm
 from pruneofa.deferred_logits import forward_deferring_logits
-from pruneofa.distill import DistillationLoss, DistillConfig
+from pruneofa.distill import DistillConfig
+from pruneofa.trainer_kd import DistillationLoss
 from tests.conftest import FAMILIES, tiny_config
 from tests.test_token_loss import reference_loss
 
