@@ -3,7 +3,9 @@
 An LM's last step maps every token's features to a vocabulary-sized row of logits: [tokens, vocab]
 values, 250 MB in fp32 at 16 x 128 tokens and a 30k vocabulary, more than the rest of a small
 model's activations. `pruneofa.token_loss` needs only a chunk of those rows at a time, so the
-layer is skipped here and its input, weight and bias are handed over instead.
+layer is skipped here and its input, weight and bias are handed over instead. The layer is swapped
+for a pass-through module for the one call (as module-swapping quantization does), so no forward
+is patched and the layer object itself is never changed.
 """
 
 from __future__ import annotations
@@ -34,17 +36,14 @@ def forward_deferring_logits(model: nn.Module, *args: Any, **kwargs: Any) -> tup
     if not _skippable(layer) or inner in _NOT_SKIPPABLE:
         out = model(*args, **kwargs)
         return out, LogitSource(out.logits)
-    inputs = []
-
-    def skip(features):
-        inputs.append(features)
-        return features
-
-    layer.forward = skip  # an instance attribute: shadows nn.Linear.forward for this call only
+    parent, name = _owner(inner, layer)
+    passthrough = _PassThrough()
+    setattr(parent, name, passthrough)
     try:
         out = model(*args, **kwargs)
     finally:
-        del layer.forward
+        setattr(parent, name, layer)
+    inputs = passthrough.inputs
     if len(inputs) == 1 and out.logits is inputs[0]:
         out["logits"] = None
         return out, LogitSource(inputs[0], layer.weight, layer.bias)
@@ -58,3 +57,24 @@ def _skippable(layer: nn.Module | None) -> bool:
     # a subclass with its own forward (fake quantization, ...) or a hook would be bypassed by the skip
     return (isinstance(layer, nn.Linear) and type(layer).forward is nn.Linear.forward
             and not (layer._forward_hooks or layer._forward_pre_hooks))
+
+
+class _PassThrough(nn.Module):
+    """Stands in for the output layer: returns the features it gets and keeps them."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs: list[Any] = []
+
+    def forward(self, features):
+        self.inputs.append(features)
+        return features
+
+
+def _owner(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, str]:
+    """The module that holds `layer` as an attribute, and the attribute's name."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is layer:
+                return parent, name
+    raise ValueError(f"{type(model).__name__}'s output layer is not one of its modules")

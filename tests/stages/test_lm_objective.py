@@ -110,6 +110,20 @@ class DoubledLogits(nn.Module):
         return MaskedLMOutput(logits=2 * self.head(x))
 
 
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_the_skipped_output_layer_is_put_back_even_when_the_forward_fails(family):
+    model, batch = tiny_lm(family, 0), lm_batch(family == "gpt2")
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    layer = model.get_output_embeddings()
+    out, source = forward_deferring_logits(model, **inputs)
+    assert out.logits is None and source.weight is layer.weight
+    assert model.get_output_embeddings() is layer and "forward" not in vars(layer)
+    with pytest.raises(RuntimeError):  # float token ids: the embedding lookup fails mid-forward
+        forward_deferring_logits(model, **{**inputs, "input_ids": inputs["input_ids"].float()})
+    assert model.get_output_embeddings() is layer
+    torch.testing.assert_close(model(**inputs).logits, source.materialize())
+
+
 def test_logits_changed_after_the_output_layer_are_computed_in_full():
     model, x = DoubledLogits(), torch.randn(2, 3, 4)
     for _ in range(2):  # found out on the first call, remembered on the second
