@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from pruneofa.attention_probabilities import return_attention_probabilities
@@ -27,12 +27,15 @@ from pruneofa.representation_kd import (
     attention_kl,
     attention_pairs,
     check_same,
+    clean_spans,
     hidden_pairs,
     layer_map,
     scaled_hidden_state_loss,
     sentence_embedding_loss,
 )
 from pruneofa.config.base import StrictModel
+from pruneofa.errors import UserError
+from pruneofa.models import is_causal_lm
 from pruneofa.token_loss import IGNORE, LogitSource, token_loss
 
 
@@ -53,9 +56,25 @@ class DistillConfig(StrictModel):
     alpha_sentence: float = Field(0.0, ge=0.0, description="weight of 1 - cos between the student's and the "
                                   "teacher's sentence embeddings (mean-pooled last hidden states): keeps a "
                                   "sentence-embedding model's geometry while the LM objective trains it")
+    sentence_inputs: Literal["batch", "spans"] = Field(
+        "batch", description="what the sentence term embeds: the training batch as it is, or (language-model "
+        "stages) clean short spans cut from it, sentence-length and unmasked, run through both models apart")
+    span_tokens: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
+        (4, 32), description="[fewest, most] tokens of a span (between its [CLS] and [SEP])")
     attention_layers: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, min_length=1, description="student layers (1-based) whose attention is distilled, each from the "
         "teacher layer hidden_layers maps it to; default the last")
+
+    @model_validator(mode="after")
+    def _span_range(self) -> "DistillConfig":
+        if self.span_tokens[0] > self.span_tokens[1]:
+            raise ValueError(f"distill.span_tokens {list(self.span_tokens)} is not [fewest, most]")
+        return self
+
+    @property
+    def sentence_on_batch(self) -> bool:
+        """Whether the sentence term compares the batch's own forward (not spans run apart)."""
+        return self.alpha_sentence > 0 and self.sentence_inputs == "batch"
 
     @property
     def uses_teacher(self) -> bool:
@@ -78,7 +97,7 @@ def applicable_config(config: DistillConfig, teacher_ran: bool) -> DistillConfig
 
 def representation_outputs(config: DistillConfig) -> dict[str, bool]:
     """The forward's keyword arguments that return what the representation terms compare."""
-    return {**({"output_hidden_states": True} if config.alpha_hidden > 0 or config.alpha_sentence > 0 else {}),
+    return {**({"output_hidden_states": True} if config.alpha_hidden > 0 or config.sentence_on_batch else {}),
             **({"output_attentions": True} if config.alpha_attention > 0 else {})}
 
 
@@ -93,6 +112,9 @@ def prepare_for_distillation(student: nn.Module, teacher: nn.Module | None, conf
     if teacher is None or not config.represents:
         return
     s, t = _unwrapped(student).config, teacher.config
+    if config.alpha_sentence > 0 and config.sentence_inputs == "spans" and is_causal_lm(s):
+        raise UserError("distill.sentence_inputs=spans cuts its spans from masked-LM blocks, and this model is causal",
+                        "use distill.sentence_inputs=batch, or distill.alpha_sentence=0")
     depths = getattr(s, "num_hidden_layers", None), getattr(t, "num_hidden_layers", None)
     if None not in depths:  # an unusual config is left to the loss, which checks the tensors themselves
         mapping = layer_map(*depths, config.hidden_layers)
@@ -215,9 +237,9 @@ def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, 
     """`parts` with α_hidden · L_hid, α_attention · L_att and α_sentence · L_sent added to its "loss"
     (each when a teacher ran and its weight is > 0) and reported as "hidden", "attention" and
     "sentence"; every part but "loss" detached (they are for logging)."""
-    if teacher_out is not None and config.represents:
+    if teacher_out is not None and (config.alpha_hidden > 0 or config.alpha_attention > 0 or config.sentence_on_batch):
         # a model's depth, from what it returned: hidden states 0..L or the attention of layers 1..L
-        hidden_states = config.alpha_hidden > 0 or config.alpha_sentence > 0
+        hidden_states = config.alpha_hidden > 0 or config.sentence_on_batch
         name, extra = ("hidden_states", 1) if hidden_states else ("attentions", 0)
         s_reps, t_reps = _returned(student_out, name), _returned(teacher_out, name)
         mapping = layer_map(len(s_reps) - extra, len(t_reps) - extra, config.hidden_layers)
@@ -229,11 +251,25 @@ def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, 
             attention = attention_kl(_returned(student_out, "attentions"), _returned(teacher_out, "attentions"),
                                      attention_pairs(mapping, config.attention_layers), mask)
             loss, parts = loss + config.alpha_attention * attention, {**parts, "attention": attention}
-        if config.alpha_sentence > 0:
+        if config.sentence_on_batch:
             sentence = sentence_embedding_loss(s_reps[-1], t_reps[-1], mask)
             loss, parts = loss + config.alpha_sentence * sentence, {**parts, "sentence": sentence}
         parts = {**parts, "loss": loss}
     return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
+
+
+def span_sentence_loss(student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor],
+                       config: DistillConfig) -> torch.Tensor:
+    """L_sent on clean short spans of a masked-LM batch (`clean_spans`), each model run on them apart:
+    the student without its output layer, the frozen teacher's base model without gradients."""
+    # the spans are a function of the batch alone, so a resumed run cuts the same ones
+    generator = torch.Generator().manual_seed(int(batch["input_ids"].sum()))
+    ids, mask = (t.to(batch["input_ids"].device) for t in clean_spans(
+        batch["input_ids"].cpu(), batch["labels"].cpu(), batch["attention_mask"].cpu(), config.span_tokens, generator))
+    out_s, _ = forward_deferring_logits(student, input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    with torch.no_grad():
+        t_last = getattr(teacher, "base_model", teacher)(input_ids=ids, attention_mask=mask).last_hidden_state
+    return sentence_embedding_loss(out_s.hidden_states[-1], t_last, mask)
 
 
 def _returned(out: Any, name: str) -> tuple[torch.Tensor, ...]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from pruneofa.errors import UserError
+from pruneofa.token_loss import IGNORE
 
 
 def layer_map(student_layers: int, teacher_layers: int,
@@ -139,3 +140,28 @@ def sentence_embedding_loss(student_last: torch.Tensor, teacher_last: torch.Tens
     e_s = mean_pooled(student_last.float(), mask)
     e_t = mean_pooled(teacher_last.float().detach(), mask)
     return (1.0 - torch.nn.functional.cosine_similarity(e_s, e_t, dim=-1)).mean()
+
+
+def clean_spans(input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
+                lengths: tuple[int, int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Short unmasked texts cut from a masked-LM batch, for the sentence term (`distill.sentence_inputs: spans`).
+
+    Row b's original tokens (its label where a token was masked) from a random offset, k ~ U[lo, hi]
+    of them (fewer when the row is shorter), framed by the row's own first and last tokens (a packed
+    block's [CLS] and [SEP]): sentence-length inputs as a sentence encoder sees them at inference,
+    where the LM blocks are 128 masked tokens. Returns (ids, attention mask), right-padded with 0.
+    """
+    original = torch.where(labels != IGNORE, labels, input_ids)
+    lo, hi = lengths
+    spans = []
+    for row, n_real in zip(original, attention_mask.sum(1).tolist()):
+        inner = max(n_real - 2, 1)  # the tokens between the frame
+        k = int(torch.randint(min(lo, inner), min(hi, inner) + 1, (), generator=generator))
+        start = 1 + int(torch.randint(0, inner - k + 1, (), generator=generator))
+        spans.append(torch.cat([row[:1], row[start:start + k], row[n_real - 1:n_real]]))
+    width = max(len(span) for span in spans)
+    ids = input_ids.new_zeros(len(spans), width)
+    mask = torch.zeros_like(ids)
+    for b, span in enumerate(spans):
+        ids[b, :len(span)], mask[b, :len(span)] = span, 1
+    return ids, mask

@@ -19,6 +19,7 @@ from pruneofa.distill import (
     token_distillation_loss,
     with_representation_terms,
 )
+from pruneofa.models import is_causal_lm
 from pruneofa.token_loss import LogitSource
 
 
@@ -37,13 +38,13 @@ class DistillationLoss:
     def __init__(self, teacher: nn.Module, config: DistillConfig | None = None, **kwargs: Any):
         self.teacher = teacher.eval().requires_grad_(False)
         self.config = config or DistillConfig(**kwargs)
+        if self.config.alpha_sentence > 0 and self.config.sentence_inputs == "spans":
+            raise ValueError("DistillationLoss compares the Trainer's own batch: use sentence_inputs='batch'")
         self._teacher_out: Any = None
         self._teacher_logits: LogitSource | None = None
         self._mask: torch.Tensor | None = None
 
     def attach(self, student: nn.Module) -> "DistillationLoss":
-        from pruneofa.models import is_causal_lm  # transformers' import cost, only when a Trainer is in use
-
         self._causal = is_causal_lm(student.config)
         prepare_for_distillation(student, self.teacher, self.config)
         student.register_forward_pre_hook(self._run_teacher, with_kwargs=True)

@@ -28,6 +28,7 @@ from pruneofa.distill import (
     prepare_for_distillation,
     representation_outputs,
     run_teacher,
+    span_sentence_loss,
     token_distillation_loss,
     with_representation_terms,
 )
@@ -110,7 +111,11 @@ def lm_objective(distill: DistillConfig, causal: bool):
                 out_t, logits_t = run_teacher(frozen_teacher, config, **inputs)
         mask = batch["attention_mask"]
         parts = token_distillation_loss(logits_s, logits_t, batch["labels"], config, mask, causal)
-        return with_representation_terms(parts, out_s, out_t, config, mask)
+        parts = with_representation_terms(parts, out_s, out_t, config, mask)
+        if config.alpha_sentence > 0 and config.sentence_inputs == "spans":
+            sentence = span_sentence_loss(student, frozen_teacher, batch, config)
+            parts = {**parts, "loss": parts["loss"] + config.alpha_sentence * sentence, "sentence": sentence.detach()}
+        return parts
 
     return compute_loss
 

@@ -101,6 +101,9 @@ class TaskRecipe(RecipeBase):
         p, steps = self.pruning, self.train.max_steps
         if p.method == "gmp" and p.target_step > steps:
             raise ValueError(f"pruning.target_step ({p.target_step}) is after train.max_steps ({steps})")
+        if self.distill.alpha_sentence > 0 and self.distill.sentence_inputs == "spans":
+            raise ValueError("distill.sentence_inputs=spans cuts spans from masked-LM blocks (the teacher and prune "
+                             "stages); a task stage's sentence term compares its own batch: drop the key")
         if self.distill.uses_teacher and not self.teacher:
             raise ValueError(f"{self.stage} distills from a task teacher: pass teacher=PATH (a fine-tuned model "
                              "of this task, e.g. the output of pruneofa finetune) or distill.alpha_kd=0 "
