@@ -9,6 +9,7 @@ from pruneofa.errors import UserError
 from pruneofa.representation_kd import (
     attention_kl,
     attention_pairs,
+    clean_spans,
     hidden_pairs,
     layer_map,
     scaled_hidden_state_loss,
@@ -194,3 +195,29 @@ def test_sentence_term_sees_directions_only():
     assert sentence_embedding_loss(-teacher, teacher, MASK).item() == pytest.approx(2.0, abs=1e-6)
     with pytest.raises(UserError, match=r"distill.alpha_sentence=0"):
         sentence_embedding_loss(student, torch.randn(BATCH, TOKENS, WIDTH + 1), MASK)
+
+
+def test_clean_spans_are_unmasked_framed_and_within_the_lengths():
+    ids = torch.arange(100, 140).reshape(2, 20)
+    ids[:, 0], ids[:, -1] = 1, 2  # a packed block's [CLS] ... [SEP]
+    ids[1, 15:] = 0  # the second row: 15 real tokens, then padding
+    attention = (ids != 0).long()
+    attention[1, 14] = 1
+    ids[1, 14] = 2
+    masked = ids.clone()
+    labels = torch.full_like(ids, -100)
+    for b, n in ((0, 3), (0, 7), (1, 5)):  # three masked tokens, as the MLM collator leaves them
+        labels[b, n], masked[b, n] = ids[b, n], 999
+    for seed in range(20):
+        spans, mask = clean_spans(masked, labels, attention, (3, 8), torch.Generator().manual_seed(seed))
+        for b in range(2):
+            n = int(mask[b].sum())
+            row = spans[b, :n].tolist()
+            assert row[0] == 1 and row[-1] == 2 and 3 <= n - 2 <= 8 and 999 not in row
+            inner = row[1:-1]
+            real = ids[b, 1:int(attention[b].sum()) - 1].tolist()
+            start = real.index(inner[0])
+            assert real[start:start + len(inner)] == inner  # a contiguous piece of the original row
+            assert (spans[b, n:] == 0).all()
+    again = clean_spans(masked, labels, attention, (3, 8), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, clean_spans(masked, labels, attention, (3, 8), torch.Generator().manual_seed(0)))

@@ -60,3 +60,15 @@ def test_two_processes_prune_resume_and_agree_on_masks(tiny_models, corpus_file,
     assert report["overall"] == pytest.approx(0.75, abs=0.01)
     meta = json.loads((out / "pruneofa.json").read_text())
     assert meta["sparsity"]["overall"] == pytest.approx(report["overall"])
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_span_sentence_term_as_a_second_forward(tiny_models, corpus_file, tmp_path):
+    # the spans go through the DDP-wrapped student a second time before the one backward
+    out = tmp_path / "ddp-spans"
+    spans = {"train.max_steps": 4, "distill.alpha_sentence": 1.0, "distill.sentence_inputs": "spans",
+             "distill.span_tokens": "[2,6]"}
+    run = torchrun("prune", *tiny_overrides(tiny_models["bert"], corpus_file, out, **PRUNE, **spans))
+    assert run.returncode == 0, run.stderr[-3000:]
+    history = json.loads((out / "checkpoints/step-4/history.json").read_text())
+    assert [h["sentence"] > 0 for h in history if "loss" in h] == [True] * 4

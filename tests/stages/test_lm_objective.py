@@ -10,6 +10,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 import pruneofa.stages.lm as lm
 from pruneofa.deferred_logits import forward_deferring_logits
 from pruneofa.distill import DistillConfig
+from pruneofa.errors import UserError
 from pruneofa.trainer_kd import DistillationLoss
 from tests.conftest import FAMILIES, tiny_config
 from tests.test_token_loss import reference_loss
@@ -181,6 +182,40 @@ def test_sentence_term_alone_compares_the_last_hidden_states(family):
     ref = reference_loss(out_s.logits, out_t.logits, batch["labels"], mask, config, causal) + 2.0 * sentence
     torch.testing.assert_close(parts["loss"], ref, rtol=1e-5, atol=1e-6)
     assert set(parts) == {"loss", "ce", "kd", "sentence"} and parts["sentence"] > 0
+
+
+def test_sentence_term_on_spans_embeds_clean_short_spans_apart():
+    from pruneofa.distill import clean_spans
+    from pruneofa.representation_kd import sentence_embedding_loss
+
+    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0, alpha_sentence=2.0,
+                           sentence_inputs="spans", span_tokens=(2, 5))
+    student, teacher, batch = tiny_lm("bert", 0), deep_teacher("bert"), lm_batch(causal=False)
+    parts = lm.lm_objective(config, causal=False)(student, teacher, batch)
+    inputs, mask = {k: v for k, v in batch.items() if k != "labels"}, batch["attention_mask"]
+    out_s, out_t = student(**inputs), teacher(**inputs)
+    ids, span_mask = clean_spans(batch["input_ids"], batch["labels"], mask, (2, 5),
+                                 torch.Generator().manual_seed(int(batch["input_ids"].sum())))
+    assert span_mask.sum(1).max() <= 7 and ids.shape[1] < batch["input_ids"].shape[1]
+    sentence = sentence_embedding_loss(student(input_ids=ids, attention_mask=span_mask, output_hidden_states=True)
+                                       .hidden_states[-1], teacher.base_model(ids, attention_mask=span_mask)
+                                       .last_hidden_state, span_mask)
+    ref = reference_loss(out_s.logits, out_t.logits, batch["labels"], mask, config) + 2.0 * sentence
+    torch.testing.assert_close(parts["loss"], ref, rtol=1e-5, atol=1e-6)
+    assert parts["sentence"] > 0
+
+
+def test_spans_are_refused_for_causal_models_and_task_stages():
+    from pruneofa.stages.recipes import FinetuneRecipe
+
+    config = DistillConfig(alpha_sentence=1.0, sentence_inputs="spans")
+    with pytest.raises(UserError, match="this model is causal"):
+        lm.lm_objective(config, causal=True)(tiny_lm("gpt2", 0), deep_teacher("gpt2"), lm_batch(causal=True))
+    with pytest.raises(ValueError, match="a task stage's sentence term compares its own batch"):
+        FinetuneRecipe.model_validate({"model": "m", "output_dir": "o", "teacher": "t", "data": {"task": "sst2"},
+                                       "distill": {"alpha_sentence": 1.0, "sentence_inputs": "spans"}})
+    with pytest.raises(ValueError, match=r"span_tokens \[9, 3\] is not \[fewest, most\]"):
+        DistillConfig(span_tokens=(9, 3))
 
 
 def test_without_logit_kd_the_teacher_head_never_runs_and_only_labelled_logits_are_built(monkeypatch):
