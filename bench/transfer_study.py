@@ -12,8 +12,9 @@ gets the same task-side budget (steps x batch), and the table also lists what ea
 Pre-training, once (per pre-training seed for the students):
   teacher            MiniLM-L6's new MLM head alone on the frozen encoder, then the whole model (teacher/offline)
   ofa-S-pP           Prune OFA as the paper runs it: GMP by magnitude + logit KD + LR rewinding (prune/offline)
-  best-S-pP          our recipe: the same, weights ranked by wanda's |w|·||x|| instead of |w| (prune/offline +
-                     pruning.criterion=wanda: the best criterion at the demo budget, docs/RESULTS.md session 6)
+  best-S-pP          our recipe, the demo's: the same, weights ranked by wanda's |w|·||x|| instead of |w|
+                     (session 6), the LM KD on the masked tokens only (session 8) and the sentence term
+                     distill.alpha_sentence=10 (session 9), see BEST_PRUNING
 Then, per task and task seed T, with the same steps x batch:
   dense-T            the teacher fine-tuned densely (the KD teacher of the runs below)
   ds-S-T             downstream-only pruning: the dense teacher pruned by GMP while it learns the task, + KD
@@ -55,6 +56,11 @@ def prune_schedule(steps: int) -> dict:
     return {"target_step": steps // 2, "stop_step": (4 * steps) // 5, "frequency": max(1, steps // 20)}
 
 
+# what the two pre-training arms set beyond their common overrides
+PAPER_PRUNING = {"pruning": {"criterion": "magnitude"}}
+BEST_PRUNING = {"pruning": {"criterion": "wanda"}, "distill": {"kd_positions": "masked", "alpha_sentence": 10.0}}
+
+
 def task_data(task: str, args: argparse.Namespace) -> dict:
     cap = {"max_eval_samples": args.max_eval_samples} if args.max_eval_samples else {}
     if task == "rt":
@@ -73,12 +79,13 @@ def study_pipeline(args: argparse.Namespace) -> dict:
     students = []
     for s in args.sparsities:
         for p in args.pretrain_seeds:
-            for arm, criterion in (("ofa", "magnitude"), ("best", "wanda")):
+            for arm, extra in (("ofa", PAPER_PRUNING), ("best", BEST_PRUNING)):
                 name = f"{arm}-{s}-p{p}"
                 students.append((name, arm))
                 steps[name] = {"stage": "prune", "recipe": "offline", "overrides": {
                     "model": "${teacher}", "seed": p, "train": lm_train, "pruning": {
-                        "target_sparsity": s / 100, "criterion": criterion, **prune_schedule(args.prune_steps)}}}
+                        "target_sparsity": s / 100, **extra["pruning"], **prune_schedule(args.prune_steps)},
+                    **({"distill": extra["distill"]} if "distill" in extra else {})}}
     for name in ["teacher", *(n for n, _ in students)]:
         steps[f"retrieval-{name}"] = {"stage": "eval", "recipe": "retrieval", "overrides": {
             "model": f"${{{name}}}", "retrieval.max_queries": args.retrieval_queries}}
@@ -190,7 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lm-batch", type=int, default=16)
     parser.add_argument("--lm-seq-len", type=int, default=128)
     parser.add_argument("--prune-batch", type=int, default=8, help="the students' batch (the teacher's: --lm-batch)")
-    parser.add_argument("--task-steps", type=int, default=160)
+    parser.add_argument("--task-steps", type=int, default=240,
+                        help="task-side steps of every arm (240: a sparse model gains 3 points over 120, session 8)")
     parser.add_argument("--task-batch", type=int, default=32)
     parser.add_argument("--prune-lr", type=float, default=1e-4,
                         help="the students' peak learning rate (3e-4 cost retrieval recall and no task accuracy)")

@@ -34,9 +34,11 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     assert {"teacher", *students, *retrieval, *task_runs} == set(steps)
     # the pre-training seed varies on purpose, and each task run distils from the dense run of its own seed
     assert steps["best-90-p2"].overrides["seed"] == 2 and steps["best-90-p2"].recipe == "offline"
-    # the two pre-training arms differ only in how weights are ranked
+    # the two pre-training arms differ only in how weights are ranked and in the distillation terms
     ofa, best = steps["ofa-90-p2"].overrides, steps["best-90-p2"].overrides
-    assert (ofa.pop("pruning.criterion"), best.pop("pruning.criterion")) == ("magnitude", "wanda") and ofa == best
+    assert (ofa.pop("pruning.criterion"), best.pop("pruning.criterion")) == ("magnitude", "wanda")
+    assert {k: best.pop(k) for k in list(best) if k.startswith("distill.")} == {
+        "distill.kd_positions": "masked", "distill.alpha_sentence": 10.0} and ofa == best
     assert steps["pairs-ofa-85-p2-t3"].overrides["teacher"] == "${pairs-dense-t3}"
     assert steps["pairs-ofa-85-p2-t3"].overrides["model"] == "${ofa-85-p2}"
     assert steps["rt-ds-90-t1"].overrides["pruning.target_sparsity"] == 0.9
