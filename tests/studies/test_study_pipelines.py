@@ -48,7 +48,8 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     assert budgets == {(args.task_steps, args.task_batch)}
     # learning rates by kind of model, as measured at this budget (docs/RESULTS.md)
     lrs = {name: spec.overrides["train.lr"] for name, spec in steps.items() if "train.lr" in spec.overrides}
-    assert lrs["rt-dense-t1"] == args.dense_lr and lrs["pairs-ds-90-t2"] == lrs["rt-ofa-85-p1-t3"] == args.sparse_lr
+    assert lrs["rt-dense-t1"] == args.dense_lr and lrs["rt-ds-90-t2"] == lrs["rt-ofa-85-p1-t3"] == args.sparse_lr
+    assert lrs["pairs-ds-90-t2"] == lrs["pairs-best-85-p1-t3"] == args.pairs_sparse_lr < args.sparse_lr
     assert lrs["best-85-p2"] == args.prune_lr and args.sparse_lr > args.dense_lr
 
 
