@@ -77,6 +77,11 @@ class DistillConfig(StrictModel):
         return self.alpha_sentence > 0 and self.sentence_inputs == "batch"
 
     @property
+    def sentence_on_spans(self) -> bool:
+        """Whether the sentence term compares clean spans cut from an MLM batch, run through both models apart."""
+        return self.alpha_sentence > 0 and self.sentence_inputs == "spans"
+
+    @property
     def uses_teacher(self) -> bool:
         """Whether any term needs the teacher."""
         return self.alpha_kd > 0 or self.represents
@@ -112,7 +117,7 @@ def prepare_for_distillation(student: nn.Module, teacher: nn.Module | None, conf
     if teacher is None or not config.represents:
         return
     s, t = _unwrapped(student).config, teacher.config
-    if config.alpha_sentence > 0 and config.sentence_inputs == "spans" and is_causal_lm(s):
+    if config.sentence_on_spans and is_causal_lm(s):
         raise UserError("distill.sentence_inputs=spans cuts its spans from masked-LM blocks, and this model is causal",
                         "use distill.sentence_inputs=batch, or distill.alpha_sentence=0")
     depths = getattr(s, "num_hidden_layers", None), getattr(t, "num_hidden_layers", None)

@@ -38,7 +38,7 @@ class DistillationLoss:
     def __init__(self, teacher: nn.Module, config: DistillConfig | None = None, **kwargs: Any):
         self.teacher = teacher.eval().requires_grad_(False)
         self.config = config or DistillConfig(**kwargs)
-        if self.config.alpha_sentence > 0 and self.config.sentence_inputs == "spans":
+        if self.config.sentence_on_spans:
             raise ValueError("DistillationLoss compares the Trainer's own batch: use sentence_inputs='batch'")
         self._teacher_out: Any = None
         self._teacher_logits: LogitSource | None = None

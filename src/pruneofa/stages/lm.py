@@ -112,7 +112,7 @@ def lm_objective(distill: DistillConfig, causal: bool):
         mask = batch["attention_mask"]
         parts = token_distillation_loss(logits_s, logits_t, batch["labels"], config, mask, causal)
         parts = with_representation_terms(parts, out_s, out_t, config, mask)
-        if config.alpha_sentence > 0 and config.sentence_inputs == "spans":
+        if config.sentence_on_spans:
             sentence = span_sentence_loss(student, frozen_teacher, batch, config)
             parts = {**parts, "loss": parts["loss"] + config.alpha_sentence * sentence, "sentence": sentence.detach()}
         return parts

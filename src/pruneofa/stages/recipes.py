@@ -101,7 +101,7 @@ class TaskRecipe(RecipeBase):
         p, steps = self.pruning, self.train.max_steps
         if p.method == "gmp" and p.target_step > steps:
             raise ValueError(f"pruning.target_step ({p.target_step}) is after train.max_steps ({steps})")
-        if self.distill.alpha_sentence > 0 and self.distill.sentence_inputs == "spans":
+        if self.distill.sentence_on_spans:
             raise ValueError("distill.sentence_inputs=spans cuts spans from masked-LM blocks (the teacher and prune "
                              "stages); a task stage's sentence term compares its own batch: drop the key")
         if self.distill.uses_teacher and not self.teacher:
