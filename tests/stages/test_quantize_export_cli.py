@@ -153,11 +153,11 @@ def test_shipped_quantize_recipe_validates_and_names_its_command():
 
 
 def test_int8_embeddings_cost_scores_both_exports_of_the_qat_model(runs, tmp_path, monkeypatch):
-    """bench/int8_embeddings_cost.py: the demo's choice of int8 embeddings rests on it."""
+    """studies/int8_embeddings_cost.py: the demo's choice of int8 embeddings rests on it."""
     import sys
     from pathlib import Path
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "studies"))
     import int8_embeddings_cost
 
     sys.modules.pop("int8_embeddings_cost", None)

@@ -1,4 +1,4 @@
-"""The study scripts in bench/ build pipelines the schema accepts (every step's stage, options and
+"""The study scripts in studies/ build pipelines the schema accepts (every step's stage, options and
 ${step} references), at their default budgets: a typo there would otherwise surface an hour into a run."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pytest
 
 from pruneofa.pipeline.schema import validate_pipeline
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 @pytest.fixture(autouse=True)
-def bench_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))  # the scripts import each other as top-level modules
+def studies_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(STUDIES))  # the scripts import each other as top-level modules
     yield
     for name in ("transfer_study", "pattern_study"):
         sys.modules.pop(name, None)

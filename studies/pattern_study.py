@@ -1,7 +1,7 @@
 """Accuracy and speed of each sparsity pattern at an equal training budget (issue: speed from sparsity).
 
-    .venv/bin/python bench/pattern_study.py            # after bench/transfer_study.py (reuses its teacher)
-    .venv/bin/python bench/pattern_study.py --lm-teacher runs/offline/teacher --task-teacher runs/offline/rt-teacher
+    .venv/bin/python studies/pattern_study.py            # after studies/transfer_study.py (reuses its teacher)
+    .venv/bin/python studies/pattern_study.py --lm-teacher runs/offline/teacher --task-teacher runs/offline/rt-teacher
 
 Every pattern prunes the same prepared MiniLM teacher with the same GMP + KD + LR-rewinding budget,
 then transfers to Rotten Tomatoes with its zeros locked and KD from the same dense task teacher, with
@@ -104,7 +104,7 @@ def main() -> int:
     args = parser.parse_args()
     for path in (args.lm_teacher, args.task_teacher):
         if not (path / "config.json").is_file():
-            raise SystemExit(f"{path} is not a model dir: run bench/transfer_study.py first or pass --lm-teacher/--task-teacher")
+            raise SystemExit(f"{path} is not a model dir: run studies/transfer_study.py first or pass --lm-teacher/--task-teacher")
     if args.threads:
         torch.set_num_threads(args.threads)
     PipelineRunner(validate_pipeline(study_pipeline(args)), Path(__file__)).run()

@@ -1,6 +1,6 @@
 """How far a pruned encoder's sentence embeddings sit from its teacher's, on the retrieval eval's texts.
 
-    python bench/embedding_drift.py TEACHER_DIR STUDENT_DIR [STUDENT_DIR ...] [--json out.json]
+    python studies/embedding_drift.py TEACHER_DIR STUDENT_DIR [STUDENT_DIR ...] [--json out.json]
 
 For each held-out (title, summary) pair of `pruneofa eval MODEL retrieval` (the same split and pooling):
 the mean cosine between the student's and the teacher's embedding of the same title and of the same summary,

@@ -1,6 +1,6 @@
 """What storing the embedding tables in int8 costs in accuracy: the file a deployment reads, scored.
 
-    python bench/int8_embeddings_cost.py QAT_DIR [--max-eval-samples N] [--json out.json]
+    python studies/int8_embeddings_cost.py QAT_DIR [--max-eval-samples N] [--json out.json]
 
 QAT_DIR is the output of `pruneofa quantize` (e.g. runs/demo/rt-int8). The script writes the
 compressed int8 export twice (embeddings fp32, as the method leaves them, and embeddings int8 with

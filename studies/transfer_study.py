@@ -1,10 +1,10 @@
 """Prune OFA against downstream-only pruning, at an equal task-side budget, on two local tasks (issue #15).
 
-    .venv/bin/python bench/transfer_study.py                          # the recorded study (docs/RESULTS.md)
-    .venv/bin/python bench/transfer_study.py --task-seeds 1 2 3 --pretrain-seeds 1 2 --tasks rt pairs
-    .venv/bin/python bench/transfer_study.py --smoke                  # a few steps of everything, to check the wiring
-    .venv/bin/python bench/transfer_study.py ... --only rt-dense-t2 rt-ds-85-t2 ...   # some steps, in another process
-    .venv/bin/python bench/transfer_study.py ... --summarize          # study.{md,json} from the runs made
+    .venv/bin/python studies/transfer_study.py                          # the recorded study (docs/RESULTS.md)
+    .venv/bin/python studies/transfer_study.py --task-seeds 1 2 3 --pretrain-seeds 1 2 --tasks rt pairs
+    .venv/bin/python studies/transfer_study.py --smoke                  # a few steps of everything, to check the wiring
+    .venv/bin/python studies/transfer_study.py ... --only rt-dense-t2 rt-ds-85-t2 ...   # some steps, in another process
+    .venv/bin/python studies/transfer_study.py ... --summarize          # study.{md,json} from the runs made
 
 The paper's framing: the sparse pre-trained model is made once and used for every task, so every arm
 gets the same task-side budget (steps x batch), and the table also lists what each arm cost in all.
