@@ -1,0 +1,82 @@
+"""bench/deepsparse_compare.py, with onnxruntime in the worker where DeepSparse is not installed: the
+worker runs in another process, alternates with our engines and computes what its ONNX file says."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench.conftest import SEQ
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture()
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # it imports its neighbours as top-level modules
+    import deepsparse_compare
+
+    yield deepsparse_compare
+    sys.modules.pop("deepsparse_compare", None)
+
+
+def _args(*extra: str) -> list[str]:
+    return ["--other-python", sys.executable, "--other-engine", "onnxruntime", "--threads", "1",
+            "--rounds", "3", "--warmup", "1", "--seq-len", str(SEQ), *extra]
+
+
+def test_fp32_worker_matches_torch_and_every_engine_is_timed_each_round(script, sparse_dir, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    assert script.main([str(sparse_dir), *_args("--engines", "torch,sparse", "--json", str(out))]) == 0
+    result = json.loads(out.read_text())
+    rows = {row["engine"]: row for row in result["rows"]}
+    assert set(rows) == {"torch", "sparse", "onnxruntime (fp32 ONNX)"}
+    worker = rows["onnxruntime (fp32 ONNX)"]
+    assert worker["rel_error"] < 1e-4  # the worker ran the model's own ONNX export on the same inputs
+    assert rows["torch"]["x_dense_fp32"] == 1.0
+    for row in rows.values():
+        assert row["median_ms"] >= row["min_ms"] > 0
+    assert result["other"]["engine"] == "onnxruntime" and result["other"]["version"]
+    assert "| onnxruntime (fp32 ONNX) |" in capsys.readouterr().out
+
+
+def test_qat_dir_gives_the_worker_the_int8_qdq_export(script, qat_dir, tmp_path):
+    out = tmp_path / "result.json"
+    assert script.main([str(qat_dir), *_args("--engines", "torch,sparse-int8", "--json", str(out))]) == 0
+    rows = {row["engine"]: row for row in json.loads(out.read_text())["rows"]}
+    qdq = rows["onnxruntime (int8 QDQ ONNX)"]
+    assert 0 < qdq["rel_error"] < 0.1  # int8: close to the fp32 reference, not equal to it
+
+
+def test_alternate_records_rounds_after_warmup_for_each_engine(script):
+    calls = []
+
+    class FakeWorker:
+        def seconds(self):
+            calls.append("other")
+            return 0.5
+
+    times = script.alternate({"a": lambda: calls.append("a")}, FakeWorker(), "other", rounds=4, warmup=2)
+    assert calls.count("a") == calls.count("other") == 6
+    assert times["other"] == [0.5] * 4 and len(times["a"]) == 4
+
+
+def test_missing_engine_in_the_other_venv_is_a_one_line_error(script, sparse_dir, capsys):
+    if importlib.util.find_spec("deepsparse"):
+        pytest.skip("deepsparse is installed here: the missing-engine path cannot be reached")
+    args = _args("--engines", "torch")
+    args[args.index("onnxruntime")] = "deepsparse"
+    assert script.main([str(sparse_dir), *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "deepsparse is not importable" in errors[0] and "pip install deepsparse" in errors[0]
+
+
+def test_other_python_that_does_not_exist_is_a_one_line_error(script, sparse_dir, tmp_path, capsys):
+    args = _args("--engines", "torch")
+    args[1] = str(tmp_path / "no-venv" / "python")
+    assert script.main([str(sparse_dir), *args]) == 2
+    assert "cannot start --other-python" in capsys.readouterr().err
