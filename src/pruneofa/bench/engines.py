@@ -38,7 +38,7 @@ REFERENCE = "torch"
 @dataclass(frozen=True)
 class EngineSpec:
     name: str
-    artifact: str  # an artifacts.ARTIFACT_KINDS entry
+    artifact: str  # a kind ArtifactStore.get makes: hf, compressed-fp32|int8, onnx-fp32, onnx-int8-dynamic, onnx-qdq
     precision: str  # "fp32" | "int8": chooses the accuracy tolerance
     description: str
 
