@@ -12,16 +12,17 @@ them alike. Ratios are of medians to dense fp32 PyTorch (`torch`) in the same ru
     .venv/bin/python bench/deepsparse_compare.py --random-shape base --sparsity 0.9 --qat \\
         --other-python ~/ds/bin/python --threads 2 --rounds 30 --priority --json runs/ds-base.json
 
-MODEL_DIR is any directory `pruneofa bench` takes. DeepSparse runs the fp32 ONNX export, or with a QAT
-dir (`pruneofa quantize`; `--qat` makes one from a random model by calibrating the observers on random
-batches) the int8 QDQ export, which is what its int8 kernels need; sparse-int8 then reads the same
-scales. `--other-engine onnxruntime` runs the worker with onnxruntime instead (any venv that has it):
-the same comparison against a dense runtime, and how the tests check this script without DeepSparse.
+MODEL_DIR is any directory `pruneofa bench` takes (a QAT dir from `pruneofa quantize`; `--qat` makes one
+from a random model by calibrating the observers on random batches: sparse-int8 then reads its scales).
+`--other-engine onnxruntime` runs the worker with onnxruntime on pruneofa's own ONNX export (fp32, or
+int8 QDQ for a QAT dir) instead, in any venv that has it: the same comparison against a dense runtime,
+and how the tests check this script without DeepSparse.
 
-Known limit (docs/RESULTS.md, session 10): DeepSparse 1.8.0 (the last release with a cp311 wheel) loads
-pruneofa's ONNX export (the dynamo exporter's opset 18, relabelled IR 9 by the worker) and computes it
-correctly, but its optimized engine does not take that graph: it runs it through its bundled
-onnxruntime, at dense speed. The table then compares against DeepSparse's fallback, not its kernels.
+DeepSparse gets the model's fp32 weights as a static-shape opset-13 graph from torch's TorchScript
+exporter, as SparseML exported for it: DeepSparse 1.8.0 (the last release with a cp311 wheel) runs
+pruneofa's own export (the dynamo exporter's opset 18) only through its bundled onnxruntime, at dense
+speed, and stops at an internal assertion on its int8 QDQ graph (docs/RESULTS.md, session 10). So the
+comparison is fp32 against fp32: `sparse` is the like-for-like row, `sparse-int8` what pruneofa adds.
 """
 
 from __future__ import annotations
@@ -102,6 +103,33 @@ def _onnx_input_names(onnx_file: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in initializers]
 
 
+def torchscript_onnx(model: torch.nn.Module, out: Path, inputs: dict[str, torch.Tensor]) -> Path:
+    """`model` (plain fp32) through torch's TorchScript exporter at opset 13, eager attention, the shapes
+    of `inputs` fixed: the kind of graph DeepSparse's engine was built for (SparseML exported so)."""
+    import copy
+    import warnings
+
+    from pruneofa.bench.engines import primary_output
+
+    model = copy.deepcopy(model).eval()
+    model.set_attn_implementation("eager")  # opset 13 has no scaled_dot_product_attention
+    names = list(inputs)
+
+    class Entry(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors):
+            return primary_output(self.model(**dict(zip(names, tensors))))
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, and says so
+        torch.onnx.export(Entry(), tuple(inputs.values()), str(out), dynamo=False, opset_version=13,
+                          input_names=names, output_names=["output"])
+    return out
+
+
 def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path) -> Path:
     """A QAT dir of `model_dir`: observers calibrated on 8 random batches, no training (speed only)."""
     from pruneofa.bench.inputs import make_inputs
@@ -148,14 +176,18 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
         work = Path(tmp)
         source = load_source(model_dir)
         store = ArtifactStore(source, work)
-        onnx_kind = "onnx-qdq" if source.kind == "qat" else "onnx-fp32"
         inputs = make_inputs(source.plain.config.vocab_size, model_input_names(source.plain.config),
                              args.batch_size, args.seq_len)
+        if args.other_engine == "deepsparse":  # the fp32 graph DeepSparse's own engine takes (see the docstring)
+            onnx_file, graph = torchscript_onnx(source.plain, work / "deepsparse.onnx", inputs), "fp32 opset-13"
+        else:
+            onnx_kind = "onnx-qdq" if source.kind == "qat" else "onnx-fp32"
+            onnx_file, graph = store.get(onnx_kind).path, "int8 QDQ" if onnx_kind == "onnx-qdq" else "fp32"
         ours = {}
         for engine in args.engines.split(","):
             ours[engine] = load_engine(engine, store.get(spec_of(engine).artifact).path, args.threads).bind(inputs)
-        other = f"{args.other_engine} ({'int8 QDQ' if onnx_kind == 'onnx-qdq' else 'fp32'} ONNX)"
-        worker = Worker(args.other_python, args.other_engine, store.get(onnx_kind).path, inputs, args.threads, work)
+        other = f"{args.other_engine} ({graph} ONNX)"
+        worker = Worker(args.other_python, args.other_engine, onnx_file, inputs, args.threads, work)
         try:
             reference = ours["torch"]() if "torch" in ours else None
             errors = {}
