@@ -20,6 +20,8 @@ from pruneofa.token_loss import LogitSource
 
 log = logging.getLogger(__name__)
 _NOT_SKIPPABLE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # models whose logits are more than the layer's output
+# model -> (parent, attribute) of its output layer: found once, not by walking every module on each step
+_OWNERS: "weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, str]]" = weakref.WeakKeyDictionary()
 
 
 def forward_deferring_logits(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, LogitSource]:
@@ -73,8 +75,12 @@ class _PassThrough(nn.Module):
 
 def _owner(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, str]:
     """The module that holds `layer` as an attribute, and the attribute's name."""
+    cached = _OWNERS.get(model)
+    if cached is not None and getattr(cached[0], cached[1], None) is layer:  # still there: not re-tied
+        return cached
     for parent in model.modules():
         for name, child in parent.named_children():
             if child is layer:
+                _OWNERS[model] = (parent, name)
                 return parent, name
     raise ValueError(f"{type(model).__name__}'s output layer is not one of its modules")

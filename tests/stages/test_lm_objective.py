@@ -125,6 +125,20 @@ def test_the_skipped_output_layer_is_put_back_even_when_the_forward_fails(family
     torch.testing.assert_close(model(**inputs).logits, source.materialize())
 
 
+def test_an_output_layer_replaced_between_calls_is_the_one_skipped():
+    """Where the layer sits is remembered per model; a new layer (resize_token_embeddings, a new head) is found."""
+    model, batch = tiny_lm("bert", 0), lm_batch(False)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    forward_deferring_logits(model, **inputs)
+    old = model.get_output_embeddings()
+    new = nn.Linear(old.in_features, old.out_features)
+    model.set_output_embeddings(new)
+    out, source = forward_deferring_logits(model, **inputs)
+    assert out.logits is None and source.weight is new.weight
+    assert model.get_output_embeddings() is new
+    torch.testing.assert_close(model(**inputs).logits, source.materialize())
+
+
 def test_logits_changed_after_the_output_layer_are_computed_in_full():
     model, x = DoubledLogits(), torch.randn(2, 3, 4)
     for _ in range(2):  # found out on the first call, remembered on the second
