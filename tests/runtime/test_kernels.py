@@ -95,6 +95,28 @@ def test_portable_build_matches_torch():
         torch.testing.assert_close(y, native, atol=1e-5, rtol=1e-5)  # same integer math, same rounding
 
 
+@pytest.mark.parametrize("layout", ["gather", "blocks"])
+@pytest.mark.parametrize("m", [1, 16, 17, 33, 48, 64, 80, 112, 130, 200])
+@pytest.mark.parametrize("x_fm", [False, True], ids=["token-major", "feature-major"])
+def test_sparse_int8_kernel_is_the_portable_one_at_every_token_count(layout, m, x_fm, portable_lib):
+    """The SIMD paths cover a tile's tokens in vectors of 32 or 64 (AVX2, AVX-512) with padded tails,
+    tiles of 128: every token count, tails and a second tile included, gives the portable loops'
+    integers bit for bit (the GELU epilogue to rounding)."""
+    w, b = sparse_weight(96, 80, block=layout == "blocks"), torch.randn(96)
+    x = torch.randn(m, 80)
+    xin, tokens = (feature_major(x), dict(tokens=m)) if x_fm else (x, {})
+    packed = pack_quads_i8(w, layout)
+    assert packed.layout == layout
+    y = kernels.spmm_i8(xin, packed, None, None, 2, out_feature_major=x_fm, **tokens)
+    assert torch.equal(y, kernels.spmm_i8(xin, packed, None, None, 2, out_feature_major=x_fm, library=portable_lib,
+                                          **tokens))
+    y = y[:, :m].t() if x_fm else y
+    assert rel_err(y, F.linear(x, w)) < 0.03
+    y = kernels.spmm_i8(xin, packed, b, "gelu", 2, out_feature_major=x_fm, **tokens)  # the SIMD GELU: to rounding
+    torch.testing.assert_close(y, kernels.spmm_i8(xin, packed, b, "gelu", 2, out_feature_major=x_fm,
+                                                  library=portable_lib, **tokens), atol=1e-5, rtol=1e-5)
+
+
 def feature_major(x: torch.Tensor) -> torch.Tensor:
     """[M, K] -> zero-padded [K, feature_major_ld(M)]."""
     out = torch.zeros(x.shape[1], kernels.feature_major_ld(x.shape[0]))
