@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,8 @@ def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path
 
 
 def alternate(ours: dict, worker: Worker, name: str, rounds: int, warmup: int, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per call of each engine: every round runs all of them once, in a new random order."""
-    import time
-
+    """Seconds per call of each engine: every round runs all of them once, in a new random order (as
+    pruneofa.bench.timing.interleaved, except that the worker's seconds are its own, without the pipe)."""
     times: dict[str, list[float]] = {engine: [] for engine in [*ours, name]}
     order, rng = list(times), random.Random(seed)
     for i in range(warmup + rounds):
