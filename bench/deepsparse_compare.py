@@ -133,14 +133,14 @@ def torchscript_onnx(model: torch.nn.Module, out: Path, inputs: dict[str, torch.
 
 def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path) -> Path:
     """A QAT dir of `model_dir`: observers calibrated on 8 random batches, no training (speed only)."""
-    from pruneofa.bench.inputs import make_inputs
+    from pruneofa.bench.inputs import make_inputs, model_input_names
     from pruneofa.modeldir import load_plain
     from pruneofa.quantization import calibrate, prepare_qat, save_qat
 
     if (out / "config.json").is_file():
         return out
     model = prepare_qat(load_plain(model_dir).eval())
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.type_vocab_size else [])
+    names = model_input_names(model.config)
     calibrate(model, [make_inputs(vocab_size, names, 4, seq_len, seed=s) for s in range(8)])
     save_qat(model, out)
     return out
@@ -170,6 +170,7 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
     from pruneofa.bench.artifacts import ArtifactStore, load_source
     from pruneofa.bench.engines import load_engine, spec_of
     from pruneofa.bench.inputs import make_inputs, model_input_names
+    from pruneofa.runtime.build import cpu_model
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,19 +206,7 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
             for engine, m in medians.items()]
     return {"model": str(model_dir), "batch": args.batch_size, "seq_len": args.seq_len, "threads": args.threads,
             "rounds": args.rounds, "warmup": args.warmup, "other": worker.hello, "rows": rows,
-            "cpu": _cpu_model()}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
+            "cpu": cpu_model() or "unknown CPU"}
 
 
 def format_table(result: dict) -> str:
