@@ -132,17 +132,24 @@ def torchscript_onnx(model: torch.nn.Module, out: Path, inputs: dict[str, torch.
 
 
 def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path) -> Path:
-    """A QAT dir of `model_dir`: observers calibrated on 8 random batches, no training (speed only)."""
+    """A QAT dir of `model_dir`: observers calibrated on 8 random batches, no training (speed only).
+    Written beside `out` and renamed into place, so an interrupted run leaves no dir that looks made."""
+    import os
+    import shutil
+
     from pruneofa.bench.inputs import make_inputs, model_input_names
     from pruneofa.modeldir import load_plain
     from pruneofa.quantization import calibrate, prepare_qat, save_qat
 
-    if (out / "config.json").is_file():
+    if out.is_dir():
         return out
     model = prepare_qat(load_plain(model_dir).eval())
     names = model_input_names(model.config)
     calibrate(model, [make_inputs(vocab_size, names, 4, seq_len, seed=s) for s in range(8)])
-    save_qat(model, out)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+    save_qat(model, partial)
+    os.replace(partial, out)
     return out
 
 

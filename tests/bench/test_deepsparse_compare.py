@@ -80,3 +80,11 @@ def test_other_python_that_does_not_exist_is_a_one_line_error(script, sparse_dir
     args[1] = str(tmp_path / "no-venv" / "python")
     assert script.main([str(sparse_dir), *args]) == 2
     assert "cannot start --other-python" in capsys.readouterr().err
+
+
+def test_qat_made_from_a_plain_dir_is_a_qat_dir_and_leaves_no_partial_one(script, sparse_dir, tmp_path):
+    from pruneofa.modeldir import kind_of
+
+    out = script.calibrated_qat_dir(sparse_dir, 100, SEQ, tmp_path / "qat")
+    assert kind_of(out) == "qat"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qat"]
