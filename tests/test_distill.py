@@ -5,6 +5,7 @@ import torch
 from transformers.modeling_outputs import MaskedLMOutput
 
 from pruneofa.distill import DistillConfig, distillation_loss, kd_divergence
+from pruneofa.errors import UserError
 
 
 def softmax(xs):
@@ -112,3 +113,35 @@ def test_sentence_term_adds_to_the_loss_from_the_last_hidden_states():
     assert sentence > 0.1 and parts["sentence"].item() == pytest.approx(sentence, rel=1e-6)
     assert parts["loss"].item() == pytest.approx(0.5 * 2.0 + 4.0 * sentence, rel=1e-6)
     assert "hidden" not in parts and "attention" not in parts
+
+
+def test_cls_term_adds_to_the_loss_from_the_last_hidden_state_at_position_0():
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from pruneofa.distill import representation_outputs
+    from pruneofa.representation_kd import first_token_loss, sentence_embedding_loss
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    h_s, h_t = [torch.randn(2, 3, 4) for _ in range(3)], [torch.randn(2, 3, 4) for _ in range(3)]
+    out_s = SequenceClassifierOutput(loss=torch.tensor(2.0), logits=torch.randn(2, 3), hidden_states=tuple(h_s))
+    out_t = SequenceClassifierOutput(logits=torch.randn(2, 3), hidden_states=tuple(h_t))
+    cfg = DistillConfig(alpha_ce=0.5, alpha_kd=0.0, alpha_cls=3.0)
+    assert cfg.uses_teacher and representation_outputs(cfg) == {"output_hidden_states": True}
+    parts = distillation_loss(out_s, out_t, cfg, mask)
+    first = first_token_loss(h_s[-1], h_t[-1]).item()
+    assert first > 0.1 and parts["cls"].item() == pytest.approx(first, rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(0.5 * 2.0 + 3.0 * first, rel=1e-6) and "sentence" not in parts
+    both = distillation_loss(out_s, out_t, cfg.model_copy(update={"alpha_sentence": 2.0}), mask)
+    sentence = sentence_embedding_loss(h_s[-1], h_t[-1], mask).item()
+    assert both["loss"].item() == pytest.approx(0.5 * 2.0 + 3.0 * first + 2.0 * sentence, rel=1e-6)
+
+
+def test_cls_term_refuses_a_causal_model():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pruneofa.distill import prepare_for_distillation
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=20, n_positions=8))
+    with pytest.raises(UserError, match=r"distill.alpha_cls=0"):
+        prepare_for_distillation(model, model, DistillConfig(alpha_cls=1.0))

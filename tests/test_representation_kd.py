@@ -10,6 +10,7 @@ from pruneofa.representation_kd import (
     attention_kl,
     attention_pairs,
     clean_spans,
+    first_token_loss,
     hidden_pairs,
     layer_map,
     scaled_hidden_state_loss,
@@ -195,6 +196,22 @@ def test_sentence_term_sees_directions_only():
     assert sentence_embedding_loss(-teacher, teacher, MASK).item() == pytest.approx(2.0, abs=1e-6)
     with pytest.raises(UserError, match=r"distill.alpha_sentence=0"):
         sentence_embedding_loss(student, torch.randn(BATCH, TOKENS, WIDTH + 1), MASK)
+
+
+def test_cls_term_is_one_minus_the_cosine_at_position_0_only():
+    student, teacher = hidden_states(0, 0)[0], hidden_states(0, 1)[0]
+    hand = 0.0
+    for b in range(BATCH):
+        s, t = student[b, 0].tolist(), teacher[b, 0].tolist()
+        norms = math.sqrt(sum(x * x for x in s)) * math.sqrt(sum(y * y for y in t))
+        hand += 1 - sum(x * y for x, y in zip(s, t)) / norms
+    got = first_token_loss(student, teacher)
+    assert got.item() == pytest.approx(hand / BATCH, rel=1e-5)
+    later_tokens_changed = torch.cat([student[:, :1], student[:, 1:] * -7.0], dim=1)
+    torch.testing.assert_close(first_token_loss(later_tokens_changed, teacher), got)
+    assert first_token_loss(2 * teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(UserError, match=r"distill.alpha_cls=0"):
+        first_token_loss(student, torch.randn(BATCH, TOKENS, WIDTH + 1))
 
 
 def test_clean_spans_are_unmasked_framed_and_within_the_lengths():

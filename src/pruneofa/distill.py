@@ -2,12 +2,12 @@
 
     L = α_ce · CE(student, labels) + α_kd · T² · KL(softmax(t / T) ‖ softmax(s / T))
         + α_hidden · L_hid(hidden states) + α_attention · L_att(attention distributions)
-        + α_sentence · L_sent(mean-pooled last hidden states)
+        + α_sentence · L_sent(mean-pooled last hidden states) + α_cls · L_cls(last hidden state at [CLS])
 
 KL is summed over the classes (vocabulary) and averaged over the positions that count: for a
 language model every non-padding token (the attention mask), for a classifier every example.
 T² keeps the gradient scale of the soft targets independent of T (Hinton et al. 2015). L_hid and
-L_att, L_sent, and the layer map that lets a student of another depth use them, are in
+L_att, L_sent, L_cls, and the layer map that lets a student of another depth use them, are in
 `pruneofa.representation_kd`. Each term is computed only when its weight is > 0, and without a
 teacher term (or a teacher) the loss is the student's own loss alone.
 """
@@ -31,6 +31,7 @@ from pruneofa.representation_kd import (
     hidden_pairs,
     layer_map,
     scaled_hidden_state_loss,
+    first_token_loss,
     sentence_embedding_loss,
 )
 from pruneofa.config.base import StrictModel
@@ -56,6 +57,9 @@ class DistillConfig(StrictModel):
     alpha_sentence: float = Field(0.0, ge=0.0, description="weight of 1 - cos between the student's and the "
                                   "teacher's sentence embeddings (mean-pooled last hidden states): keeps a "
                                   "sentence-embedding model's geometry while the LM objective trains it")
+    alpha_cls: float = Field(0.0, ge=0.0, description="weight of 1 - cos between the student's and the teacher's "
+                             "last hidden state at position 0 ([CLS], what a classification head reads), on the "
+                             "training batch; encoders only")
     sentence_inputs: Literal["batch", "spans"] = Field(
         "batch", description="what the sentence term embeds: the training batch as it is, or (language-model "
         "stages) clean short spans cut from it, sentence-length and unmasked, run through both models apart")
@@ -89,7 +93,12 @@ class DistillConfig(StrictModel):
     @property
     def represents(self) -> bool:
         """Whether a representation term is on (the models return hidden states or attentions)."""
-        return self.alpha_hidden > 0 or self.alpha_attention > 0 or self.alpha_sentence > 0
+        return self.alpha_hidden > 0 or self.alpha_attention > 0 or self.alpha_sentence > 0 or self.alpha_cls > 0
+
+    @property
+    def reads_batch_hidden_states(self) -> bool:
+        """Whether a term compares the hidden states of the batch's own forward."""
+        return self.alpha_hidden > 0 or self.sentence_on_batch or self.alpha_cls > 0
 
 
 CE_ONLY = DistillConfig(alpha_ce=1.0, alpha_kd=0.0)
@@ -102,7 +111,7 @@ def applicable_config(config: DistillConfig, teacher_ran: bool) -> DistillConfig
 
 def representation_outputs(config: DistillConfig) -> dict[str, bool]:
     """The forward's keyword arguments that return what the representation terms compare."""
-    return {**({"output_hidden_states": True} if config.alpha_hidden > 0 or config.sentence_on_batch else {}),
+    return {**({"output_hidden_states": True} if config.reads_batch_hidden_states else {}),
             **({"output_attentions": True} if config.alpha_attention > 0 else {})}
 
 
@@ -120,6 +129,9 @@ def prepare_for_distillation(student: nn.Module, teacher: nn.Module | None, conf
     if config.sentence_on_spans and is_causal_lm(s):
         raise UserError("distill.sentence_inputs=spans cuts its spans from masked-LM blocks, and this model is causal",
                         "use distill.sentence_inputs=batch, or distill.alpha_sentence=0")
+    if config.alpha_cls > 0 and is_causal_lm(s):
+        raise UserError("distill.alpha_cls distils the state at position 0, which a causal model computes from "
+                        "that token alone", "set distill.alpha_cls=0 for a causal model")
     depths = getattr(s, "num_hidden_layers", None), getattr(t, "num_hidden_layers", None)
     if None not in depths:  # an unusual config is left to the loss, which checks the tensors themselves
         mapping = layer_map(*depths, config.hidden_layers)
@@ -127,6 +139,7 @@ def prepare_for_distillation(student: nn.Module, teacher: nn.Module | None, conf
             attention_pairs(mapping, config.attention_layers)
     for key, what, attribute in (("alpha_hidden", "hidden width", "hidden_size"),
                                  ("alpha_sentence", "hidden width", "hidden_size"),
+                                 ("alpha_cls", "hidden width", "hidden_size"),
                                  ("alpha_attention", "number of attention heads", "num_attention_heads")):
         sizes = getattr(s, attribute, None), getattr(t, attribute, None)
         if getattr(config, key) > 0 and None not in sizes:
@@ -219,7 +232,7 @@ def distillation_loss(
     `mask` is the attention mask: the tokens that count for token-level KD and the representation
     terms (a classifier's KD has one distribution per example and ignores it).
 
-    Returns {"loss", "ce"[, "kd", "hidden", "attention", "sentence"]}; "loss" is what to backpropagate.
+    Returns {"loss", "ce"[, "kd", "hidden", "attention", "sentence", "cls"]}; "loss" is what to backpropagate.
     """
     config = applicable_config(config, teacher_out is not None)
     token_level = student_out.logits is not None and student_out.logits.dim() == 3
@@ -239,12 +252,12 @@ def distillation_loss(
 
 def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, teacher_out: Any | None,
                               config: DistillConfig, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """`parts` with α_hidden · L_hid, α_attention · L_att and α_sentence · L_sent added to its "loss"
-    (each when a teacher ran and its weight is > 0) and reported as "hidden", "attention" and
-    "sentence"; every part but "loss" detached (they are for logging)."""
-    if teacher_out is not None and (config.alpha_hidden > 0 or config.alpha_attention > 0 or config.sentence_on_batch):
+    """`parts` with α_hidden · L_hid, α_attention · L_att, α_sentence · L_sent and α_cls · L_cls added
+    to its "loss" (each when a teacher ran and its weight is > 0) and reported as "hidden", "attention",
+    "sentence" and "cls"; every part but "loss" detached (they are for logging)."""
+    if teacher_out is not None and (config.reads_batch_hidden_states or config.alpha_attention > 0):
         # a model's depth, from what it returned: hidden states 0..L or the attention of layers 1..L
-        hidden_states = config.alpha_hidden > 0 or config.sentence_on_batch
+        hidden_states = config.reads_batch_hidden_states
         name, extra = ("hidden_states", 1) if hidden_states else ("attentions", 0)
         s_reps, t_reps = _returned(student_out, name), _returned(teacher_out, name)
         mapping = layer_map(len(s_reps) - extra, len(t_reps) - extra, config.hidden_layers)
@@ -259,6 +272,9 @@ def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, 
         if config.sentence_on_batch:
             sentence = sentence_embedding_loss(s_reps[-1], t_reps[-1], mask)
             loss, parts = loss + config.alpha_sentence * sentence, {**parts, "sentence": sentence}
+        if config.alpha_cls > 0:
+            first = first_token_loss(s_reps[-1], t_reps[-1])
+            loss, parts = loss + config.alpha_cls * first, {**parts, "cls": first}
         parts = {**parts, "loss": loss}
     return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
 

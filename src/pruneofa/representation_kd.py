@@ -142,6 +142,20 @@ def sentence_embedding_loss(student_last: torch.Tensor, teacher_last: torch.Tens
     return (1.0 - torch.nn.functional.cosine_similarity(e_s, e_t, dim=-1)).mean()
 
 
+def first_token_loss(student_last: torch.Tensor, teacher_last: torch.Tensor) -> torch.Tensor:
+    """One minus the cosine between the student's and the teacher's last hidden state at position 0
+    (an encoder's [CLS], which a classification head's pooler reads), over the batch:
+
+        L_cls = 1/B · Σ_b (1 − cos(h_s[b, 0], h_t[b, 0]))
+
+    The MLM loss never reads position 0, and the mean-pooled sentence term reads it at weight 1/n,
+    so without this term a sparse student's [CLS] state drifts towards one vector for every input.
+    """
+    check_same("hidden width", student_last.shape[-1], teacher_last.shape[-1], "alpha_cls")
+    first_s, first_t = student_last[:, 0].float(), teacher_last[:, 0].float().detach()
+    return (1.0 - torch.nn.functional.cosine_similarity(first_s, first_t, dim=-1)).mean()
+
+
 def clean_spans(input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
                 lengths: tuple[int, int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Short unmasked texts cut from a masked-LM batch, for the sentence term (`distill.sentence_inputs: spans`).

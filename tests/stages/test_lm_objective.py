@@ -219,6 +219,24 @@ def test_sentence_term_on_spans_embeds_clean_short_spans_apart():
     assert parts["sentence"] > 0
 
 
+def test_cls_term_compares_the_batch_at_position_0_while_the_sentence_term_uses_spans():
+    from pruneofa.representation_kd import first_token_loss
+
+    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0, alpha_cls=3.0)
+    student, teacher, batch = tiny_lm("bert", 0), deep_teacher("bert"), lm_batch(causal=False)
+    parts = lm.lm_objective(config, causal=False)(student, teacher, batch)
+    inputs, mask = {k: v for k, v in batch.items() if k != "labels"}, batch["attention_mask"]
+    out_s, out_t = student(**inputs, output_hidden_states=True), teacher(**inputs, output_hidden_states=True)
+    first = first_token_loss(out_s.hidden_states[-1], out_t.hidden_states[-1])
+    ref = reference_loss(out_s.logits, out_t.logits, batch["labels"], mask, config) + 3.0 * first
+    torch.testing.assert_close(parts["loss"], ref, rtol=1e-5, atol=1e-6)
+    assert set(parts) == {"loss", "ce", "kd", "cls"} and parts["cls"] > 0
+    with_spans = config.model_copy(update={"alpha_sentence": 2.0, "sentence_inputs": "spans"})
+    both = lm.lm_objective(with_spans, causal=False)(student, teacher, batch)
+    torch.testing.assert_close(both["cls"], parts["cls"])
+    torch.testing.assert_close(both["loss"], ref + 2.0 * both["sentence"], rtol=1e-5, atol=1e-6)
+
+
 def test_spans_are_refused_for_causal_models_and_task_stages():
     from pruneofa.stages.recipes import FinetuneRecipe
 

@@ -107,7 +107,7 @@ class TaskRecipe(RecipeBase):
         if self.distill.uses_teacher and not self.teacher:
             raise ValueError(f"{self.stage} distills from a task teacher: pass teacher=PATH (a fine-tuned model "
                              "of this task, e.g. the output of pruneofa finetune) or distill.alpha_kd=0 "
-                             "(and alpha_hidden, alpha_attention, alpha_sentence 0)")
+                             "(and alpha_hidden, alpha_attention, alpha_sentence, alpha_cls 0)")
         check_sharding(self.train, p)
         return self
 

@@ -331,7 +331,8 @@ def fit(job: TrainingJob) -> FitResult:
                     values = run.reduce(values)
                     run.history.append({"step": step, **values})
                     speed = throughput.measure(step, run.global_tokens())  # kept out of the history: not reproducible
-                    bar.set_postfix({**{k: f"{v:.3g}" for k, v in values.items() if k in ("loss", "kd", "sentence", "sparsity", "lr")},
+                    shown = ("loss", "kd", "sentence", "cls", "sparsity", "lr")
+                    bar.set_postfix({**{k: f"{v:.3g}" for k, v in values.items() if k in shown},
                                      "tok/s": f"{speed['tokens_per_s']:,.0f}"})
                     if writer:
                         for k, v in values.items():
