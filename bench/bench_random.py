@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SHAPES = {  # name -> (transformers config class, its settings)
@@ -37,11 +39,23 @@ SHAPES = {  # name -> (transformers config class, its settings)
 CAUSAL_LM_SHAPES = ("gpt2",)  # a <family>LMHeadModel, timed with --decode
 
 
+def saved_once(out: Path, save: Callable[[Path], None]) -> Path:
+    """`out`, made by `save(dir)` on first use: written beside it and renamed into place, so a run that is
+    interrupted leaves no directory that a later run would take for a made one."""
+    if out.is_dir():
+        return out
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+    save(partial)
+    os.replace(partial, out)
+    return out
+
+
 def random_pruned_dir(shape: str, sparsity: float, root: Path = Path("runs/bench-models"),
                       pattern: str = "unstructured") -> Path:
     """The saved model directory, made on first use (pattern: pruneofa's, e.g. block:1x4)."""
     out = root / (f"{shape}-{sparsity:g}" + ("" if pattern == "unstructured" else f"-{pattern.replace(':', '')}"))
-    if (out / "config.json").is_file():
+    if out.is_dir():
         return out
     import torch
     import transformers
@@ -57,15 +71,14 @@ def random_pruned_dir(shape: str, sparsity: float, root: Path = Path("runs/bench
         model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
     if sparsity > 0:
         Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0, pattern=pattern).finalize()
-    model.save_pretrained(out)
-    return out
+    return saved_once(out, model.save_pretrained)
 
 
 def minilm_pruned_dir(sparsity: float, root: Path = Path("runs/bench-models")) -> Path:
     """The offline all-MiniLM-L6-v2 (`offline/minilm-l6`, a 6 x 384 BertModel) pruned one-shot per layer
     (magnitude) to `sparsity`, saved once and reused: trained weights of the small shape."""
     out = root / f"minilm-{sparsity:g}"
-    if (out / "config.json").is_file():
+    if out.is_dir():
         return out
     from transformers import BertModel
 
@@ -75,8 +88,7 @@ def minilm_pruned_dir(sparsity: float, root: Path = Path("runs/bench-models")) -
     model = BertModel.from_pretrained(asset_path("offline/minilm-l6")).eval()
     if sparsity > 0:
         Pruner(model, method="oneshot", target_sparsity=sparsity, start_step=0).finalize()
-    model.save_pretrained(out)
-    return out
+    return saved_once(out, model.save_pretrained)
 
 
 def wait_for_idle(max_seconds: float, threshold: float) -> float:

@@ -133,9 +133,8 @@ def torchscript_onnx(model: torch.nn.Module, out: Path, inputs: dict[str, torch.
 
 def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path) -> Path:
     """A QAT dir of `model_dir`: observers calibrated on 8 random batches, no training (speed only).
-    Written beside `out` and renamed into place, so an interrupted run leaves no dir that looks made."""
-    import os
-    import shutil
+    Written beside `out` and renamed into place (bench_random.saved_once)."""
+    from bench_random import saved_once  # this script's folder is on sys.path
 
     from pruneofa.bench.inputs import make_inputs, model_input_names
     from pruneofa.modeldir import load_plain
@@ -146,11 +145,7 @@ def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path
     model = prepare_qat(load_plain(model_dir).eval())
     names = model_input_names(model.config)
     calibrate(model, [make_inputs(vocab_size, names, 4, seq_len, seed=s) for s in range(8)])
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
-    save_qat(model, partial)
-    os.replace(partial, out)
-    return out
+    return saved_once(out, lambda partial: save_qat(model, partial))
 
 
 def alternate(ours: dict, worker: Worker, name: str, rounds: int, warmup: int, seed: int = 0) -> dict[str, list[float]]:
