@@ -38,7 +38,8 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     ofa, best = steps["ofa-90-p2"].overrides, steps["best-90-p2"].overrides
     assert (ofa.pop("pruning.criterion"), best.pop("pruning.criterion")) == ("magnitude", "wanda")
     assert {k: best.pop(k) for k in list(best) if k.startswith("distill.")} == {
-        "distill.kd_positions": "masked", "distill.alpha_sentence": 10.0} and ofa == best
+        "distill.kd_positions": "masked", "distill.alpha_sentence": 100.0, "distill.sentence_inputs": "spans",
+        "distill.span_tokens": [4, 126]} and ofa == best
     assert steps["pairs-ofa-85-p2-t3"].overrides["teacher"] == "${pairs-dense-t3}"
     assert steps["pairs-ofa-85-p2-t3"].overrides["model"] == "${ofa-85-p2}"
     assert steps["rt-ds-90-t1"].overrides["pruning.target_sparsity"] == 0.9
