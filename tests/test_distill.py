@@ -95,17 +95,23 @@ def test_classifier_kd_counts_examples_while_the_representation_terms_count_toke
     assert parts["loss"].item() == pytest.approx(0.5 * 2.0 + 0.3 * hidden.item(), rel=1e-6) and "kd" not in parts
 
 
-def test_sentence_term_adds_to_the_loss_from_the_last_hidden_states():
+def classifier_outputs_with_hidden_states():
+    """(student output with loss 2.0, teacher output, student and teacher hidden states, mask): 3 states of [2, 3, 4]."""
     from transformers.modeling_outputs import SequenceClassifierOutput
-
-    from pruneofa.distill import representation_outputs
-    from pruneofa.representation_kd import sentence_embedding_loss
 
     torch.manual_seed(0)
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     h_s, h_t = [torch.randn(2, 3, 4) for _ in range(3)], [torch.randn(2, 3, 4) for _ in range(3)]
     out_s = SequenceClassifierOutput(loss=torch.tensor(2.0), logits=torch.randn(2, 3), hidden_states=tuple(h_s))
     out_t = SequenceClassifierOutput(logits=torch.randn(2, 3), hidden_states=tuple(h_t))
+    return out_s, out_t, h_s, h_t, mask
+
+
+def test_sentence_term_adds_to_the_loss_from_the_last_hidden_states():
+    from pruneofa.distill import representation_outputs
+    from pruneofa.representation_kd import sentence_embedding_loss
+
+    out_s, out_t, h_s, h_t, mask = classifier_outputs_with_hidden_states()
     cfg = DistillConfig(alpha_ce=0.5, alpha_kd=0.0, alpha_sentence=4.0)
     assert cfg.uses_teacher and representation_outputs(cfg) == {"output_hidden_states": True}
     parts = distillation_loss(out_s, out_t, cfg, mask)
@@ -116,16 +122,10 @@ def test_sentence_term_adds_to_the_loss_from_the_last_hidden_states():
 
 
 def test_cls_term_adds_to_the_loss_from_the_last_hidden_state_at_position_0():
-    from transformers.modeling_outputs import SequenceClassifierOutput
-
     from pruneofa.distill import representation_outputs
     from pruneofa.representation_kd import first_token_loss, sentence_embedding_loss
 
-    torch.manual_seed(0)
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    h_s, h_t = [torch.randn(2, 3, 4) for _ in range(3)], [torch.randn(2, 3, 4) for _ in range(3)]
-    out_s = SequenceClassifierOutput(loss=torch.tensor(2.0), logits=torch.randn(2, 3), hidden_states=tuple(h_s))
-    out_t = SequenceClassifierOutput(logits=torch.randn(2, 3), hidden_states=tuple(h_t))
+    out_s, out_t, h_s, h_t, mask = classifier_outputs_with_hidden_states()
     cfg = DistillConfig(alpha_ce=0.5, alpha_kd=0.0, alpha_cls=3.0)
     assert cfg.uses_teacher and representation_outputs(cfg) == {"output_hidden_states": True}
     parts = distillation_loss(out_s, out_t, cfg, mask)
