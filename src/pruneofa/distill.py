@@ -28,10 +28,10 @@ from pruneofa.representation_kd import (
     attention_pairs,
     check_same,
     clean_spans,
+    first_token_loss,
     hidden_pairs,
     layer_map,
     scaled_hidden_state_loss,
-    first_token_loss,
     sentence_embedding_loss,
 )
 from pruneofa.config.base import StrictModel

@@ -137,9 +137,8 @@ def sentence_embedding_loss(student_last: torch.Tensor, teacher_last: torch.Tens
     direction counts. 0 when the student's embeddings point where the teacher's do, 1 when orthogonal.
     """
     check_same("hidden width", student_last.shape[-1], teacher_last.shape[-1], "alpha_sentence")
-    e_s = mean_pooled(student_last.float(), mask)
-    e_t = mean_pooled(teacher_last.float().detach(), mask)
-    return (1.0 - torch.nn.functional.cosine_similarity(e_s, e_t, dim=-1)).mean()
+    e_s, e_t = mean_pooled(student_last.float(), mask), mean_pooled(teacher_last.float().detach(), mask)
+    return mean_cosine_distance(e_s, e_t)
 
 
 def first_token_loss(student_last: torch.Tensor, teacher_last: torch.Tensor) -> torch.Tensor:
@@ -148,12 +147,17 @@ def first_token_loss(student_last: torch.Tensor, teacher_last: torch.Tensor) -> 
 
         L_cls = 1/B · Σ_b (1 − cos(h_s[b, 0], h_t[b, 0]))
 
-    The MLM loss never reads position 0, and the mean-pooled sentence term reads it at weight 1/n,
-    so without this term a sparse student's [CLS] state drifts towards one vector for every input.
+    The MLM loss never reads position 0, and the mean-pooled sentence term reads it at weight 1/n;
+    this term trains it directly. (On masked LM blocks it did not make the sparse students' [CLS]
+    state on short sentence pairs any more input-dependent: docs/RESULTS.md, session 11.)
     """
     check_same("hidden width", student_last.shape[-1], teacher_last.shape[-1], "alpha_cls")
-    first_s, first_t = student_last[:, 0].float(), teacher_last[:, 0].float().detach()
-    return (1.0 - torch.nn.functional.cosine_similarity(first_s, first_t, dim=-1)).mean()
+    return mean_cosine_distance(student_last[:, 0].float(), teacher_last[:, 0].float().detach())
+
+
+def mean_cosine_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """1/B · Σ_b (1 − cos(student[b], teacher[b])) over the rows of two [B, width] tensors."""
+    return (1.0 - torch.nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
 def clean_spans(input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
