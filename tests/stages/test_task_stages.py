@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from pruneofa.cli import main
 from pruneofa.sparsity.config import DEFAULT_INCLUDE
+from pruneofa.sparsity.masks import fold_state_dict
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.sparsity.selection import select_prunable
 
@@ -155,6 +156,28 @@ def test_transfer_locks_every_zero_while_the_nonzeros_move(sparse_bert, teacher,
     assert all("kd" in h for h in history(out) if "loss" in h)  # KD from the task teacher is on by default
     assert (after["classifier.weight"] != 0).all()  # the new head trains dense: it is not locked
     assert json.loads((out / "pruneofa.json").read_text())["recipe"]["pruning"]["method"] == "lock"
+
+
+def test_transfer_trains_the_new_head_alone_first_on_the_frozen_sparse_encoder(sparse_bert, teacher, data, tmp_path):
+    out, steps = tmp_path / "probed", 3
+    overrides = {"train.lr": 1e-2, "head.steps": steps, "head.lr": 1e-2}
+    assert main(["transfer", *args(sparse_bert, out, teacher=teacher, **csv_task(data), **overrides)]) == 0
+    student = load_file(str(sparse_bert / "model.safetensors"))
+    probed = fold_state_dict(load_file(str(out / "head" / "checkpoints" / f"step-{steps}" / "model.safetensors")))
+    final = load_file(str(out / "model.safetensors"))
+    encoder = [k for k in student if k.startswith("bert.encoder.")]
+    assert encoder and all(torch.equal(probed[k], student[k]) for k in encoder)  # frozen while the head trained
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(final[query], student[query])  # ... then trained, its zeros kept
+    assert torch.equal(final[query] == 0, student[query] == 0)
+    # the new tensors (the pooler is new too: an MLM checkpoint has none) trained in both phases
+    for key in ("classifier.weight", "bert.pooler.dense.weight"):
+        assert not torch.equal(probed[key], final[key]), key
+    m = metrics(out)
+    assert "head/validation/accuracy" in m and m["step"] == 4
+    phase_tokens = [json.loads((d / "checkpoints" / f"step-{n}" / "state.json").read_text())["tokens"]
+                    for d, n in ((out / "head", steps), (out, 4))]
+    assert min(phase_tokens) > 0 and m["train_tokens"] == sum(phase_tokens)  # both phases count
 
 
 def test_alpha_kd_zero_trains_without_teacher(sparse_bert, data, tmp_path):

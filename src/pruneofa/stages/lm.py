@@ -9,7 +9,6 @@ prune:   the student starts from the teacher and trains on the same objective wi
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import sys
@@ -37,7 +36,8 @@ from pruneofa.models import check_same_vocab, is_causal_lm, load_lm, load_lm_and
 from pruneofa.sparsity.pruner import Pruner
 from pruneofa.stages.output import claim_output_dir, write_model_dir
 from pruneofa.train import distributed as D
-from pruneofa.train.loop import FitResult, TrainingJob, fit
+from pruneofa.train.loop import TrainingJob, fit
+from pruneofa.train.new_head import fit_new_head
 
 log = logging.getLogger(__name__)
 EVAL_SEED = 1234  # the validation masking is the same at every evaluation and in every run
@@ -166,7 +166,7 @@ def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
     if not pruning:  # the teacher's held-out perplexity before, after its new head alone, and at the end
         before = {f"initial/{k}": v for k, v in evaluate(model.eval()).items()}
         if recipe.head.steps and new_keys:
-            head = train_new_head(job, new_keys, recipe)
+            head = fit_new_head(job, new_keys, recipe.head.steps, recipe.head.lr, "new LM head")
             before.update({f"head/{k}": v for k, v in head.metrics.items()})
             head_tokens = head.tokens
     result = fit(job)
@@ -176,24 +176,3 @@ def run_lm_stage(recipe: TeacherRecipe | PruneRecipe) -> Path:
     write_model_dir(model, tokenizer, out, recipe.stage, recipe, metrics,
                     extra={"objective": "causal-lm" if causal else "masked-lm"})
     return out
-
-
-def train_new_head(job: TrainingJob, new_keys: list[str], recipe: TeacherRecipe) -> FitResult:
-    """Train only the tensors `load_lm` created (the new LM head) on the frozen encoder, for
-    `recipe.head.steps` updates at `recipe.head.lr`; its checkpoints go to `output_dir/head`, so a
-    resumed run skips it once done."""
-    new = set(new_keys)
-    frozen = [p for name, p in job.model.named_parameters() if name not in new and p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    steps, lr = recipe.head.steps, recipe.head.lr
-    config = recipe.train.model_copy(update={"max_steps": steps, "lr": lr, "warmup_steps": steps // 10,
-                                             "lr_schedule": "linear", "eval_every": 0, "save_every": 0})
-    head_job = dataclasses.replace(job, config=config, output_dir=Path(job.output_dir) / "head", pruner=None,
-                                   teacher=None, lr_at=lambda s: config.lr_at(s),
-                                   description=f"{job.description}: new LM head")
-    try:
-        return fit(head_job)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)

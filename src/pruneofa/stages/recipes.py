@@ -36,11 +36,12 @@ def check_sharding(train: TrainConfig, pruning: PruningConfig) -> None:
 
 
 class HeadTrainingConfig(StrictModel):
-    """A newly created LM head trained alone first, on a frozen encoder: a random head's gradients
-    would otherwise flow into the pre-trained encoder and damage it before the head is any good."""
+    """A newly created head (the LM head of teacher preparation, the task head of finetune and
+    transfer) trained alone first, on the frozen encoder: a random head's gradients would otherwise
+    flow into the pre-trained encoder and damage it before the head is any good."""
 
-    steps: int = Field(0, ge=0, description="updates of the new head alone (0: train everything from the start); "
-                       "nothing happens when the checkpoint already has its LM head")
+    steps: int = Field(0, ge=0, description="updates of the new head alone, before the main steps (0: train "
+                       "everything from the start); nothing happens when the checkpoint already has the head")
     lr: float = Field(1e-3, gt=0.0, description="its own peak rate (linear warm-up over the first 10% of steps, "
                       "then linear decay)")
 
@@ -79,6 +80,7 @@ class TaskRecipe(RecipeBase):
     data: TaskDataConfig
     pruning: PruningConfig = Field(default_factory=PruningConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    head: HeadTrainingConfig = Field(default_factory=HeadTrainingConfig)
 
     default_pruning_method: ClassVar[str] = "none"
     kd_off_without_teacher: ClassVar[bool] = True  # finetune: no teacher means plain fine-tuning

@@ -36,8 +36,9 @@ from pruneofa.sparsity.pruner import Pruner
 from pruneofa.stages.output import claim_output_dir, write_model_dir
 from pruneofa.stages.recipes import TaskRecipe
 from pruneofa.tasks.adapters import TARGETS, batch_maker, evaluate_splits, load_task_data, scored_splits
-from pruneofa.tasks.task_models import check_positions, head_name, load_task_model
+from pruneofa.tasks.task_models import check_positions, head_name, load_task_model, load_task_model_and_new_keys
 from pruneofa.train.loop import TrainingJob, fit
+from pruneofa.train.new_head import fit_new_head
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,10 @@ def task_objective(task: Any, distill: DistillConfig) -> Callable:
     return compute_loss
 
 
-def load_training_inputs(recipe: TaskRecipe, trained_head: bool) -> tuple[Any, Any, Any, Any]:
-    """(tokenizer, task, model, teacher) of a task-training recipe, every input checked before the
-    output dir is claimed. `trained_head`: the model must already carry this task's head."""
+def load_training_inputs(recipe: TaskRecipe, trained_head: bool) -> tuple[Any, Any, Any, Any, list[str]]:
+    """(tokenizer, task, model, teacher, names of the tensors created for the model) of a task-training
+    recipe, every input checked before the output dir is claimed. `trained_head`: the model must
+    already carry this task's head."""
     tokenizer = load_tokenizer(recipe.model, recipe.trust_remote_code)
     task = load_task_data(recipe.data, tokenizer)
     if task.train is None:
@@ -71,14 +73,15 @@ def load_training_inputs(recipe: TaskRecipe, trained_head: bool) -> tuple[Any, A
     if len(task.train) < recipe.train.batch_size:
         raise UserError(f"only {len(task.train)} training examples for train.batch_size={recipe.train.batch_size}",
                         "add data or lower train.batch_size")
-    model = load_task_model(recipe.model, task, recipe.trust_remote_code, "model", trained_head=trained_head)
+    model, new_keys = load_task_model_and_new_keys(recipe.model, task, recipe.trust_remote_code, "model",
+                                                   trained_head=trained_head)
     check_positions(model, recipe.data.max_seq_len)
     teacher = None
     if recipe.distill.uses_teacher:
         teacher = load_task_model(recipe.teacher, task, recipe.trust_remote_code, "teacher", trained_head=True)
         check_same_vocab(model, teacher)
         prepare_for_distillation(model, teacher, recipe.distill)
-    return tokenizer, task, model, teacher
+    return tokenizer, task, model, teacher, new_keys
 
 
 class TaskHook:
@@ -137,7 +140,7 @@ class QuantizeHook(TaskHook):
 def run_task_stage(recipe: TaskRecipe) -> Path:
     hook = QuantizeHook() if recipe.stage == "quantize" else TaskHook()
     set_seed(recipe.seed)  # before any model is built: a new task head, the QAT observers and the data order
-    tokenizer, task, model, teacher = load_training_inputs(recipe, trained_head=hook.trained_head)
+    tokenizer, task, model, teacher, new_keys = load_training_inputs(recipe, trained_head=hook.trained_head)
     hook.check(recipe)
     pruner = None if recipe.pruning.method == "none" else Pruner(model, recipe.pruning)
     hook.prepare(model, pruner, recipe)
@@ -155,8 +158,12 @@ def run_task_stage(recipe: TaskRecipe) -> Path:
         evaluate=lambda m: evaluate_splits(task, m, scored_splits(task, with_test=False), eval_batch, tokenizer),
         description=f"{recipe.stage} {Path(recipe.model).name} on {recipe.data.task}",
     )
+    head_metrics, head_tokens = {}, 0
+    if recipe.head.steps and new_keys:  # linear probing before fine-tuning: the encoder meets a trained head
+        head = fit_new_head(job, new_keys, recipe.head.steps, recipe.head.lr, "new task head")
+        head_metrics, head_tokens = {f"head/{k}": v for k, v in head.metrics.items()}, head.tokens
     result = fit(job)
-    metrics = {"step": result.step, **result.metrics, "train_tokens": result.tokens}
+    metrics = {"step": result.step, **head_metrics, **result.metrics, "train_tokens": head_tokens + result.tokens}
     metrics.update(hook.finish(model, pruner, task, eval_batch, tokenizer))
     metrics["sparsity"] = sparsity_of_model(model, recipe)["overall"]
     extra_metrics, extra_meta = hook.extra(model)

@@ -19,6 +19,12 @@ def head_name(task) -> str:
 def load_task_model(path: str, task, trust_remote_code: bool, role: str, trained_head: bool):
     """The model with the task's head. `trained_head` (teacher, eval): the head must come from the
     checkpoint; otherwise a missing head (an MLM checkpoint) is created for the task's labels."""
+    return load_task_model_and_new_keys(path, task, trust_remote_code, role, trained_head)[0]
+
+
+def load_task_model_and_new_keys(path: str, task, trust_remote_code: bool, role: str, trained_head: bool):
+    """`load_task_model`, and the names of the tensors it created (the new head; BERT's pooler too
+    when the checkpoint is an MLM one)."""
     load_config(path, trust_remote_code)  # clear errors for missing paths and non-model dirs
     # a student fine-tuned on another task (e.g. MNLI before RTE) gets a new head of the right size
     kwargs = {} if trained_head else {**task.head_kwargs(), "ignore_mismatched_sizes": True}
@@ -42,7 +48,8 @@ def load_task_model(path: str, task, trust_remote_code: bool, role: str, trained
         task.check_head(model, role, path)
     if getattr(model.config, "pad_token_id", None) is None:  # GPT-2 style: the classifier finds the last token by it
         model.config.pad_token_id = load_tokenizer(path, trust_remote_code).pad_token_id
-    return model
+    new += [f"{k[0] if isinstance(k, tuple) else k}" for k in info.get("mismatched_keys") or []]
+    return model, sorted(set(new))
 
 
 def check_positions(model, max_seq_len: int) -> None:
