@@ -106,14 +106,23 @@ def set_original_weight(module: nn.Module, weight: torch.Tensor) -> None:
     original.copy_(weight)
 
 
+MASKED_WEIGHT = ".parametrizations.weight.original"  # where a masked layer keeps its stored `.weight`
+
+
+def plain_name(parameter_name: str) -> str:
+    """A parameter's name in a plain checkpoint: a masked layer's stored weight under `.weight`."""
+    if parameter_name.endswith(MASKED_WEIGHT):
+        return parameter_name.removesuffix(MASKED_WEIGHT) + ".weight"
+    return parameter_name
+
+
 def fold_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict of a masked model (`...parametrizations.weight.original` and `...0.mask`) with the
     masks folded: `where(mask, original, 0)` under the plain `.weight` names. For a state gathered
     from shards, where `plain_state_dict` cannot ask the modules."""
-    suffix = ".parametrizations.weight.original"
     folded = dict(state)
-    for key in [k for k in state if k.endswith(suffix)]:
-        prefix = key.removesuffix(suffix)
+    for key in [k for k in state if k.endswith(MASKED_WEIGHT)]:
+        prefix = key.removesuffix(MASKED_WEIGHT)
         own = [k for k in state if k.startswith(f"{prefix}.parametrizations.weight.") and k != key]
         if [k for k in own if not k.endswith(".mask")] or len(own) != 1:
             raise ValueError(f"{prefix} carries more than a pruning mask; fold it with plain_state_dict")

@@ -41,15 +41,14 @@ def load_task_model_and_new_keys(path: str, task, trust_remote_code: bool, role:
                         "use a model written by pruneofa finetune/transfer for this task")
     if new:
         log.info("created %d new task-head tensors (e.g. %s)", len(new), new[0])
-    if info.get("mismatched_keys"):
-        log.warning("'%s' had a head of another size: %s re-initialised for this task", path,
-                    ", ".join(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"]))
+    mismatched = [str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or []]
+    if mismatched:
+        log.warning("'%s' had a head of another size: %s re-initialised for this task", path, ", ".join(mismatched))
     if trained_head:
         task.check_head(model, role, path)
     if getattr(model.config, "pad_token_id", None) is None:  # GPT-2 style: the classifier finds the last token by it
         model.config.pad_token_id = load_tokenizer(path, trust_remote_code).pad_token_id
-    new += [f"{k[0] if isinstance(k, tuple) else k}" for k in info.get("mismatched_keys") or []]
-    return model, sorted(set(new))
+    return model, sorted(set(new + mismatched))
 
 
 def check_positions(model, max_seq_len: int) -> None:

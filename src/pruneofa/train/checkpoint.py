@@ -182,7 +182,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sha
     remapped = dict(state)
     for name in M.masked_modules(model):
         if f"{name}.weight" in remapped:
-            remapped[f"{name}.parametrizations.weight.original"] = remapped.pop(f"{name}.weight")
+            remapped[f"{name}{M.MASKED_WEIGHT}"] = remapped.pop(f"{name}.weight")
     current = model.state_dict()
     if sharded:
         from pruneofa.train import sharding

@@ -11,16 +11,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from pruneofa.sparsity.masks import plain_name
 from pruneofa.train.loop import FitResult, TrainingJob, fit
-
-MASKED_WEIGHT = ".parametrizations.weight.original"  # where a masked layer keeps its `.weight`
-
-
-def plain_name(parameter_name: str) -> str:
-    """The checkpoint's name of a parameter: a masked (parametrized) layer's weight under `.weight`."""
-    if parameter_name.endswith(MASKED_WEIGHT):
-        return parameter_name.removesuffix(MASKED_WEIGHT) + ".weight"
-    return parameter_name
 
 
 def fit_new_head(job: TrainingJob, new_keys: list[str], steps: int, lr: float, what: str) -> FitResult:
