@@ -1,5 +1,5 @@
 """Criteria under two gloo processes: each rank sees other gradients and inputs, yet the masks and the
-OBS-updated weights end identical (rank 0's), and Wanda's input norms are summed over the ranks."""
+OBS-updated weights end identical (rank 0's), and Wanda's input norms (and X^T X) are summed over the ranks."""
 
 import socket
 
@@ -31,14 +31,14 @@ def obs_run(grads):
     return module.weight.detach().clone(), pruner.masks()["0"]
 
 
-def wanda_run(inputs):
+def wanda_run(inputs, reconstruct=False):
     model = layer(1)
-    pruner = Pruner(model, **SETUP, start_step=1, criterion="wanda")
+    pruner = Pruner(model, **SETUP, start_step=1, criterion="wanda", reconstruct=reconstruct)
     model.train()
     for x in inputs:
         model(x)
     pruner.step(1)
-    return pruner.masks()["0"]
+    return pruner.masks()["0"], pruner.layers["0"].weight.detach().clone()
 
 
 def worker(rank, port, out):
@@ -46,7 +46,8 @@ def worker(rank, port, out):
     gen = torch.Generator().manual_seed(10 + rank)  # every rank its own gradients and tokens
     grads, x = torch.randn(2, 8, 16, generator=gen), torch.randn(6, 16, generator=gen) * torch.linspace(0.1, 4, 16)
     weight, mask = obs_run(grads)
-    result = {"grads": grads, "x": x, "weight": weight, "mask": mask, "wanda": wanda_run([x])}
+    result = {"grads": grads, "x": x, "weight": weight, "mask": mask, "wanda": wanda_run([x]),
+              "reconstructed": wanda_run([x], reconstruct=True)}
     torch.save(result, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -64,5 +65,11 @@ def test_ranks_agree_on_masks_and_obs_weights_and_wanda_pools_tokens(tmp_path):
     weight, mask = obs_run(r0["grads"])  # rank 0 alone decides
     assert torch.equal(mask, r0["mask"])
     torch.testing.assert_close(weight, r0["weight"])
-    assert torch.equal(r0["wanda"], r1["wanda"])
-    assert torch.equal(r0["wanda"], wanda_run([r0["x"], r1["x"]]))  # the norms of both ranks' tokens
+    assert torch.equal(r0["wanda"][0], r1["wanda"][0])
+    assert torch.equal(r0["wanda"][0], wanda_run([r0["x"], r1["x"]])[0])  # the norms of both ranks' tokens
+    # reconstruct: X^T X of both ranks' tokens, the same survivors everywhere
+    both = wanda_run([r0["x"], r1["x"]], reconstruct=True)
+    for rank in (r0, r1):
+        assert torch.equal(rank["reconstructed"][0], both[0])
+        torch.testing.assert_close(rank["reconstructed"][1], both[1])
+    assert not torch.allclose(wanda_run([r1["x"]], reconstruct=True)[1], both[1])

@@ -1,4 +1,4 @@
-"""Pruning criteria (magnitude, obs, wanda) against explicit, unbatched references on layers small
+"""Pruning criteria (magnitude, obs, wanda and its reconstruction) against explicit, unbatched references on layers small
 enough to check by hand, through the Pruner as the training loop drives it."""
 
 import logging
@@ -187,6 +187,48 @@ def test_wanda_score_is_abs_w_times_the_input_norm_of_training_forwards_only():
     assert not layer._forward_pre_hooks  # the last update removed the hooks
 
 
+def test_wanda_reconstruct_moves_the_survivors_by_sparsegpt_on_the_training_inputs():
+    from pruneofa.sparsity.hessian import reconstruct
+
+    model = one_layer(out_f=6, in_f=8, seed=4)
+    pruner = oneshot(model, at=1, criterion="wanda", reconstruct=True, reconstruct_damp=0.05)
+    layer = pruner.layers["0"]
+    torch.manual_seed(5)
+    inputs = [torch.randn(3, 5, 8) @ torch.randn(8, 8), torch.randn(9, 8) @ torch.randn(8, 8)]
+    model.train()
+    for x in inputs:
+        model(x)
+    model.eval()
+    model(torch.randn(7, 8) * 100)  # evaluation does not count
+    w = out_in(layer).clone()
+    x = torch.cat([i.reshape(-1, 8) for i in inputs])
+    gram = pruner.criterion.gathered({"0": (w, torch.ones_like(w, dtype=torch.bool))})["0"][0]
+    torch.testing.assert_close(gram, x.T @ x)
+    pruner.step(1)
+    keep = M.get_mask(layer)
+    expected = wanda_scores(w, inputs)  # the scores are wanda's: only the survivors' values change
+    assert (~keep).sum() == 24 and expected[~keep].max() <= expected[keep].min()
+    new = out_in(layer)
+    torch.testing.assert_close(new, reconstruct(w, x.T @ x, keep, 0.05))
+    assert (new[~keep] == 0).all() and not torch.equal(new[keep], w[keep])
+    error = lambda v: ((x @ (w - v).T) ** 2).sum()  # noqa: E731
+    assert error(new) < error(w * keep)
+
+
+def test_calibration_steps_count_only_the_forwards_just_before_each_update():
+    model = one_layer(out_f=4, in_f=8)
+    pruner = Pruner(model, criterion="wanda", calibration_steps=2, start_step=0, target_step=8, frequency=4,
+                    include=[r"^0$"])
+    model.train()
+    seen = []
+    for step in range(1, 9):
+        model(torch.randn(3, 8))
+        seen.append(pruner.criterion.tokens.get("0", 0))  # before pruner.step resets at an update
+        pruner.step(step)
+    # the updates at 4 and 8 counted the forwards of steps 3-4 and 7-8 only
+    assert seen == [0, 0, 3, 6, 0, 0, 3, 6]
+
+
 def test_wanda_hooks_go_at_finalize():
     model = one_layer(out_f=4, in_f=8)
     pruner = Pruner(model, criterion="wanda", start_step=0, target_step=8, frequency=4, include=[r"^0$"])
@@ -252,7 +294,9 @@ def test_magnitude_is_the_default_and_prunes_exactly_the_smallest_weights():
                                  dict(criterion="wanda", pattern="hybrid", ffn_sparsity=0.5, head_sparsity=0.5),
                                  dict(criterion="obs", method="lock"), dict(criterion="wanda", method="none"),
                                  dict(criterion="obs", obs_num_grads=8, frequency=4), dict(obs_block_size=0),
-                                 dict(obs_damp=0.0), dict(obs_num_grads=0)])
+                                 dict(obs_damp=0.0), dict(obs_num_grads=0), dict(reconstruct=True),
+                                 dict(criterion="obs", calibration_steps=2), dict(reconstruct_damp=0.0),
+                                 dict(criterion="wanda", calibration_steps=8, frequency=4)])
 def test_config_refuses_criteria_it_cannot_honour(bad):
     with pytest.raises(ValueError):
         PruningConfig(**bad)
@@ -275,7 +319,8 @@ def test_trainer_callback_observes_before_the_optimizer_step_of_the_coming_updat
 @pytest.mark.slow
 @pytest.mark.parametrize("criterion,extra", [("obs", {"pruning.obs_num_grads": 2, "pruning.obs_block_size": 16,
                                                        "pruning.obs_update_weights": "true"}),
-                                              ("wanda", {})])
+                                              ("wanda", {}),
+                                              ("wanda", {"pruning.reconstruct": "true", "pruning.calibration_steps": 1})])
 def test_prune_cli_with_each_criterion_reaches_the_target(criterion, extra, tiny_models, corpus_file, tmp_path, caplog):
     import json
 
@@ -284,7 +329,7 @@ def test_prune_cli_with_each_criterion_reaches_the_target(criterion, extra, tiny
     from tests.conftest import tiny_overrides
     from tests.stages.test_lm_stages import PRUNE
 
-    out = tmp_path / criterion
+    out = tmp_path / f"{criterion}{len(extra)}"
     overrides = {**PRUNE, "pruning.criterion": criterion, **extra}
     with caplog.at_level(logging.DEBUG, logger="pruneofa.sparsity.criteria"):
         assert main(["prune", *tiny_overrides(tiny_models["bert"], corpus_file, out, **overrides)]) == 0

@@ -33,6 +33,14 @@ class PruningConfig(StrictModel):
                             "in squared-gradient units")
     obs_update_weights: bool = Field(False, description="obs: also move the surviving weights of each block "
                                      "(OBS update) to make up for the pruned ones")
+    reconstruct: bool = Field(False, description="wanda: after each mask update, move each layer's surviving "
+                              "weights to make up for the pruned ones on the inputs it saw (SparseGPT's update "
+                              "with H = X^T X: an in x in matrix per layer)")
+    reconstruct_damp: float = Field(0.01, gt=0.0, description="reconstruct: H + lambda I with lambda = this "
+                                    "share of the mean of diag(H)")
+    calibration_steps: int | None = Field(None, ge=1, description="wanda: count the layers' inputs only in this "
+                                          "many steps before each mask update (default: every step since the "
+                                          "last; with reconstruct, X^T X costs 2 x tokens x in^2 per layer)")
     target_sparsity: float = Field(0.9, ge=0.0, lt=1.0, description="final weight sparsity; structured: the "
                                    "default of ffn_sparsity and head_sparsity")
     ffn_sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="structured/hybrid: fraction of FFN "
@@ -84,6 +92,12 @@ class PruningConfig(StrictModel):
         return self
 
     def _check_criterion(self) -> None:
+        if self.criterion != "wanda" and (self.calibration_steps is not None or self.reconstruct):
+            raise ValueError(f"pruning.calibration_steps and pruning.reconstruct work on the inputs that criterion "
+                             f"wanda observes; criterion {self.criterion} observes none: use pruning.criterion=wanda")
+        if self.calibration_steps is not None and self.method == "gmp" and self.calibration_steps > self.frequency:
+            raise ValueError(f"pruning.calibration_steps ({self.calibration_steps}) must not exceed "
+                             f"pruning.frequency ({self.frequency}): inputs are counted since the last update")
         if self.criterion == "magnitude":
             return
         if self.method not in ("gmp", "oneshot"):

@@ -103,15 +103,23 @@ class Pruner:
         if any(self.is_update_step(t) for t in range(step, step + self.config.obs_num_grads)):
             self.criterion.observe_gradients()
 
+    def observes_inputs_at(self, step: int) -> bool:
+        """Whether the forwards of update `step` count for criteria that observe inputs (wanda,
+        sparsegpt): all of them, or only the `calibration_steps` that end at a mask update."""
+        window = self.config.calibration_steps
+        return window is None or any(self.is_update_step(t) for t in range(step, step + window))
+
     def step(self, step: int) -> bool:
         """Call after optimizer step `step` (1-based; 0 before training). True if masks changed."""
-        if not self.is_update_step(step):
-            return False
-        self.update_masks(self.sparsity_at(step))
+        changed = self.is_update_step(step)
         c = self.config
-        if self.criterion is not None and (c.method == "oneshot" or step + c.frequency > c.last_update_step):
-            self.criterion.close()  # the last update: stop observing (Wanda's hooks cost every forward)
-        return True
+        if changed:
+            self.update_masks(self.sparsity_at(step))
+            if self.criterion is not None and (c.method == "oneshot" or step + c.frequency > c.last_update_step):
+                self.criterion.close()  # the last update: stop observing (input hooks cost every forward)
+        if self.criterion is not None:
+            self.criterion.observe_inputs(self.observes_inputs_at(step + 1))
+        return changed
 
     # --- masks --------------------------------------------------------------------------------
     def group_fractions(self, sparsity: float) -> tuple[float, float]:
