@@ -65,6 +65,15 @@ def feed_gradients(pruner, grads):
         pruner.observe_gradients(step)
 
 
+def feed_inputs(model, inputs):
+    """Training forwards of `inputs`, then an evaluation forward that must not count."""
+    model.train()
+    for x in inputs:
+        model(x)
+    model.eval()
+    model(torch.randn(7, inputs[0].shape[-1]) * 100)
+
+
 def out_in(layer):
     return M.as_out_in(layer, layer.weight).detach()
 
@@ -172,11 +181,7 @@ def test_wanda_score_is_abs_w_times_the_input_norm_of_training_forwards_only():
     pruner = oneshot(model, at=1, criterion="wanda")
     layer = pruner.layers["0"]
     inputs = [torch.randn(2, 3, 4), torch.randn(5, 4)]
-    model.train()
-    for x in inputs:
-        model(x)
-    model.eval()
-    model(torch.randn(7, 4) * 100)  # evaluation does not count
+    feed_inputs(model, inputs)
     w = out_in(layer).clone()
     views = {"0": (w, torch.ones_like(w, dtype=torch.bool))}
     expected = wanda_scores(w, inputs)
@@ -195,11 +200,7 @@ def test_wanda_reconstruct_moves_the_survivors_by_sparsegpt_on_the_training_inpu
     layer = pruner.layers["0"]
     torch.manual_seed(5)
     inputs = [torch.randn(3, 5, 8) @ torch.randn(8, 8), torch.randn(9, 8) @ torch.randn(8, 8)]
-    model.train()
-    for x in inputs:
-        model(x)
-    model.eval()
-    model(torch.randn(7, 8) * 100)  # evaluation does not count
+    feed_inputs(model, inputs)
     w = out_in(layer).clone()
     x = torch.cat([i.reshape(-1, 8) for i in inputs])
     gram = pruner.criterion.gathered({"0": (w, torch.ones_like(w, dtype=torch.bool))})["0"][0]
