@@ -216,6 +216,20 @@ def test_wanda_reconstruct_moves_the_survivors_by_sparsegpt_on_the_training_inpu
     assert error(new) < error(w * keep)
 
 
+def test_reconstruct_skips_the_layers_an_update_prunes_nothing_new_in():
+    model = one_layer(out_f=4, in_f=8)
+    pruner = Pruner(model, criterion="wanda", reconstruct=True, start_step=0, target_step=4, stop_step=8,
+                    frequency=4, target_sparsity=0.5, include=[r"^0$"])
+    calls = []
+    original = pruner.criterion.updated_weight
+    pruner.criterion.updated_weight = lambda *args: calls.append(args[0]) or original(*args)
+    model.train()
+    for step in range(1, 9):
+        model(torch.randn(3, 8))
+        pruner.step(step)
+    assert calls == ["0"]  # step 4 reached the target; step 8 kept the same mask, so no update was computed
+
+
 def test_calibration_steps_count_only_the_forwards_just_before_each_update():
     model = one_layer(out_f=4, in_f=8)
     pruner = Pruner(model, criterion="wanda", calibration_steps=2, start_step=0, target_step=8, frequency=4,

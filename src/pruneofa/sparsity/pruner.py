@@ -166,6 +166,8 @@ class Pruner:
         for name, module in self.layers.items():
             weight, old_mask = views[name]
             keep = M.as_out_in(module, M.get_mask(module))
+            if torch.equal(keep, old_mask):
+                continue  # nothing newly pruned: the update would leave every weight where it is
             new = self.criterion.updated_weight(name, weight * old_mask, keep)
             if new is None:
                 continue
