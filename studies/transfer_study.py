@@ -14,7 +14,8 @@ Pre-training, once (per pre-training seed for the students):
   ofa-S-pP           Prune OFA as the paper runs it: GMP by magnitude + logit KD + LR rewinding (prune/offline)
   best-S-pP          our recipe, the demo's: the same, weights ranked by wanda's |w|·||x|| instead of |w|
                      (session 6), the LM KD on the masked tokens only (session 8) and the sentence term
-                     (session 9) at α 100 on clean spans of 4-126 tokens (session 11), see BEST_PRUNING
+                     (session 9) at α 100 on clean spans of 4-126 tokens (session 11), and SparseGPT's update of
+                     the survivors at every mask update (session 13), see BEST_PRUNING
 Then, per task and task seed T, with the same steps x batch:
   dense-T            the teacher fine-tuned densely (the KD teacher of the runs below)
   ds-S-T             downstream-only pruning: the dense teacher pruned by GMP while it learns the task, + KD
@@ -58,7 +59,7 @@ def prune_schedule(steps: int) -> dict:
 
 # what the two pre-training arms set beyond their common overrides
 PAPER_PRUNING = {"pruning": {"criterion": "magnitude"}}
-BEST_PRUNING = {"pruning": {"criterion": "wanda"}, "distill": {"kd_positions": "masked", "alpha_sentence": 100.0,
+BEST_PRUNING = {"pruning": {"criterion": "wanda", "reconstruct": True}, "distill": {"kd_positions": "masked", "alpha_sentence": 100.0,
                                                            "sentence_inputs": "spans", "span_tokens": [4, 126]}}
 
 

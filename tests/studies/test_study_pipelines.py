@@ -34,9 +34,10 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     assert {"teacher", *students, *retrieval, *task_runs} == set(steps)
     # the pre-training seed varies on purpose, and each task run distils from the dense run of its own seed
     assert steps["best-90-p2"].overrides["seed"] == 2 and steps["best-90-p2"].recipe == "offline"
-    # the two pre-training arms differ only in how weights are ranked and in the distillation terms
+    # the two pre-training arms differ only in how weights are ranked and updated and in the distillation terms
     ofa, best = steps["ofa-90-p2"].overrides, steps["best-90-p2"].overrides
     assert (ofa.pop("pruning.criterion"), best.pop("pruning.criterion")) == ("magnitude", "wanda")
+    assert best.pop("pruning.reconstruct") is True and "pruning.reconstruct" not in ofa
     assert {k: best.pop(k) for k in list(best) if k.startswith("distill.")} == {
         "distill.kd_positions": "masked", "distill.alpha_sentence": 100.0, "distill.sentence_inputs": "spans",
         "distill.span_tokens": [4, 126]} and ofa == best
