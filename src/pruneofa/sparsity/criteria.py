@@ -249,7 +249,8 @@ class Wanda(Criterion):
         return out
 
     def changes_weights(self) -> bool:
-        return self.config.reconstruct and bool(self.sums)
+        # a layer without inputs on any rank returns None from updated_weight (the sums are gathered first)
+        return self.config.reconstruct
 
     def updated_weight(self, name: str, weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | None:
         gram, tokens = self.gathered({name: (weight, keep)})[name]
