@@ -9,12 +9,13 @@ the same object with `method="lock"`: the mask is the current zero pattern and n
     for step, batch in enumerate(batches, start=1):
         loss(model, batch).backward()
         pruner.observe_gradients(step)   # criterion obs: the gradients before an update (else a no-op)
+        # (wanda counts the inputs of the forwards in its forward hooks, no call needed)
         optimizer.step(); optimizer.zero_grad()
         pruner.step(step)
     pruner.finalize()          # fold masks into the weights (and drop hooks) before save_pretrained
 
-Under DDP every process runs the same calls; rank 0's masks (and, with obs_update_weights, its
-updated weights) are broadcast so that all processes stay identical.
+Under DDP every process runs the same calls; rank 0's masks (and, with obs_update_weights or
+reconstruct, its updated weights) are broadcast so that all processes stay identical.
 """
 
 from __future__ import annotations
