@@ -182,6 +182,9 @@ class Wanda(Criterion):
     scores are the same) and after each mask update moves the survivors to make up for the pruned
     weights on those inputs (SparseGPT's update, `sparsity.hessian`). Memory: one in x in fp32 matrix
     per layer (BERT-Base: 47 MB). Cost: 2 x tokens x in^2 flops per layer and observed forward.
+
+    The sums are not checkpointed: a run resumed between two updates scores (and reconstructs) the
+    next one from the forwards since the resume, counted as the window of its first step says.
     """
 
     def __init__(self, config, layers: dict[str, nn.Module]):

@@ -105,8 +105,8 @@ class Pruner:
             self.criterion.observe_gradients()
 
     def observes_inputs_at(self, step: int) -> bool:
-        """Whether the forwards of update `step` count for criteria that observe inputs (wanda,
-        sparsegpt): all of them, or only the `calibration_steps` that end at a mask update."""
+        """Whether the forwards of update `step` count for criteria that observe inputs (wanda): all
+        of them, or only the `calibration_steps` that end at a mask update."""
         window = self.config.calibration_steps
         return window is None or any(self.is_update_step(t) for t in range(step, step + window))
 
