@@ -184,7 +184,7 @@ class Wanda(Criterion):
     per layer (BERT-Base: 47 MB). Cost: 2 x tokens x in^2 flops per layer and observed forward.
 
     The sums are not checkpointed: a run resumed between two updates scores (and reconstructs) the
-    next one from the forwards since the resume, counted as the window of its first step says.
+    next one from the forwards counted since the resume.
     """
 
     def __init__(self, config, layers: dict[str, nn.Module]):
