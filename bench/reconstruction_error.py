@@ -34,7 +34,8 @@ def keep_top(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep
 
 
-def layer_inputs(model_path: str, layer: int, documents: int) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+def layer_inputs(model_path: str, layer: int, documents: int) -> tuple[dict[str, list[torch.Tensor]], torch.nn.Module]:
+    """Each Linear of encoder layer `layer`: its inputs, one (tokens, in) float64 tensor per document."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModel.from_pretrained(model_path).eval()
     block = model.encoder.layer[layer]
@@ -49,7 +50,7 @@ def layer_inputs(model_path: str, layer: int, documents: int) -> tuple[dict[str,
     with torch.no_grad():
         for text in tqdm(texts, desc="forward", unit="doc"):
             model(**tokenizer(text, truncation=True, max_length=128, return_tensors="pt"))
-    return {name: xs for name, xs in inputs.items()}, block
+    return inputs, block
 
 
 def main() -> None:

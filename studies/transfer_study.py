@@ -59,8 +59,9 @@ def prune_schedule(steps: int) -> dict:
 
 # what the two pre-training arms set beyond their common overrides
 PAPER_PRUNING = {"pruning": {"criterion": "magnitude"}}
-BEST_PRUNING = {"pruning": {"criterion": "wanda", "reconstruct": True}, "distill": {"kd_positions": "masked", "alpha_sentence": 100.0,
-                                                           "sentence_inputs": "spans", "span_tokens": [4, 126]}}
+BEST_PRUNING = {"pruning": {"criterion": "wanda", "reconstruct": True},
+                "distill": {"kd_positions": "masked", "alpha_sentence": 100.0, "sentence_inputs": "spans",
+                            "span_tokens": [4, 126]}}
 
 
 def task_data(task: str, args: argparse.Namespace) -> dict:

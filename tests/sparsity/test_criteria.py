@@ -203,9 +203,13 @@ def test_wanda_reconstruct_moves_the_survivors_by_sparsegpt_on_the_training_inpu
     feed_inputs(model, inputs)
     w = out_in(layer).clone()
     x = torch.cat([i.reshape(-1, 8) for i in inputs])
+    reductions = []
+    all_reduced = pruner.criterion._all_reduced
+    pruner.criterion._all_reduced = lambda views: reductions.append(list(views)) or all_reduced(views)
     gram = pruner.criterion.gathered({"0": (w, torch.ones_like(w, dtype=torch.bool))})["0"][0]
     torch.testing.assert_close(gram, x.T @ x)
     pruner.step(1)
+    assert reductions == [["0"]]  # the scores and the update of step 1 read the totals gathered once
     keep = M.get_mask(layer)
     expected = wanda_scores(w, inputs)  # the scores are wanda's: only the survivors' values change
     assert (~keep).sum() == 24 and expected[~keep].max() <= expected[keep].min()

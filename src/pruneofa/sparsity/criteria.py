@@ -199,6 +199,7 @@ class Wanda(Criterion):
     def reset(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}  # layer -> Sum x_j^2 (in,), or X^T X (in, in) to reconstruct
         self.tokens: dict[str, int] = {}
+        self.totals: dict[str, tuple[torch.Tensor, float]] = {}  # layer -> (sum, tokens) over every process
 
     def close(self) -> None:
         for handle in self.handles:
@@ -223,17 +224,28 @@ class Wanda(Criterion):
         return hook
 
     def gathered(self, views: Views) -> dict[str, tuple[torch.Tensor, float]]:
-        """Per layer (sum, tokens) over every process (each rank calls update_masks)."""
-        shapes = {n: self.statistic(w.new_zeros(1, w.shape[1])).shape for n, (w, _) in views.items()}
-        sums = {n: (self.sums[n] if n in self.sums else torch.zeros(shapes[n])).to(w.device)
-                for n, (w, _) in views.items()}
+        """Per layer (sum, tokens) over every process (each rank calls update_masks in the same order).
+
+        Gathered once per update: the scores and then the weight update of a layer read the same
+        totals, so under DDP each sum crosses the processes once."""
+        missing = {n: v for n, v in views.items() if n not in self.totals}
+        if missing:
+            self.totals.update(self._all_reduced(missing))
+        return {n: self.totals[n] for n in views}
+
+    def _all_reduced(self, views: Views) -> dict[str, tuple[torch.Tensor, float]]:
+        def zeros(w: torch.Tensor) -> torch.Tensor:  # a layer this process saw no token of
+            n_in = w.shape[1]
+            return torch.zeros((n_in, n_in) if self.config.reconstruct else (n_in,), device=w.device)
+
+        sums = {n: self.sums.pop(n).to(w.device) if n in self.sums else zeros(w) for n, (w, _) in views.items()}
         tokens = [float(self.tokens.get(n, 0)) for n in sums]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             device = next(iter(sums.values())).device
             packed = torch.cat([s.to(device).reshape(-1) for s in sums.values()] + [torch.tensor(tokens, device=device)])
             dist.all_reduce(packed)
             parts = packed.split([s.numel() for s in sums.values()] + [len(sums)])
-            sums = {n: p.view(shapes[n]).to(sums[n].device) for n, p in zip(sums, parts)}
+            sums = {n: p.view_as(sums[n]).to(sums[n].device) for n, p in zip(sums, parts)}
             tokens = parts[-1].tolist()
         return {n: (s, count) for (n, s), count in zip(sums.items(), tokens)}
 
