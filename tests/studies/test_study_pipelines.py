@@ -34,10 +34,11 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     assert {"teacher", *students, *retrieval, *task_runs} == set(steps)
     # the pre-training seed varies on purpose, and each task run distils from the dense run of its own seed
     assert steps["best-90-p2"].overrides["seed"] == 2 and steps["best-90-p2"].recipe == "offline"
-    # the two pre-training arms differ only in how weights are ranked and updated and in the distillation terms
+    # the two pre-training arms differ only in how weights are ranked and updated, the rate, and the distillation terms
     ofa, best = steps["ofa-90-p2"].overrides, steps["best-90-p2"].overrides
     assert (ofa.pop("pruning.criterion"), best.pop("pruning.criterion")) == ("magnitude", "wanda")
     assert best.pop("pruning.reconstruct") is True and "pruning.reconstruct" not in ofa
+    assert (ofa.pop("train.lr"), best.pop("train.lr")) == (args.prune_lr, 3e-4)
     assert {k: best.pop(k) for k in list(best) if k.startswith("distill.")} == {
         "distill.kd_positions": "masked", "distill.alpha_sentence": 100.0, "distill.sentence_inputs": "spans",
         "distill.span_tokens": [4, 126]} and ofa == best
@@ -50,9 +51,10 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     assert budgets == {(args.task_steps, args.task_batch)}
     # learning rates by kind of model, as measured at this budget (docs/RESULTS.md)
     lrs = {name: spec.overrides["train.lr"] for name, spec in steps.items() if "train.lr" in spec.overrides}
-    assert lrs["rt-dense-t1"] == args.dense_lr and lrs["rt-ds-90-t2"] == lrs["rt-ofa-85-p1-t3"] == args.sparse_lr
+    assert lrs["rt-dense-t1"] == args.dense_lr and lrs["rt-ofa-85-p1-t3"] == args.sparse_lr
+    assert lrs["rt-ds-90-t2"] == args.downstream_lr < args.sparse_lr
     assert lrs["pairs-ds-90-t2"] == lrs["pairs-best-85-p1-t3"] == args.pairs_sparse_lr < args.sparse_lr
-    assert lrs["best-85-p2"] == args.prune_lr and args.sparse_lr > args.dense_lr
+    assert lrs["ofa-85-p2"] == args.prune_lr < lrs["best-85-p2"] == 3e-4 and args.sparse_lr > args.dense_lr
 
 
 def test_pattern_study_times_compacted_models_against_their_masked_model():
