@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-STUDIES = Path(__file__).resolve().parents[2] / "studies"
-
 
 @pytest.fixture()
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(STUDIES))
-    import pairs_zero_shot
-
-    yield pairs_zero_shot
-    sys.modules.pop("pairs_zero_shot", None)
+def script(import_study):
+    return import_study("pairs_zero_shot")
 
 
 def test_threshold_comes_from_validation_and_is_applied_to_test(script):

@@ -4,23 +4,15 @@ brings the layers' outputs, and the encoder's, closer to the teacher's than the 
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
-STUDIES = Path(__file__).resolve().parents[2] / "studies"
-
 
 @pytest.fixture()
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(STUDIES))
-    import teacher_calibration
-
-    yield teacher_calibration
-    sys.modules.pop("teacher_calibration", None)
+def script(import_study):
+    return import_study("teacher_calibration")
 
 
 def pruned_pair() -> tuple[torch.nn.Module, torch.nn.Module, list[dict[str, torch.Tensor]]]:
