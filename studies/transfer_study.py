@@ -101,10 +101,12 @@ def study_pipeline(args: argparse.Namespace) -> dict:
             dense = f"{task}-dense-t{t}"
             steps[dense] = {"stage": "finetune", "overrides": {
                 "model": "${teacher}", **common, "train": {**task_train, "lr": args.dense_lr}}}
+            downstream_lr = args.downstream_lr if task == "rt" else sparse_lr
             for s in args.sparsities:
                 steps[f"{task}-ds-{s}-t{t}"] = {"stage": "transfer", "recipe": "downstream-pruning", "overrides": {
                     "model": "${teacher}", "teacher": f"${{{dense}}}", **common,
-                    "train": {**task_train, "lr": args.downstream_lr if task == "rt" else sparse_lr}, "pruning": {"target_sparsity": s / 100, "target_step": (2 * args.task_steps) // 3,
+                    "train": {**task_train, "lr": downstream_lr},
+                    "pruning": {"target_sparsity": s / 100, "target_step": (2 * args.task_steps) // 3,
                                 "frequency": max(1, args.task_steps // 30)}}}
             for student, _ in students:
                 steps[f"{task}-{student}-t{t}"] = {"stage": "transfer", "recipe": "offline", "overrides": {
