@@ -61,6 +61,10 @@ TORCH_COMPACT = "torch-compact"  # with --compact: transformers eager fp32 on th
 # structured model, whose weights are dense, this is what "sparse-int8" chooses anyway.
 NATIVE_INT8 = "native-int8"
 ALL_DENSE = math.inf  # sparse_threshold: no Linear on a sparse layout
+# Pseudo-engines "<engine>-noamx": the same loaded runtime with AMX tiles off (kernels.amx_tiles), so that
+# on an AMX CPU the dense int8 layers' VNNI kernel is timed beside the tiles, interleaved in one run.
+NO_AMX = "-noamx"
+AMX_TWINS = [f"{e}{NO_AMX}" for e in ("sparse-int8", NATIVE_DENSE_INT8, NATIVE_INT8)]
 LAYER_SHAPES = [(384, 384), (384, 1536), (1536, 384), (768, 768), (768, 3072), (3072, 768)]
 
 
@@ -134,15 +138,16 @@ def bench_models(shapes: list[str], sparsities: list[float], engines: list[str],
                 with torch.no_grad():
                     return model(**inputs)
 
-            runtimes = {e: rt.load(served, engine=e, threads=threads) for e in engines
+            wanted = {e.removesuffix(NO_AMX) for e in engines}
+            runtimes = {e: rt.load(served, engine=e, threads=threads) for e in wanted
                         if e not in ("torch", NATIVE_DENSE_INT8, NATIVE_INT8)}
-            if NATIVE_INT8 in engines:
+            if NATIVE_INT8 in wanted:
                 runtimes[NATIVE_INT8] = rt.load(served, engine="sparse-int8", threads=threads,
                                                 sparse_threshold=ALL_DENSE)
             if compact:
                 runtimes[TORCH_COMPACT] = rt.load(served, engine="torch", threads=threads)
             references = {}
-            if NATIVE_DENSE_INT8 in engines:
+            if NATIVE_DENSE_INT8 in wanted:
                 dense = pruned_bert(shape, 0.0)
                 runtimes[NATIVE_DENSE_INT8] = rt.load(dense, engine="sparse-int8", threads=threads,
                                                       sparse_threshold=ALL_DENSE)
@@ -150,6 +155,11 @@ def bench_models(shapes: list[str], sparsities: list[float], engines: list[str],
                     references[NATIVE_DENSE_INT8] = dense(**inputs).last_hidden_state
             calls = {"torch": eager, **{e: (lambda m=m: m(**inputs)) for e, m in runtimes.items()}}
             reference = eager().last_hidden_state
+            for e in engines:
+                if e.endswith(NO_AMX):
+                    calls[e] = without_amx(calls[e.removesuffix(NO_AMX)])
+                    references[e] = references.get(e.removesuffix(NO_AMX), reference)
+            calls = {e: call for e, call in calls.items() if e == "torch" or e in engines}
             if wait_idle:
                 wait_for_idle(wait_idle)
             load_before = os.getloadavg()[0]
@@ -165,9 +175,19 @@ def bench_models(shapes: list[str], sparsities: list[float], engines: list[str],
                                  speedup_of_min=base_min / min(times[e]),
                                  max_abs_diff=(out - ref).abs().max().item(),
                                  rel_err=((out - ref).norm() / ref.norm()).item(),
-                                 layers=runtimes[e].report.summary() if e in runtimes else "transformers eager",
+                                 layers=(runtimes[e.removesuffix(NO_AMX)].report.summary()
+                                         if e.removesuffix(NO_AMX) in runtimes else "transformers eager"),
                                  loadavg=[load_before, load_after], clock=clock))
     return rows
+
+
+def without_amx(call):
+    from pruneofa.runtime import kernels
+
+    def run():
+        with kernels.amx_tiles(False):
+            return call()
+    return run
 
 
 def table(rows: list[dict]) -> str:
@@ -239,7 +259,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--sparsity", nargs="+", type=float, default=[0.9])
-    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=[*ENGINES, NATIVE_DENSE_INT8, NATIVE_INT8])
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=[*ENGINES, NATIVE_DENSE_INT8, NATIVE_INT8, *AMX_TWINS])
     ap.add_argument("--pattern", default="unstructured", help="pruning pattern, e.g. block:1x4, structured")
     ap.add_argument("--ffn-sparsity", type=float, help="structured/hybrid: fraction of FFN neurons removed")
     ap.add_argument("--head-sparsity", type=float, help="structured/hybrid: fraction of attention heads removed")
@@ -267,7 +287,7 @@ def main() -> None:
         ap.error("--clock thread needs --threads 1 (CPU time of one thread misses the other threads' work)")
     torch.set_num_threads(threads)  # PyTorch's own ops (and the dense baselines) use the same count
     meta = dict(threads=threads, torch=torch.__version__, cpu=platform.processor() or platform.machine(),
-                cpu_model=cpu_model(), kernels=kernels.kernel_isa(), cpu_count=os.cpu_count(),
+                cpu_model=cpu_model(), kernels=kernels.kernel_label(), cpu_count=os.cpu_count(),
                 date=time.strftime("%Y-%m-%d %H:%M"), batch=1, seq_len=128,
                 clock=args.clock, rounds=args.rounds, warmup=args.warmup, scheduling=priority)
     if "torch" not in args.engines:

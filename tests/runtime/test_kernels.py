@@ -241,7 +241,7 @@ def portable_library():
 
 
 @pytest.mark.parametrize("march,isa", [("x86-64", "portable"), ("x86-64-v3", "avx2"), ("skylake-avx512", "avx512"),
-                                       ("icelake-server", "avx512-vnni")])
+                                       ("icelake-server", "avx512-vnni"), ("sapphirerapids", "avx512-vnni")])
 def test_every_kernel_set_compiles(march, isa, tmp_path):
     """Each kernel set compiles (syntax and types, no code generation) and is the one chosen for its
     target, also those this CPU cannot run: a change to one path cannot break another unseen."""
@@ -255,8 +255,10 @@ def test_every_kernel_set_compiles(march, isa, tmp_path):
     except build.KernelBuildError as err:
         pytest.skip(str(err))
     probe = tmp_path / "probe.cpp"
+    amx = "defined(POFA_AMX)" if march == "sapphirerapids" else "!defined(POFA_AMX)"  # the tiles: AMX targets only
     probe.write_text(f'#include "api.cpp"\n#include <string_view>\n'
-                     f'static_assert(std::string_view(pofa::kKernelIsa) == "{isa}");\n')
+                     f'static_assert(std::string_view(pofa::kKernelIsa) == "{isa}");\n'
+                     f'#if {amx}\n#else\n#error "AMX tiles: wrong choice for -march={march}"\n#endif\n')
     proc = subprocess.run([compiler, "-fsyntax-only", "-std=c++17", "-fopenmp", f"-march={march}",
                            f"-I{build.source_dir()}", str(probe)], capture_output=True, text=True)
     if "unrecognized" in proc.stderr or "bad value" in proc.stderr:
@@ -366,3 +368,68 @@ def test_few_token_path_equals_the_tiled_path(layout, n_in, n_out, m):
             torch.testing.assert_close(few, tiled, atol=1e-5, rtol=1e-5)
         else:
             assert torch.equal(few, tiled)
+
+
+# ---- AMX tiles (dense int8 layout), wherever the CPU and the OS have them ----
+
+@pytest.fixture
+def amx() -> None:
+    if not kernels.amx_active():
+        flags = build.cpu_flags()
+        why = ("PRUNEOFA_AMX=0 turned the tiles off" if "amx_int8" in flags else
+               "this CPU has no AMX-INT8 (no amx_int8 flag)")
+        pytest.skip(f"{why}: the dense int8 kernel runs on VNNI or AVX2 here, tested above")
+
+
+def test_amx_follows_the_cpu_and_the_switch():
+    """Tiles are on exactly where the CPU has AMX-INT8 (the build targets the CPU, Linux >= 5.16 grants
+    the tile state) unless PRUNEOFA_AMX=0; `amx_tiles` turns them off for a block and back on after."""
+    import os
+
+    flags = build.cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags to compare with")
+    expected = {"amx_int8", "amx_tile"} <= flags and os.environ.get("PRUNEOFA_AMX", "1") != "0"
+    assert kernels.amx_active() == expected
+    assert kernels.kernel_label() == (f"{kernels.kernel_isa()}+amx" if expected else kernels.kernel_isa())
+    with kernels.amx_tiles(False) as on:
+        assert not on and not kernels.amx_active()
+    assert kernels.amx_active() == expected
+    assert not kernels.amx_active(portable_library())
+
+
+@pytest.mark.parametrize("n_in,n_out", [(64, 160), (128, 48), (192, 37), (100, 32)])
+@pytest.mark.parametrize("m", [1, 16, 37, 64, 100, 128, 130, 200])
+def test_amx_dense_int8_is_bit_identical_to_vnni_and_portable(n_in, n_out, m, amx, portable_lib):
+    """The tiles form the same integer sums as the VNNI kernel and the portable loops, so the outputs are the
+    same bits: inputs of whole 64-feature steps and not (the latter stay on VNNI), row blocks of 16 and a
+    short last one, token tails and a second 128-token tile, token- or feature-major in and out, GELU and
+    the add+LayerNorm post-op."""
+    w, b = sparse_weight(n_out, n_in, sparsity=0.0), torch.randn(n_out)
+    x, res = torch.randn(m, n_in), torch.randn(m, n_out)
+    quads = pack_quads_i8(w, "dense")
+    post = kernels.AddLayerNorm(res, torch.rand(n_out) + 0.5, torch.randn(n_out), 1e-12)
+    for x_fm in (False, True):
+        xin, kw = (feature_major(x), dict(tokens=m)) if x_fm else (x, {})
+        for act, p, y_fm in ((None, None, False), ("gelu", None, True), (None, post, False)):
+            y = kernels.spmm_i8(xin, quads, b, act, 2, p, out_feature_major=y_fm, **kw)
+            with kernels.amx_tiles(False):
+                vnni = kernels.spmm_i8(xin, quads, b, act, 2, p, out_feature_major=y_fm, **kw)
+            assert torch.equal(y, vnni), (x_fm, act, y_fm)
+            if act is None and p is None:
+                assert torch.equal(y, kernels.spmm_i8(xin, quads, b, None, 2, out_feature_major=y_fm,
+                                                      library=portable_lib, **kw))
+
+
+def test_amx_dense_int8_encoder_is_the_vnni_one(amx, pruned_bert, inputs):
+    """The whole one-call encoder with every Linear on the dense int8 layout: the same bits with and
+    without tiles."""
+    import math
+
+    import pruneofa.runtime as rt
+
+    model = rt.load(pruned_bert, engine="sparse-int8", threads=2, sparse_threshold=math.inf)
+    assert "dense-int8-native" in model.report.summary()
+    y = model(**inputs).last_hidden_state
+    with kernels.amx_tiles(False):
+        assert torch.equal(y, model(**inputs).last_hidden_state)

@@ -232,19 +232,26 @@ NATIVE_PATHS = ("sparse", "sparse-int8", "dense-int8-native")  # Linear paths th
 
 def _layers(engine: Any) -> dict[str, Any]:
     """A pruneofa.runtime model's per-layer paths, and which of the runtime's kernel sets ran them
-    (`kernel`: "avx512-vnni", "avx512", "avx2", "portable"; None where no Linear runs on them)."""
+    (`kernel`: "avx512-vnni", "avx512", "avx2", "portable", with "+amx" where Linears on the dense int8
+    kernel ran on AMX tiles; None where no Linear runs on them)."""
     report = getattr(getattr(engine, "model", None), "report", None)
     if report is None:
         return {"kernel": None}
-    native = any(layer.path in NATIVE_PATHS for layer in report.layers)
-    return {"layers": report.summary(), "unfused": report.unfused, "kernel": _kernel_isa() if native else None}
+    paths = {layer.path for layer in report.layers}
+    kernel = None
+    if paths & set(NATIVE_PATHS):
+        kernel = _kernel_isa(amx="dense-int8-native" in paths)
+    return {"layers": report.summary(), "unfused": report.unfused, "kernel": kernel}
 
 
-def _kernel_isa() -> str | None:
+def _kernel_isa(amx: bool = True) -> str | None:
+    """The kernel set this machine builds; amx: name the AMX tiles too where they are in use."""
     from pruneofa.runtime import kernels
     from pruneofa.runtime.build import kernels_available
 
-    return kernels.kernel_isa() if kernels_available() else None
+    if not kernels_available():
+        return None
+    return kernels.kernel_label() if amx else kernels.kernel_isa()
 
 
 def _add_memory(rows: list[dict[str, Any]], artifacts: dict[str, Artifact], threads: int, vocab_size: int,

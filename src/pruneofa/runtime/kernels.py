@@ -4,6 +4,8 @@ pack activations, sparse multiply, bias, optional GELU, all inside one OpenMP re
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
 from ctypes import c_float, c_int, c_void_p
 from typing import NamedTuple
 
@@ -32,6 +34,9 @@ def bind(handle: ctypes.CDLL) -> ctypes.CDLL:
     handle.pofa_encoder.restype = None
     handle.pofa_max_seq.restype = c_int
     handle.pofa_has_vnni.restype = c_int
+    handle.pofa_amx.restype = c_int
+    handle.pofa_set_amx.argtypes = [c_int]
+    handle.pofa_set_amx.restype = c_int
     handle.pofa_kernel_isa.restype = ctypes.c_char_p
     return handle
 
@@ -56,6 +61,30 @@ NATIVE_INT8_ISAS = ("avx512-vnni", "avx2")  # SIMD int8 kernels (dense layout in
 def kernel_isa(library: ctypes.CDLL | None = None) -> str:
     """Which kernels run: "avx512-vnni", "avx512" (fp32 AVX-512, int8 portable loops), "avx2" or "portable"."""
     return (library or lib()).pofa_kernel_isa().decode()
+
+
+def amx_active(library: ctypes.CDLL | None = None) -> bool:
+    """Dense int8 layers run on AMX tiles: the CPU and build have AMX-INT8, Linux grants the tile
+    state, and neither PRUNEOFA_AMX=0 nor `amx_tiles(False)` turned them off."""
+    return bool((library or lib()).pofa_amx())
+
+
+@contextmanager
+def amx_tiles(enabled: bool, library: ctypes.CDLL | None = None) -> Iterator[bool]:
+    """Within the block, dense int8 layers use AMX tiles or not (process-wide: for timing one kernel
+    beside the other, not for serving from several threads); yields whether tiles are in use."""
+    handle = library or lib()
+    before = handle.pofa_amx()
+    try:
+        yield bool(handle.pofa_set_amx(int(enabled)))
+    finally:
+        handle.pofa_set_amx(before)
+
+
+def kernel_label(library: ctypes.CDLL | None = None) -> str:
+    """The kernel set and, where they run, AMX tiles: e.g. "avx512-vnni+amx" (what `pruneofa bench` reports)."""
+    isa = kernel_isa(library)
+    return f"{isa}+amx" if amx_active(library) else isa
 
 
 def has_native_int8() -> bool:

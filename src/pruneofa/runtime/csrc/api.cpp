@@ -10,6 +10,18 @@ extern "C" const char* pofa_kernel_isa() { return kKernelIsa; }
 // The longest sequence pofa_encoder takes (attention.h); callers ask rather than keep a copy.
 extern "C" int pofa_max_seq() { return kMaxSeq; }
 
+// AMX tiles for the dense int8 layout: 1 if this build has them, the OS grants them and the switch is on.
+extern "C" int pofa_amx() { return amx_on() ? 1 : 0; }
+
+// Turn the AMX tiles on or off for later calls (for timing the VNNI kernel beside them); returns pofa_amx().
+extern "C" int pofa_set_amx(int on) {
+#ifdef POFA_AMX
+  amx_switch().store(on ? 1 : 0);
+#endif
+  (void)on;
+  return pofa_amx();
+}
+
 extern "C" int pofa_has_vnni() {
 #ifdef POFA_VNNI
   return 1;

@@ -20,6 +20,7 @@
 // The AVX2 build (no VNNI) runs the same three layouts with maddubs + madd on signed activations
 // (POFA_AVX2 section below: exact, the zero point is then 0); the portable loops are the reference.
 #pragma once
+#include "amx.h"
 #include "epilogue.h"
 #include "pack.h"
 
@@ -112,6 +113,32 @@ inline void dense_i8_rows(const uint8_t* xs, int Mp, const int32_t* w, int K4, c
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v)
       _mm512_storeu_ps(out + r * kTokenTile + p + 16 * v, dequant16(acc[r][v], d[r], p + 16 * v));
+}
+#endif
+
+#ifdef POFA_AMX
+// 16 rows (weights qw, K4 quads each, K4 % kAmxK4 == 0) x the first n_pos (a multiple of 32) tokens of
+// the tile xs -> tile, dequantised exactly as dense_i8_rows does.
+inline void dense_i8_block_amx(const int32_t* qw, int K4, const Dequant* d, const uint8_t* xs, int Mp, int n_pos,
+                               float* tile) {
+  alignas(64) int32_t c[4][16][16];
+  const size_t w_stride = (size_t)K4 * 4, x_stride = (size_t)Mp * 4;
+  for (int p = 0; p < n_pos; p += 64) {
+    const int groups = std::min(4, (n_pos - p) / 16);
+    const uint8_t* x = xs + (size_t)p * 4;
+    if (groups == 4) {
+      amx_accumulate<4>((const uint8_t*)qw, w_stride, K4, x, x_stride);
+      _tile_stored(2, c[2], 64);
+      _tile_stored(3, c[3], 64);
+    } else {
+      amx_accumulate<2>((const uint8_t*)qw, w_stride, K4, x, x_stride);
+    }
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    for (int r = 0; r < 16; ++r)
+      for (int g = 0; g < groups; ++g)
+        _mm512_storeu_ps(tile + r * kTokenTile + p + 16 * g, dequant16(_mm512_load_si512(c[g][r]), d[r], p + 16 * g));
+  }
 }
 #endif
 
@@ -241,8 +268,14 @@ inline void row_i8_portable(const uint8_t* x, int Mp, int layout, const uint16_t
 }
 
 // Rows o0..o0+n_rows of a dense-layout weight x the tile's first n_pos tokens (a multiple of 32) -> tile.
+// tiles: this thread holds a TileSession (AMX) and K4 % kAmxK4 == 0; a block of fewer than 16 rows
+// still takes the VNNI kernel.
 inline void dense_i8_tile(const int32_t* qw, int K4, int n_rows, const Dequant* d, const uint8_t* xs, int Mp,
-                          int n_pos, float* tile) {
+                          int n_pos, float* tile, bool tiles = false) {
+#ifdef POFA_AMX
+  if (tiles && n_rows == kRowBlock) return dense_i8_block_amx(qw, K4, d, xs, Mp, n_pos, tile);
+#endif
+  (void)tiles;
 #ifdef POFA_VNNI
   for (int p = 0; p < n_pos; p += 16 * kDenseVecs)
     for (int r = 0; r < n_rows; r += kDenseRows) {
@@ -316,6 +349,7 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
   }
   int b_lo, b_hi;
   balanced_range(w.quad_ptr, w.n_out, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);
+  const TileSession tiles(w.layout == kDense && amx_usable(K) && b_lo < b_hi);
   alignas(64) float tile[kRowBlock * kTokenTile];
   for (int b = b_lo; b < b_hi; ++b) {
     const int o0 = b * kRowBlock, n_rows = std::min(kRowBlock, w.n_out - o0);
@@ -325,7 +359,8 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
       Dequant d[kRowBlock];
       for (int r = 0; r < n_rows; ++r) d[r] = Dequant{kActZero * w.w_sum[o0 + r], w.w_scale[o0 + r], sx + t0};
       if (w.layout == kDense)  // row o's quads start at quad_ptr[o] = o * K4
-        dense_i8_tile(w.w + w.quad_ptr[o0], (K + 3) / 4, n_rows, d, xs, Mp, round_up(n_tok, 16 * kDenseVecs), tile);
+        dense_i8_tile(w.w + w.quad_ptr[o0], (K + 3) / 4, n_rows, d, xs, Mp, round_up(n_tok, 16 * kDenseVecs), tile,
+                      tiles.active);
       else
         for (int r = 0; r < n_rows; ++r) {
           const int o = o0 + r, q0 = w.quad_ptr[o], nq = w.quad_ptr[o + 1] - q0;
