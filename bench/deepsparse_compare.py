@@ -21,8 +21,12 @@ and how the tests check this script without DeepSparse.
 DeepSparse gets the model's fp32 weights as a static-shape opset-13 graph from torch's TorchScript
 exporter, as SparseML exported for it: DeepSparse 1.8.0 (the last release with a cp311 wheel) runs
 pruneofa's own export (the dynamo exporter's opset 18) only through its bundled onnxruntime, at dense
-speed, and stops at an internal assertion on its int8 QDQ graph (docs/RESULTS.md, session 10). So the
-comparison is fp32 against fp32: `sparse` is the like-for-like row, `sparse-int8` what pruneofa adds.
+speed, and stops at an internal assertion on its int8 QDQ graph (docs/RESULTS.md, session 10).
+`--static-int8` adds a second worker on the int8 graph DeepSparse's own engine does take on a CPU with
+VNNI: that opset-13 graph quantised statically by onnxruntime in QOperator form (QLinearMatMul, int8
+weights and uint8 activations per tensor, calibrated on 8 random batches of the benchmark's shape).
+(onnxruntime's QDQ form of it runs at a tenth of that speed in DeepSparse 1.8, its dynamic form stops
+at an assertion.) Then `sparse` is the like-for-like row for DeepSparse fp32, `sparse-int8` for int8.
 """
 
 from __future__ import annotations
@@ -131,6 +135,26 @@ def torchscript_onnx(model: torch.nn.Module, out: Path, inputs: dict[str, torch.
     return out
 
 
+def static_int8_onnx(fp32_file: Path, out: Path, vocab_size: int, names: list[str], batch: int, seq_len: int) -> Path:
+    """`fp32_file` quantised by onnxruntime, static QOperator form (see the module docstring)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from pruneofa.bench.inputs import make_inputs
+
+    class RandomBatches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{k: v.numpy() for k, v in make_inputs(vocab_size, names, batch, seq_len,
+                                                                          seed=100 + s).items()} for s in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(fp32_file), str(out), RandomBatches(), quant_format=QuantFormat.QOperator,
+                    op_types_to_quantize=["MatMul"], per_channel=False, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return out
+
+
 def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path) -> Path:
     """A QAT dir of `model_dir`: observers calibrated on 8 random batches, no training (speed only).
     Written beside `out` and renamed into place (bench_random.saved_once)."""
@@ -148,16 +172,16 @@ def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path
     return saved_once(out, lambda partial: save_qat(model, partial))
 
 
-def alternate(ours: dict, worker: Worker, name: str, rounds: int, warmup: int, seed: int = 0) -> dict[str, list[float]]:
+def alternate(ours: dict, workers: dict[str, Worker], rounds: int, warmup: int, seed: int = 0) -> dict[str, list[float]]:
     """Seconds per call of each engine: every round runs all of them once, in a new random order (as
-    pruneofa.bench.timing.interleaved, except that the worker's seconds are its own, without the pipe)."""
-    times: dict[str, list[float]] = {engine: [] for engine in [*ours, name]}
+    pruneofa.bench.timing.interleaved, except that a worker's seconds are its own, without the pipe)."""
+    times: dict[str, list[float]] = {engine: [] for engine in [*ours, *workers]}
     order, rng = list(times), random.Random(seed)
     for i in range(warmup + rounds):
         rng.shuffle(order)
         for engine in order:
-            if engine == name:
-                seconds = worker.seconds()
+            if engine in workers:
+                seconds = workers[engine].seconds()
             else:
                 start = time.perf_counter()
                 ours[engine]()
@@ -181,33 +205,45 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
         store = ArtifactStore(source, work)
         inputs = make_inputs(source.plain.config.vocab_size, model_input_names(source.plain.config),
                              args.batch_size, args.seq_len)
+        graphs = {}  # the worker engine's graphs, each in a worker of its own: "fp32 opset-13" -> file
         if args.other_engine == "deepsparse":  # the fp32 graph DeepSparse's own engine takes (see the docstring)
-            onnx_file, graph = torchscript_onnx(source.plain, work / "deepsparse.onnx", inputs), "fp32 opset-13"
+            graphs["fp32 opset-13"] = torchscript_onnx(source.plain, work / "deepsparse.onnx", inputs)
         else:
             onnx_kind = "onnx-qdq" if source.kind == "qat" else "onnx-fp32"
-            onnx_file, graph = store.get(onnx_kind).path, "int8 QDQ" if onnx_kind == "onnx-qdq" else "fp32"
+            graphs["int8 QDQ" if onnx_kind == "onnx-qdq" else "fp32"] = store.get(onnx_kind).path
+        if args.static_int8:
+            fp32 = graphs.get("fp32 opset-13") or torchscript_onnx(source.plain, work / "opset13.onnx", inputs)
+            graphs["int8 QLinearMatMul opset-13"] = static_int8_onnx(
+                fp32, work / "static-int8.onnx", source.plain.config.vocab_size, list(inputs), args.batch_size,
+                args.seq_len)
         ours = {}
         for engine in args.engines.split(","):
             ours[engine] = load_engine(engine, store.get(spec_of(engine).artifact).path, args.threads).bind(inputs)
-        other = f"{args.other_engine} ({graph} ONNX)"
-        worker = Worker(args.other_python, args.other_engine, onnx_file, inputs, args.threads, work)
+        workers: dict[str, Worker] = {}
         try:
+            for graph, onnx_file in graphs.items():
+                sub = work / f"worker{len(workers)}"
+                sub.mkdir()
+                workers[f"{args.other_engine} ({graph} ONNX)"] = Worker(args.other_python, args.other_engine,
+                                                                       onnx_file, inputs, args.threads, sub)
             reference = ours["torch"]() if "torch" in ours else None
             errors = {}
             if reference is not None:
                 for engine, call in ours.items():
                     errors[engine] = compare_outputs(call(), reference, spec_of(engine).precision)["rel_err"]
-                errors[other] = compare_outputs(worker.output(), reference, "int8")["rel_err"]
-            times = alternate(ours, worker, other, args.rounds, args.warmup)
+                for name, worker in workers.items():
+                    errors[name] = compare_outputs(worker.output(), reference, "int8")["rel_err"]
+            times = alternate(ours, workers, args.rounds, args.warmup)
         finally:
-            worker.close()
+            for worker in workers.values():
+                worker.close()
     medians = {engine: statistics.median(seconds) for engine, seconds in times.items()}
     base = medians.get("torch")
     rows = [{"engine": engine, "median_ms": 1e3 * m, "min_ms": 1e3 * min(times[engine]),
              "x_dense_fp32": (base / m) if base else None, "rel_error": errors.get(engine)}
             for engine, m in medians.items()]
     return {"model": str(model_dir), "batch": args.batch_size, "seq_len": args.seq_len, "threads": args.threads,
-            "rounds": args.rounds, "warmup": args.warmup, "other": worker.hello, "rows": rows,
+            "rounds": args.rounds, "warmup": args.warmup, "other": next(iter(workers.values())).hello, "rows": rows,
             "cpu": cpu_model() or "unknown CPU"}
 
 
@@ -231,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qat", action="store_true", help="calibrate a QAT dir first: int8 QDQ for the worker")
     parser.add_argument("--other-python", required=True, help="python of the venv where DeepSparse is installed")
     parser.add_argument("--other-engine", choices=("deepsparse", "onnxruntime"), default="deepsparse")
+    parser.add_argument("--static-int8", action="store_true",
+                        help="also time the worker engine on onnxruntime's static int8 (QLinearMatMul) graph")
     parser.add_argument("--engines", default=OUR_ENGINES, help="ours, comma-separated (pruneofa bench's names)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)

@@ -52,6 +52,17 @@ def test_qat_dir_gives_the_worker_the_int8_qdq_export(script, qat_dir, tmp_path)
     assert 0 < qdq["rel_error"] < 0.1  # int8: close to the fp32 reference, not equal to it
 
 
+def test_static_int8_graph_runs_in_a_worker_of_its_own(script, sparse_dir, tmp_path):
+    """--static-int8: a second worker on onnxruntime's static int8 (QLinearMatMul) form of the opset-13 graph,
+    the int8 graph DeepSparse's engine takes: int8-close to the reference, timed in the same rounds."""
+    out = tmp_path / "result.json"
+    assert script.main([str(sparse_dir), *_args("--engines", "torch", "--static-int8", "--json", str(out))]) == 0
+    rows = {row["engine"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"torch", "onnxruntime (fp32 ONNX)", "onnxruntime (int8 QLinearMatMul opset-13 ONNX)"}
+    static = rows["onnxruntime (int8 QLinearMatMul opset-13 ONNX)"]
+    assert 0 < static["rel_error"] < 0.1 and static["median_ms"] > 0
+
+
 def test_alternate_records_rounds_after_warmup_for_each_engine(script):
     calls = []
 
@@ -60,9 +71,10 @@ def test_alternate_records_rounds_after_warmup_for_each_engine(script):
             calls.append("other")
             return 0.5
 
-    times = script.alternate({"a": lambda: calls.append("a")}, FakeWorker(), "other", rounds=4, warmup=2)
-    assert calls.count("a") == calls.count("other") == 6
-    assert times["other"] == [0.5] * 4 and len(times["a"]) == 4
+    workers = {"other": FakeWorker(), "another": FakeWorker()}
+    times = script.alternate({"a": lambda: calls.append("a")}, workers, rounds=4, warmup=2)
+    assert calls.count("a") == 6 and calls.count("other") == 12  # two workers, each once a round
+    assert times["other"] == times["another"] == [0.5] * 4 and len(times["a"]) == 4
 
 
 def test_missing_engine_in_the_other_venv_is_a_one_line_error(script, sparse_dir, capsys):
