@@ -22,7 +22,7 @@ DeepSparse gets the model's fp32 weights as a static-shape opset-13 graph from t
 exporter, as SparseML exported for it: DeepSparse 1.8.0 (the last release with a cp311 wheel) runs
 pruneofa's own export (the dynamo exporter's opset 18) only through its bundled onnxruntime, at dense
 speed, and stops at an internal assertion on its int8 QDQ graph (docs/RESULTS.md, session 10).
-`--static-int8` adds a second worker on the int8 graph DeepSparse's own engine does take on a CPU with
+`--graphs native,static-int8` adds a second worker on the int8 graph DeepSparse's own engine does take on a CPU with
 VNNI: that opset-13 graph quantised statically by onnxruntime in QOperator form (QLinearMatMul, int8
 weights and uint8 activations per tensor, calibrated on 8 random batches of the benchmark's shape).
 (onnxruntime's QDQ form of it runs at a tenth of that speed in DeepSparse 1.8, its dynamic form stops
@@ -172,20 +172,24 @@ def calibrated_qat_dir(model_dir: Path, vocab_size: int, seq_len: int, out: Path
     return saved_once(out, lambda partial: save_qat(model, partial))
 
 
-def alternate(ours: dict, workers: dict[str, Worker], rounds: int, warmup: int, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per call of each engine: every round runs all of them once, in a new random order (as
-    pruneofa.bench.timing.interleaved, except that a worker's seconds are its own, without the pipe)."""
+def alternate(ours: dict, workers: dict[str, Worker], rounds: int, warmup: int, seed: int = 0,
+              burst: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each engine: every round runs all of them, in a new random order (as
+    pruneofa.bench.timing.interleaved, except that a worker's seconds are its own, without the pipe).
+    burst > 1: each engine's turn is `burst` calls in a row and only the last one counts, so every engine is
+    timed warm (its threads awake, its caches its own), as in a loop of its own, yet in the same window."""
     times: dict[str, list[float]] = {engine: [] for engine in [*ours, *workers]}
     order, rng = list(times), random.Random(seed)
     for i in range(warmup + rounds):
         rng.shuffle(order)
         for engine in order:
-            if engine in workers:
-                seconds = workers[engine].seconds()
-            else:
-                start = time.perf_counter()
-                ours[engine]()
-                seconds = time.perf_counter() - start
+            for _ in range(burst):
+                if engine in workers:
+                    seconds = workers[engine].seconds()
+                else:
+                    start = time.perf_counter()
+                    ours[engine]()
+                    seconds = time.perf_counter() - start
             if i >= warmup:
                 times[engine].append(seconds)
     return times
@@ -206,12 +210,13 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
         inputs = make_inputs(source.plain.config.vocab_size, model_input_names(source.plain.config),
                              args.batch_size, args.seq_len)
         graphs = {}  # the worker engine's graphs, each in a worker of its own: "fp32 opset-13" -> file
-        if args.other_engine == "deepsparse":  # the fp32 graph DeepSparse's own engine takes (see the docstring)
+        wanted = args.graphs.split(",")
+        if "native" in wanted and args.other_engine == "deepsparse":  # the fp32 graph DeepSparse takes (docstring)
             graphs["fp32 opset-13"] = torchscript_onnx(source.plain, work / "deepsparse.onnx", inputs)
-        else:
+        elif "native" in wanted:
             onnx_kind = "onnx-qdq" if source.kind == "qat" else "onnx-fp32"
             graphs["int8 QDQ" if onnx_kind == "onnx-qdq" else "fp32"] = store.get(onnx_kind).path
-        if args.static_int8:
+        if "static-int8" in wanted:
             fp32 = graphs.get("fp32 opset-13") or torchscript_onnx(source.plain, work / "opset13.onnx", inputs)
             graphs["int8 QLinearMatMul opset-13"] = static_int8_onnx(
                 fp32, work / "static-int8.onnx", source.plain.config.vocab_size, list(inputs), args.batch_size,
@@ -233,7 +238,7 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
                     errors[engine] = compare_outputs(call(), reference, spec_of(engine).precision)["rel_err"]
                 for name, worker in workers.items():
                     errors[name] = compare_outputs(worker.output(), reference, "int8")["rel_err"]
-            times = alternate(ours, workers, args.rounds, args.warmup)
+            times = alternate(ours, workers, args.rounds, args.warmup, burst=args.burst)
         finally:
             for worker in workers.values():
                 worker.close()
@@ -243,19 +248,26 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
              "x_dense_fp32": (base / m) if base else None, "rel_error": errors.get(engine)}
             for engine, m in medians.items()]
     return {"model": str(model_dir), "batch": args.batch_size, "seq_len": args.seq_len, "threads": args.threads,
-            "rounds": args.rounds, "warmup": args.warmup, "other": next(iter(workers.values())).hello, "rows": rows,
+            "rounds": args.rounds, "warmup": args.warmup, "burst": args.burst, "other": next(iter(workers.values())).hello, "rows": rows,
             "cpu": cpu_model() or "unknown CPU"}
 
 
 def format_table(result: dict) -> str:
+    burst = f", the last of {result['burst']} calls in a row timed" if result.get("burst", 1) > 1 else ""
     lines = [f"{result['cpu']}, batch {result['batch']} x {result['seq_len']}, {result['threads']} threads, "
-             f"{result['rounds']} alternating rounds after {result['warmup']} warm-up",
+             f"{result['rounds']} alternating rounds after {result['warmup']} warm-up{burst}",
              "| engine | median ms | min ms | x dense fp32 | rel. error |", "|---|---:|---:|---:|---:|"]
     for row in result["rows"]:
         x = f"{row['x_dense_fp32']:.2f}" if row["x_dense_fp32"] else "-"
         err = f"{row['rel_error']:.1e}" if row["rel_error"] is not None else "-"
         lines.append(f"| {row['engine']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} | {x} | {err} |")
     return "\n".join(lines)
+
+
+def _graph_list(text: str) -> str:
+    if not text or set(text.split(",")) - {"native", "static-int8"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or both of native, static-int8 (comma-separated)")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,14 +279,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qat", action="store_true", help="calibrate a QAT dir first: int8 QDQ for the worker")
     parser.add_argument("--other-python", required=True, help="python of the venv where DeepSparse is installed")
     parser.add_argument("--other-engine", choices=("deepsparse", "onnxruntime"), default="deepsparse")
-    parser.add_argument("--static-int8", action="store_true",
-                        help="also time the worker engine on onnxruntime's static int8 (QLinearMatMul) graph")
+    parser.add_argument("--graphs", default="native", type=_graph_list,
+                        help="the worker engine's graphs, each in a worker of its own, comma-separated: native "
+                             "(DeepSparse: fp32 opset-13; onnxruntime: pruneofa's export), static-int8 "
+                             "(onnxruntime's static int8 QLinearMatMul form of the opset-13 graph)")
     parser.add_argument("--engines", default=OUR_ENGINES, help="ours, comma-separated (pruneofa bench's names)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--burst", type=int, default=1,
+                        help="calls per engine per turn, the last one timed (warm engines; default 1: cold turns)")
     parser.add_argument("--priority", action="store_true", help="own scheduler group, raised weight")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)

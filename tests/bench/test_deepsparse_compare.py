@@ -53,14 +53,28 @@ def test_qat_dir_gives_the_worker_the_int8_qdq_export(script, qat_dir, tmp_path)
 
 
 def test_static_int8_graph_runs_in_a_worker_of_its_own(script, sparse_dir, tmp_path):
-    """--static-int8: a second worker on onnxruntime's static int8 (QLinearMatMul) form of the opset-13 graph,
+    """--graphs native,static-int8: a second worker on onnxruntime's static int8 (QLinearMatMul) form of the opset-13 graph,
     the int8 graph DeepSparse's engine takes: int8-close to the reference, timed in the same rounds."""
     out = tmp_path / "result.json"
-    assert script.main([str(sparse_dir), *_args("--engines", "torch", "--static-int8", "--json", str(out))]) == 0
+    assert script.main([str(sparse_dir), *_args("--engines", "torch", "--graphs", "native,static-int8", "--json", str(out))]) == 0
     rows = {row["engine"]: row for row in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"torch", "onnxruntime (fp32 ONNX)", "onnxruntime (int8 QLinearMatMul opset-13 ONNX)"}
     static = rows["onnxruntime (int8 QLinearMatMul opset-13 ONNX)"]
     assert 0 < static["rel_error"] < 0.1 and static["median_ms"] > 0
+
+
+def test_a_burst_times_only_the_last_of_consecutive_calls(script):
+    calls, clock = [], iter(range(100))
+
+    class CountingWorker:
+        def seconds(self):
+            calls.append("other")
+            return float(next(clock))
+
+    times = script.alternate({"a": lambda: calls.append("a")}, {"other": CountingWorker()}, rounds=2, warmup=1,
+                             burst=3)
+    assert calls.count("a") == calls.count("other") == 9  # 3 rounds x 3 calls in a row
+    assert times["other"] == [5.0, 8.0] and len(times["a"]) == 2  # the third call of each timed round
 
 
 def test_alternate_records_rounds_after_warmup_for_each_engine(script):
