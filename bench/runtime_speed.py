@@ -3,6 +3,7 @@
     .venv/bin/python bench/runtime_speed.py                      # small (6x384) and base, 90%
     .venv/bin/python bench/runtime_speed.py --sparsity 0.8 0.9 0.95 --rounds 40
     .venv/bin/python bench/runtime_speed.py --break-even         # per-layer break-even sparsities
+    .venv/bin/python bench/runtime_speed.py --model-break-even   # whole-model int8 break-even (32, 128 tokens)
     .venv/bin/python bench/runtime_speed.py --threads 1 --clock thread   # CPU time: robust on a busy machine
     .venv/bin/python bench/runtime_speed.py --priority           # own scheduler group, raised weight
     .venv/bin/python bench/runtime_speed.py --pattern structured --ffn-sparsity 0.6667 --head-sparsity 0.5 \
@@ -243,16 +244,43 @@ def break_even(rounds: int, threads: int, clock: str) -> list[dict]:
         out.append(dict(shape=[n_in, n_out], engine="dense-int8-native vs fbgemm", break_even_sparsity=None,
                         speedup_by_sparsity=dict(zip(grid, [round(v, 3) for v in native_vs_fbgemm]))))
         for engine, sp in speedups.items():
-            be = None
-            for (s0, v0), (s1, v1) in zip(zip(grid, sp), zip(grid[1:], sp[1:])):
-                if v0 < 1 <= v1:
-                    be = s0 + (1 - v0) * (s1 - s0) / (v1 - v0)
-                    break
-            if be is None and sp[0] >= 1:
-                be = grid[0]  # already faster at the lowest sparsity measured
-            out.append(dict(shape=[n_in, n_out], engine=engine, break_even_sparsity=be,
+            out.append(dict(shape=[n_in, n_out], engine=engine, break_even_sparsity=crossing(grid, sp),
                             speedup_by_sparsity=dict(zip(grid, [round(v, 3) for v in sp]))))
     return out
+
+
+MODEL_GRID = [0.75, 0.8, 0.85, 0.9, 0.95]
+
+
+def model_break_even(shapes: list[str], seq_lens: list[int], rounds: int, warmup: int, threads: int) -> list[dict]:
+    """The int8 break-even of whole models: "sparse-int8" with every Linear sparse (sparse_threshold=0) at
+    each sparsity of MODEL_GRID against the unpruned model on the dense int8 layout (AMX tiles where they
+    run), in the one-call encoder, all interleaved; per shape and sequence length."""
+    import pruneofa.runtime as rt
+
+    out = []
+    for shape in shapes:
+        dense = rt.load(pruned_bert(shape, 0.0), engine="sparse-int8", threads=threads, sparse_threshold=ALL_DENSE)
+        sparse = {s: rt.load(pruned_bert(shape, s), engine="sparse-int8", threads=threads, sparse_threshold=0.0)
+                  for s in MODEL_GRID}
+        for seq in seq_lens:
+            ids = torch.randint(1000, 20000, (1, seq))
+            inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+            calls = {"dense": lambda: dense(**inputs), **{s: (lambda m=m: m(**inputs)) for s, m in sparse.items()}}
+            t = {k: statistics.median(v) for k, v in interleaved(calls, rounds, warmup).items()}
+            speedups = [t["dense"] / t[s] for s in MODEL_GRID]
+            out.append(dict(shape=shape, seq_len=seq, dense_ms=t["dense"] * 1e3,
+                            break_even_sparsity=crossing(MODEL_GRID, speedups),
+                            speedup_by_sparsity=dict(zip(MODEL_GRID, [round(v, 3) for v in speedups]))))
+    return out
+
+
+def crossing(grid: list[float], speedups: list[float]) -> float | None:
+    """Where the speed-up crosses 1 (linear between grid points); grid[0] if it is >= 1 from the start."""
+    for (s0, v0), (s1, v1) in zip(zip(grid, speedups), zip(grid[1:], speedups[1:])):
+        if v0 < 1 <= v1:
+            return s0 + (1 - v0) * (s1 - s0) / (v1 - v0)
+    return grid[0] if speedups[0] >= 1 else None
 
 
 def main() -> None:
@@ -274,6 +302,9 @@ def main() -> None:
     ap.add_argument("--priority", action="store_true",
                     help="run in an own scheduler group with a raised weight (see raise_priority)")
     ap.add_argument("--break-even", action="store_true", help="per-layer break-even sparsities instead")
+    ap.add_argument("--model-break-even", action="store_true",
+                    help="whole-model int8 break-even sparsities instead (--shapes, --seq-lens)")
+    ap.add_argument("--seq-lens", nargs="+", type=int, default=[32, 128], help="with --model-break-even")
     ap.add_argument("--out", type=Path, default=Path("runs/runtime_speed.json"))
     args = ap.parse_args()
 
@@ -302,6 +333,16 @@ def main() -> None:
             be = "-" if r["break_even_sparsity"] is None else f"{r['break_even_sparsity']:.2f}"
             print(f"| {r['shape'][0]}→{r['shape'][1]} | {r['engine']} | {be} | {s[0.5]:.2f} / {s[0.7]:.2f} / {s[0.9]:.2f} |")
         out = args.out.with_name(args.out.stem + "_break_even.json")
+    elif args.model_break_even:
+        result = dict(meta=meta, model_break_even=model_break_even(args.shapes, args.seq_lens, args.rounds,
+                                                                   args.warmup, threads))
+        print("| shape | tokens | dense int8 ms | break-even sparsity | "
+              + " | ".join(f"x at {s}" for s in MODEL_GRID) + " |\n|---|---|---|---|" + "---|" * len(MODEL_GRID))
+        for r in result["model_break_even"]:
+            be = "-" if r["break_even_sparsity"] is None else f"{r['break_even_sparsity']:.3f}"
+            print(f"| {r['shape']} | {r['seq_len']} | {r['dense_ms']:.2f} | {be} | "
+                  + " | ".join(f"{v:.2f}" for v in r["speedup_by_sparsity"].values()) + " |")
+        out = args.out.with_name(args.out.stem + "_model_break_even.json")
     else:
         groups = {k: v for k, v in (("ffn_sparsity", args.ffn_sparsity), ("head_sparsity", args.head_sparsity))
                   if v is not None}

@@ -37,3 +37,22 @@ def test_every_engine_and_its_amx_twin_get_a_row(runtime_speed):
     assert native["layers"] == twin["layers"] and "dense-int8-native" in native["layers"]
     assert native["rel_err"] == twin["rel_err"] < 0.05  # tiles or not: the same bits, against the unpruned model
     assert "sparse-int8" in by_engine["sparse-int8"]["layers"]
+
+
+def test_crossing_interpolates_where_the_speed_up_reaches_one(runtime_speed):
+    grid = [0.8, 0.85, 0.9]
+    assert runtime_speed.crossing(grid, [0.8, 0.9, 1.1]) == pytest.approx(0.875)
+    assert runtime_speed.crossing(grid, [1.2, 1.3, 1.4]) == 0.8  # faster from the start
+    assert runtime_speed.crossing(grid, [0.5, 0.6, 0.7]) is None  # never
+
+
+def test_model_break_even_rows_per_shape_and_length(runtime_speed, monkeypatch):
+    from pruneofa.runtime.build import kernels_available
+
+    if not kernels_available():
+        pytest.skip("no C++ compiler: the runtime's engines fall back to PyTorch")
+    monkeypatch.setattr(runtime_speed, "MODEL_GRID", [0.5, 0.9])
+    rows = runtime_speed.model_break_even(["tiny"], [8, 20], rounds=2, warmup=1, threads=1)
+    assert [(r["shape"], r["seq_len"]) for r in rows] == [("tiny", 8), ("tiny", 20)]
+    for r in rows:
+        assert list(r["speedup_by_sparsity"]) == [0.5, 0.9] and r["dense_ms"] > 0

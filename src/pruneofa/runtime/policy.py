@@ -2,7 +2,7 @@
 
 A layer runs sparse only if its sparsity is at least the break-even sparsity for its shape
 (the sparsity at which the sparse kernel and the dense kernel of the same precision take the same
-time, batch 1 x 128 tokens), plus a small margin. One table per kernel set (`kernels.kernel_isa()`),
+time, batch 1 x 128 tokens), plus a small margin. One table per kernel set (`kernels.kernel_label()`),
 each measured on a CPU that runs it: "avx512-vnni" on the 2-core AVX-512/VNNI EPYC this project
 first targeted, "avx2" on a 2-core AMD EPYC without AVX-512; the nearest measured shape (in log
 in/out features) stands in for others, and a kernel set without a table of its own uses the VNNI one.
@@ -48,7 +48,21 @@ BREAK_EVEN_SPARSITY_AVX2: dict[str, dict[tuple[int, int], float]] = {
         (768, 768): 0.30, (768, 3072): 0.30, (3072, 768): 0.38,
     },
 }
-TABLES = {"avx512-vnni": BREAK_EVEN_SPARSITY, "avx2": BREAK_EVEN_SPARSITY_AVX2}
+# AMX tiles (kernel label "avx512-vnni+amx"): the dense int8 layout runs on tiles, about 2x the VNNI
+# kernel's speed, and the int8 quads (still vpdpbusd) need far more sparsity to beat it. Per Linear
+# (`--break-even --threads 1 --clock thread --rounds 20`, 2026-12-06, Intel Xeon with AMX, quiet) the
+# break-even is 0.88-0.92 at 128 tokens; in the whole one-call encoder (every layer at one sparsity,
+# sparse-int8 against the same model on tiles, 2 threads, interleaved medians; docs/RESULTS.md) it is
+# 0.87-0.88 at 128 tokens and 0.835-0.84 at 32: the quads' smaller weight stream pays more in a model
+# whose weights come from DRAM. The table takes the short-input figure (sentence embeddings are short;
+# at 128 tokens a layer between 0.84 and 0.87 sparse loses <= 6% to the tiles), so that a 90% model,
+# whose layers sit right at 0.90, stays sparse past the margin. fp32 is unchanged (no tiles).
+BREAK_EVEN_SPARSITY_AMX: dict[str, dict[tuple[int, int], float]] = {
+    "sparse": BREAK_EVEN_SPARSITY["sparse"],
+    "sparse-int8": dict.fromkeys(BREAK_EVEN_SPARSITY["sparse-int8"], 0.84),
+}
+TABLES = {"avx512-vnni": BREAK_EVEN_SPARSITY, "avx2": BREAK_EVEN_SPARSITY_AVX2,
+          "avx512-vnni+amx": BREAK_EVEN_SPARSITY_AMX}
 MARGIN = 0.05  # stay dense near the break-even point: noise there, and dense is the safer path
 
 
@@ -56,11 +70,12 @@ def _kernel_isa() -> str | None:
     from pruneofa.runtime import kernels
     from pruneofa.runtime.build import kernels_available
 
-    return kernels.kernel_isa() if kernels_available() else None
+    return kernels.kernel_label() if kernels_available() else None
 
 
 def break_even_sparsity(engine: str, n_in: int, n_out: int, isa: str | None = None) -> float:
-    """isa: the kernel set whose table to read (default: the one this machine builds)."""
+    """isa: the kernel set whose table to read, as `kernels.kernel_label()` names it (default: the one
+    this machine runs, AMX tiles included)."""
     table = TABLES.get(isa or _kernel_isa(), BREAK_EVEN_SPARSITY)[engine]
 
     def distance(shape: tuple[int, int]) -> float:
