@@ -127,8 +127,8 @@ def _layouts(x: torch.Tensor, tokens: int | None, n_in: int, n_out: int, out_fea
         m, x_fm, ld_x = tokens, 1, x.shape[1]
         if x.shape[0] != n_in or ld_x != feature_major_ld(m) or not x.is_contiguous():
             raise ValueError(f"feature-major input must be contiguous [{n_in}, {feature_major_ld(m)}]")
-    if out_feature_major:
-        y = torch.empty(n_out, feature_major_ld(m), dtype=torch.float32)
+    if out_feature_major:  # zeros: the int8 kernel leaves the padding columns past round_up(M, 16) as they are
+        y = torch.zeros(n_out, feature_major_ld(m), dtype=torch.float32)
         return (x.data_ptr(), x_fm, ld_x, m), y, (y.data_ptr(), 1, y.shape[1])
     y = torch.empty(m, n_out, dtype=torch.float32)
     return (x.data_ptr(), x_fm, ld_x, m), y, (y.data_ptr(), 0, 0)

@@ -31,7 +31,8 @@ extern "C" int pofa_has_vnni() {
 }
 
 // x: token-major [M][K] (x_fm = 0) or feature-major [K][ld_x] (x_fm = 1). y: token-major [M][N]
-// (y_fm = 0) or feature-major [N][ld_y] (y_fm = 1; all ld_y columns computed, padding included).
+// (y_fm = 0) or feature-major [N][ld_y] (y_fm = 1; fp32: all ld_y columns computed, padding included;
+// int8: the first round_up(M, 16), the rest left as they were).
 // residual (y's layout) non-null: y = LayerNorm(y + residual) with ln_gamma, ln_beta, ln_eps.
 // A few token-major tokens without a post-op (a decoder's step) take the dot-product path (gemv.h).
 extern "C" void pofa_spmm_f32(const float* x, int x_fm, int ld_x, int M, int K, int N, const int32_t* row_ptr,

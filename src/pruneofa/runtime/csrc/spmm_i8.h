@@ -326,7 +326,10 @@ inline size_t i8_scratch_bytes(int K, int Mc) {
 // its producer kept (Output::absmax, one slice per thread of this team). Ends with a barrier.
 inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, int ld_x, int M, uint8_t* xq, float* sx,
                          const Output& out, const AddLayerNorm& post, const float* x_absmax = nullptr) {
-  const int Mc = out.feature_major ? out.ld : M;
+  // Feature-major y: only the first round_up(M, 16) columns are computed (at 16 tokens the ld = 64 columns
+  // would quadruple the packing, the epilogue and the LayerNorm); no consumer reads past them (the int8
+  // packing pads its own buffer, attention masks its lanes), and kernels.spmm_i8 hands out zeroed tensors.
+  const int Mc = out.feature_major ? std::min(out.ld, round_up(M, 16)) : M;
   const int Mp = round_up(Mc, 64);
   const int K = w.n_in;
   float* inv = sx + Mp;
