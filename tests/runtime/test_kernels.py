@@ -221,7 +221,9 @@ def expected_kernel_isa(flags: set[str]) -> str:
     """The kernel set a -march=native build must pick on a CPU with these /proc/cpuinfo flags."""
     if {"avx512f", "avx512bw", "avx512vl"} <= flags:
         return "avx512-vnni" if "avx512_vnni" in flags else "avx512"
-    return "avx2" if {"avx2", "fma"} <= flags else "portable"
+    if {"avx2", "fma"} <= flags:
+        return "avx2-vnni" if "avx_vnni" in flags else "avx2"
+    return "portable"
 
 
 def test_kernel_set_follows_the_cpu():
@@ -240,8 +242,9 @@ def portable_library():
     return kernels.bind(__import__("ctypes").CDLL(str(build.library_path(portable=True))))
 
 
-@pytest.mark.parametrize("march,isa", [("x86-64", "portable"), ("x86-64-v3", "avx2"), ("skylake-avx512", "avx512"),
-                                       ("icelake-server", "avx512-vnni"), ("sapphirerapids", "avx512-vnni")])
+@pytest.mark.parametrize("march,isa", [("x86-64", "portable"), ("x86-64-v3", "avx2"), ("alderlake", "avx2-vnni"),
+                                       ("skylake-avx512", "avx512"), ("icelake-server", "avx512-vnni"),
+                                       ("sapphirerapids", "avx512-vnni")])
 def test_every_kernel_set_compiles(march, isa, tmp_path):
     """Each kernel set compiles (syntax and types, no code generation) and is the one chosen for its
     target, also those this CPU cannot run: a change to one path cannot break another unseen."""
@@ -433,3 +436,52 @@ def test_amx_dense_int8_encoder_is_the_vnni_one(amx, pruned_bert, inputs):
     y = model(**inputs).last_hidden_state
     with kernels.amx_tiles(False):
         assert torch.equal(y, model(**inputs).last_hidden_state)
+
+
+# ---- the AVX2 kernel sets, run for real wherever this CPU can execute them (an AVX-512 CPU runs both) ----
+
+AVX2_TARGETS = {"avx2": (["-march=x86-64-v3"], {"avx2", "fma"}),
+                "avx2-vnni": (["-march=x86-64-v3", "-mavxvnni"], {"avx2", "fma", "avx_vnni"})}
+
+
+@pytest.fixture(scope="module", params=sorted(AVX2_TARGETS))
+def avx2_lib(request):
+    """The library built for an AVX2 kernel set other than this CPU's own (the native build picks only one)."""
+    import ctypes
+
+    flags, needs = AVX2_TARGETS[request.param]
+    missing = needs - build.cpu_flags()
+    if missing:
+        pytest.skip(f"this CPU cannot run the {request.param} kernels (no {', '.join(sorted(missing))})")
+    try:
+        library = kernels.bind(ctypes.CDLL(str(build.library_path(target=flags))))
+    except build.KernelBuildError as err:
+        pytest.skip(f"the {request.param} build failed here: {str(err).splitlines()[0]}")
+    assert kernels.kernel_isa(library) == request.param
+    return library
+
+
+@pytest.mark.parametrize("layout", ["gather", "blocks", "dense"])
+@pytest.mark.parametrize("m", [1, 2, 17, 64, 130])
+def test_avx2_kernel_sets_are_bit_identical_to_portable(layout, m, avx2_lib, portable_lib):
+    """AVX2 (maddubs) and AVX2 + AVX-VNNI (vpdpbusd) form the portable loops' integer sums: the same bits for
+    every layout, the decode path's few tokens (gemv) and the tiled kernels, also at the saturation edge; the
+    fp32 kernels to rounding."""
+    n_in, n_out = 70, 50
+    for case in ("random", "extreme"):
+        if case == "random":
+            w = sparse_weight(n_out, n_in, sparsity=0.0 if layout == "dense" else 0.9, block=layout == "blocks")
+            x = torch.randn(m, n_in)
+        else:
+            w, x = extreme_int8_case(n_out, n_in, m)
+        b, quads = torch.randn(n_out), pack_quads_i8(w, layout)
+        for act in (None, "gelu"):
+            y = kernels.spmm_i8(x, quads, b, act, 2, library=avx2_lib)
+            ref = kernels.spmm_i8(x, quads, b, act, 2, library=portable_lib)
+            if act is None:
+                assert torch.equal(y, ref), case
+            else:
+                torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    csr = pack_csr_f32(w)
+    torch.testing.assert_close(kernels.spmm_f32(x, csr, b, "gelu", 2, library=avx2_lib),
+                               kernels.spmm_f32(x, csr, b, "gelu", 2, library=portable_lib), atol=1e-5, rtol=1e-5)

@@ -111,15 +111,19 @@ def _compile(compiler: str, flags: list[str], files: list[Path], target: Path) -
     os.replace(tmp, target)  # atomic: a concurrent build of the same key just wins the rename
 
 
-def library_path(portable: bool = False) -> Path:
-    """Path of the built library, compiling it first if the cache lacks it."""
+def library_path(portable: bool = False, target: list[str] | None = None) -> Path:
+    """Path of the built library, compiling it first if the cache lacks it. target: compiler flags for
+    another kernel set than this CPU's (e.g. ["-march=x86-64-v3"]: the AVX2 kernels), for tests and
+    benchmarks on a CPU that runs it; the default is -march=native (or, portable, no SIMD flags)."""
     compiler = find_compiler()
     files = _sources(source_dir())
     flags = PORTABLE_FLAGS if portable else NATIVE_FLAGS
-    target = cache_dir() / _cache_key(compiler, flags, files) / LIBRARY_NAME
-    if not target.exists():
-        _compile(compiler, flags, files, target)
-    return target
+    if target is not None:
+        flags = [*PORTABLE_FLAGS, *target]
+    path = cache_dir() / _cache_key(compiler, flags, files) / LIBRARY_NAME
+    if not path.exists():
+        _compile(compiler, flags, files, path)
+    return path
 
 
 @lru_cache(maxsize=1)

@@ -54,12 +54,13 @@ def has_vnni() -> bool:
 
 
 # kernel sets (csrc/common.h): the build picks one from the CPU it is compiled on (-march=native)
-KERNEL_ISAS = ("avx512-vnni", "avx512", "avx2", "portable")
-NATIVE_INT8_ISAS = ("avx512-vnni", "avx2")  # SIMD int8 kernels (dense layout included): no fbgemm needed
+KERNEL_ISAS = ("avx512-vnni", "avx512", "avx2-vnni", "avx2", "portable")
+NATIVE_INT8_ISAS = ("avx512-vnni", "avx2-vnni", "avx2")  # SIMD int8 kernels (dense layout included): no fbgemm
 
 
 def kernel_isa(library: ctypes.CDLL | None = None) -> str:
-    """Which kernels run: "avx512-vnni", "avx512" (fp32 AVX-512, int8 portable loops), "avx2" or "portable"."""
+    """Which kernels run: "avx512-vnni", "avx512" (fp32 AVX-512, int8 portable loops), "avx2-vnni" (AVX2 with
+    AVX-VNNI), "avx2" or "portable"."""
     return (library or lib()).pofa_kernel_isa().decode()
 
 

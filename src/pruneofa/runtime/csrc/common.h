@@ -18,7 +18,9 @@
 // One set of kernels per build, chosen from the compiler's target (the build uses -march=native):
 //   POFA_AVX512 (+ POFA_VNNI): 512-bit paths, int8 with vpdpbusd (int8 without VNNI: portable loops);
 //   POFA_AVX2: 256-bit paths for a CPU with AVX2 + FMA but no AVX-512 (int8: maddubs with the sign
-//              trick, exact; activations stored signed, see kActZero in pack.h);
+//              trick, exact; activations stored signed, see kActZero in pack.h), and with AVX-VNNI
+//              (POFA_AVX_VNNI: Alder Lake and later clients, Sierra Forest) the same sign trick on
+//              vpdpbusd: one instruction instead of maddubs + madd + add;
 //   neither: the portable loops, the reference every SIMD path is tested against.
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
@@ -26,6 +28,9 @@
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define POFA_AVX2 1
+#if defined(__AVXVNNI__)
+#define POFA_AVX_VNNI 1
+#endif
 #endif
 #if defined(POFA_AVX512) && defined(__AVX512VNNI__)
 #define POFA_VNNI 1
@@ -38,6 +43,8 @@ namespace pofa {
 constexpr const char* kKernelIsa = "avx512-vnni";
 #elif defined(POFA_AVX512)
 constexpr const char* kKernelIsa = "avx512";
+#elif defined(POFA_AVX_VNNI)
+constexpr const char* kKernelIsa = "avx2-vnni";
 #elif defined(POFA_AVX2)
 constexpr const char* kKernelIsa = "avx2";
 #else

@@ -28,8 +28,12 @@ inline int32_t hsum8i(__m256i v) {
 
 // acc + the 4-byte dot products of w and x per 32-bit lane: maddubs(|w|, sign(x, w)), exact as in spmm_i8.h.
 inline __m256i add_dot4(__m256i acc, __m256i w, __m256i x) {
+#ifdef POFA_AVX_VNNI
+  return _mm256_dpbusd_avx_epi32(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+#else
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)),
                                                  _mm256_set1_epi16(1)));
+#endif
 }
 #endif
 
@@ -114,13 +118,17 @@ inline int32_t dot_dense_i8(const int8_t* x8, const int8_t* w8, int n) {
   int k = 0;
   int32_t s = 0;
 #ifdef POFA_GEMV_SIMD
-  __m256i acc = _mm256_setzero_si256();
-  for (; k + 32 <= n; k += 32) {
-    const __m256i w = _mm256_loadu_si256((const __m256i*)(w8 + k));
-    const __m256i x = _mm256_loadu_si256((const __m256i*)(x8 + k));
-    acc = add_dot4(acc, w, x);
+  __m256i acc = _mm256_setzero_si256(), acc2 = _mm256_setzero_si256();  // two chains: vpdpbusd's latency
+  for (; k + 64 <= n; k += 64) {
+    acc = add_dot4(acc, _mm256_loadu_si256((const __m256i*)(w8 + k)), _mm256_loadu_si256((const __m256i*)(x8 + k)));
+    acc2 = add_dot4(acc2, _mm256_loadu_si256((const __m256i*)(w8 + k + 32)),
+                    _mm256_loadu_si256((const __m256i*)(x8 + k + 32)));
   }
-  s = hsum8i(acc);
+  if (k + 32 <= n) {
+    acc = add_dot4(acc, _mm256_loadu_si256((const __m256i*)(w8 + k)), _mm256_loadu_si256((const __m256i*)(x8 + k)));
+    k += 32;
+  }
+  s = hsum8i(_mm256_add_epi32(acc, acc2));
 #endif
   for (; k < n; ++k) s += w8[k] * x8[k];
   return s;

@@ -153,8 +153,12 @@ struct Weights4 {  // 4 int8 weights broadcast to every 32-bit lane, and their a
 };
 
 inline __m256i dot4_add(__m256i acc, __m256i v, const Weights4& w) {
+#ifdef POFA_AVX_VNNI  // the same products, summed in int32 at once: no int16 stage to saturate
+  return _mm256_dpbusd_avx_epi32(acc, w.abs, _mm256_sign_epi8(v, w.w));
+#else
   const __m256i pairs = _mm256_maddubs_epi16(w.abs, _mm256_sign_epi8(v, w.w));
   return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
 }
 
 inline __m256 dequant8(__m256i acc, const Dequant& d, int p) {

@@ -1,0 +1,66 @@
+"""The int8 kernel sets this CPU can run, against each other, per Linear (CPU time of one thread).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py                 # avx2 vs avx2-vnni
+    OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py --sets avx2 native --rounds 100
+
+The native build runs one kernel set, the CPU's best; an AVX-512 CPU can also run the AVX2 sets (built with
+`build.library_path(target=...)`), so their difference is measured on one machine, interleaved call by call.
+Layouts: gather (90% unstructured), blocks (90% in 1x4 blocks), dense; one token (the decode path) and 128.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import time
+
+import torch
+
+from pruneofa.runtime import build, kernels
+from pruneofa.runtime.formats import pack_quads_i8
+
+TARGETS = {"avx2": ["-march=x86-64-v3"], "avx2-vnni": ["-march=x86-64-v3", "-mavxvnni"], "native": None}
+
+
+def layer(layout: str, n_in: int, n_out: int, sparsity: float = 0.9) -> torch.Tensor:
+    w = torch.randn(n_out, n_in)
+    if layout == "blocks":
+        return w * (torch.rand(n_out, n_in // 4) >= sparsity).repeat_interleave(4, 1)
+    return w if layout == "dense" else w * (torch.rand(n_out, n_in) >= sparsity)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs=2, default=["avx2", "avx2-vnni"], choices=sorted(TARGETS))
+    ap.add_argument("--rounds", type=int, default=55)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+    libs = {}
+    for name in args.sets:
+        path = build.library_path() if TARGETS[name] is None else build.library_path(target=TARGETS[name])
+        libs[name] = kernels.bind(ctypes.CDLL(str(path)))
+    a, b = args.sets
+    print(f"CPU {build.cpu_model()}: {a} = {kernels.kernel_isa(libs[a])}, {b} = {kernels.kernel_isa(libs[b])}; "
+          f"one thread, CPU time, medians of {args.rounds} interleaved calls")
+    print(f"| layout | layer | tokens | {a} us | {b} us | {a} / {b} |\n|---|---|---:|---:|---:|---:|")
+    torch.manual_seed(0)
+    for layout in ("gather", "blocks", "dense"):
+        for n_in, n_out in ((768, 3072), (3072, 768)):
+            quads = pack_quads_i8(layer(layout, n_in, n_out), layout)
+            for tokens in (1, 128):
+                x = torch.randn(tokens, n_in)
+                times: dict[str, list[float]] = {name: [] for name in libs}
+                for i in range(args.warmup + args.rounds):
+                    for name, lib in libs.items():
+                        start = time.thread_time()
+                        kernels.spmm_i8(x, quads, None, None, 1, library=lib)
+                        if i >= args.warmup:
+                            times[name].append(time.thread_time() - start)
+                us = {name: statistics.median(t) * 1e6 for name, t in times.items()}
+                print(f"| {layout} | {n_in}->{n_out} | {tokens} | {us[a]:.1f} | {us[b]:.1f} | {us[a] / us[b]:.2f}x |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
