@@ -485,3 +485,18 @@ def test_avx2_kernel_sets_are_bit_identical_to_portable(layout, m, avx2_lib, por
     csr = pack_csr_f32(w)
     torch.testing.assert_close(kernels.spmm_f32(x, csr, b, "gelu", 2, library=avx2_lib),
                                kernels.spmm_f32(x, csr, b, "gelu", 2, library=portable_lib), atol=1e-5, rtol=1e-5)
+
+
+def test_the_tile_counter_says_when_tiles_ran(amx):
+    """`pruneofa bench` names "+amx" only where a call ran tiles: a dense int8 layer of 64-feature steps over
+    32 tokens does, the one-token dot-product path and a call with the tiles off do not."""
+    w = sparse_weight(64, 128, sparsity=0.0)
+    quads = pack_quads_i8(w, "dense")
+    before = kernels.tile_sessions()
+    kernels.spmm_i8(torch.randn(32, 128), quads, None, None, 2)
+    assert kernels.tile_sessions() > before
+    before = kernels.tile_sessions()
+    kernels.spmm_i8(torch.randn(1, 128), quads, None, None, 2)
+    with kernels.amx_tiles(False):
+        kernels.spmm_i8(torch.randn(32, 128), quads, None, None, 2)
+    assert kernels.tile_sessions() == before

@@ -138,6 +138,7 @@ def _timed_rows(calls: dict[str, Any], batch: int, seq_len: int, phase: str | No
     """Check every call against the reference, time them interleaved, and give a row per engine (an engine
     that fails its check leaves `calls` and joins `skipped`). phase: "prefill" | "decode" with --decode."""
     checks = _check_outputs(calls, batch, skipped)
+    tiles = {name: _ran_on_tiles(call) for name, call in calls.items() if name in loaded and _is_native(loaded[name])}
     load_start = os.getloadavg()[0]
     times = timing.interleaved(calls, rounds, warmup, rng)
     load_end = os.getloadavg()[0]
@@ -153,7 +154,7 @@ def _timed_rows(calls: dict[str, Any], batch: int, seq_len: int, phase: str | No
                      **stats, **ratios, **checks[name],
                      "size_mb": artifacts[name].size_bytes / 1e6, "artifact": artifacts[name].kind,
                      "threads": threads, "loadavg_1min": [load_start, load_end],
-                     "description": _description(name, baseline), **_layers(loaded[name])})
+                     "description": _description(name, baseline), **_layers(loaded[name], tiles.get(name, False))})
     return rows
 
 
@@ -230,17 +231,35 @@ def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, st
 NATIVE_PATHS = ("sparse", "sparse-int8", "dense-int8-native")  # Linear paths that run the runtime's C++ kernels
 
 
-def _layers(engine: Any) -> dict[str, Any]:
+def _report(engine: Any) -> Any:
+    return getattr(getattr(engine, "model", None), "report", None)
+
+
+def _is_native(engine: Any) -> bool:
+    report = _report(engine)
+    return report is not None and any(layer.path in NATIVE_PATHS for layer in report.layers)
+
+
+def _ran_on_tiles(call: Any) -> bool:
+    """Whether one call of a runtime engine ran any Linear on AMX tiles (the runtime's counter around it)."""
+    from pruneofa.runtime import kernels
+    from pruneofa.runtime.build import kernels_available
+
+    if not kernels_available() or not kernels.amx_active():
+        return False
+    before = kernels.tile_sessions()
+    call()
+    return kernels.tile_sessions() > before
+
+
+def _layers(engine: Any, tiles: bool = False) -> dict[str, Any]:
     """A pruneofa.runtime model's per-layer paths, and which of the runtime's kernel sets ran them
-    (`kernel`: "avx512-vnni", "avx512", "avx2", "portable", with "+amx" where Linears on the dense int8
-    kernel ran on AMX tiles; None where no Linear runs on them)."""
-    report = getattr(getattr(engine, "model", None), "report", None)
+    (`kernel`: "avx512-vnni", "avx512", "avx2-vnni", "avx2", "portable", with "+amx" where Linears on the
+    dense int8 kernel ran on AMX tiles in a call of this row's inputs; None where no Linear runs on them)."""
+    report = _report(engine)
     if report is None:
         return {"kernel": None}
-    paths = {layer.path for layer in report.layers}
-    kernel = None
-    if paths & set(NATIVE_PATHS):
-        kernel = _kernel_isa(amx="dense-int8-native" in paths)
+    kernel = _kernel_isa(amx=tiles) if _is_native(engine) else None
     return {"layers": report.summary(), "unfused": report.unfused, "kernel": kernel}
 
 

@@ -37,6 +37,7 @@ def bind(handle: ctypes.CDLL) -> ctypes.CDLL:
     handle.pofa_amx.restype = c_int
     handle.pofa_set_amx.argtypes = [c_int]
     handle.pofa_set_amx.restype = c_int
+    handle.pofa_tile_sessions.restype = ctypes.c_longlong
     handle.pofa_kernel_isa.restype = ctypes.c_char_p
     return handle
 
@@ -80,6 +81,11 @@ def amx_tiles(enabled: bool, library: ctypes.CDLL | None = None) -> Iterator[boo
         yield bool(handle.pofa_set_amx(int(enabled)))
     finally:
         handle.pofa_set_amx(before)
+
+
+def tile_sessions(library: ctypes.CDLL | None = None) -> int:
+    """A counter of the (thread, layer) calls that ran on AMX tiles: compare it around a call."""
+    return int((library or lib()).pofa_tile_sessions())
 
 
 def kernel_label(library: ctypes.CDLL | None = None) -> str:

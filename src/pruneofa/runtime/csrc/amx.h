@@ -48,10 +48,18 @@ inline bool amx_on() { return amx_switch().load(std::memory_order_relaxed) && am
 // A dense int8 layer of K input features runs on tiles (whole 64-feature steps only).
 inline bool amx_usable(int K) { return amx_on() && K % (4 * kAmxK4) == 0; }
 
+// How many thread-layer sessions have used tiles since the library loaded: `pruneofa bench` reads it around
+// a call to say whether tiles ran (a one-token layer, say, takes the dot-product path instead).
+inline std::atomic<long long>& tile_sessions() {
+  static std::atomic<long long> count{0};
+  return count;
+}
+
 // Tiles 0-3: C (16 rows x 16 tokens int32, four token groups); 4: A (weights); 5-7: B (activations).
 struct TileSession {
   explicit TileSession(bool use) : active(use) {
     if (!active) return;
+    tile_sessions().fetch_add(1, std::memory_order_relaxed);
     struct alignas(64) {
       uint8_t palette = 1, start_row = 0, reserved[14] = {};
       uint16_t colsb[16] = {};
@@ -93,6 +101,10 @@ inline void amx_accumulate(const uint8_t* w, size_t w_stride, int K4, const uint
 }
 
 #else
+inline std::atomic<long long>& tile_sessions() {
+  static std::atomic<long long> count{0};
+  return count;
+}
 inline bool amx_granted() { return false; }
 inline bool amx_on() { return false; }
 inline bool amx_usable(int) { return false; }

@@ -22,6 +22,9 @@ extern "C" int pofa_set_amx(int on) {
   return pofa_amx();
 }
 
+// Thread-layer sessions that ran on AMX tiles since the library loaded (read it around a call).
+extern "C" long long pofa_tile_sessions() { return tile_sessions().load(); }
+
 extern "C" int pofa_has_vnni() {
 #ifdef POFA_VNNI
   return 1;
