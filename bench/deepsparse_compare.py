@@ -11,6 +11,8 @@ them alike. Ratios are of medians to dense fp32 PyTorch (`torch`) in the same ru
     .venv/bin/python bench/deepsparse_compare.py MODEL_DIR --other-python ~/ds/bin/python
     .venv/bin/python bench/deepsparse_compare.py --random-shape base --sparsity 0.9 --qat \\
         --other-python ~/ds/bin/python --threads 2 --rounds 30 --priority --json runs/ds-base.json
+    .venv/bin/python bench/deepsparse_compare.py --random-shape base --sparsity 0.9 --qat \\
+        --graphs native,static-int8 --burst 5 --other-python ~/ds/bin/python --threads 2 --rounds 30 --priority
 
 MODEL_DIR is any directory `pruneofa bench` takes (a QAT dir from `pruneofa quantize`; `--qat` makes one
 from a random model by calibrating the observers on random batches: sparse-int8 then reads its scales).
@@ -22,11 +24,13 @@ DeepSparse gets the model's fp32 weights as a static-shape opset-13 graph from t
 exporter, as SparseML exported for it: DeepSparse 1.8.0 (the last release with a cp311 wheel) runs
 pruneofa's own export (the dynamo exporter's opset 18) only through its bundled onnxruntime, at dense
 speed, and stops at an internal assertion on its int8 QDQ graph (docs/RESULTS.md, session 10).
-`--graphs native,static-int8` adds a second worker on the int8 graph DeepSparse's own engine does take on a CPU with
-VNNI: that opset-13 graph quantised statically by onnxruntime in QOperator form (QLinearMatMul, int8
-weights and uint8 activations per tensor, calibrated on 8 random batches of the benchmark's shape).
+`--graphs native,static-int8` adds a second worker on the int8 graph DeepSparse's own engine does take on
+a CPU with VNNI: that opset-13 graph quantised statically by onnxruntime in QOperator form (QLinearMatMul,
+int8 weights and uint8 activations per tensor, calibrated on 8 random batches of the benchmark's shape).
 (onnxruntime's QDQ form of it runs at a tenth of that speed in DeepSparse 1.8, its dynamic form stops
 at an assertion.) Then `sparse` is the like-for-like row for DeepSparse fp32, `sparse-int8` for int8.
+`--burst N` times the last of N calls in a row per engine and turn: DeepSparse's threads go cold
+between single alternating calls (its medians were then 1.7-2x its minima), so both are worth reporting.
 """
 
 from __future__ import annotations
