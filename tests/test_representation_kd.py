@@ -238,3 +238,21 @@ def test_clean_spans_are_unmasked_framed_and_within_the_lengths():
             assert (spans[b, n:] == 0).all()
     again = clean_spans(masked, labels, attention, (3, 8), torch.Generator().manual_seed(0))
     torch.testing.assert_close(again, clean_spans(masked, labels, attention, (3, 8), torch.Generator().manual_seed(0)))
+
+
+def test_relational_loss_is_zero_for_the_teachers_ranking_and_grows_when_the_student_reorders_it():
+    from pruneofa.representation_kd import relational_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(8, 16)
+    assert relational_loss(teacher * 3.0, teacher, 0.05) < 1e-6  # scale does not change a cosine
+    student = teacher.clone().requires_grad_(True)
+    assert relational_loss(student, teacher, 0.05) < 1e-6
+    shuffled = teacher[torch.randperm(8)]
+    loss = relational_loss(shuffled.clone().requires_grad_(True), teacher, 0.05)
+    assert loss > 0.1
+    wider = torch.randn(8, 32, requires_grad=True)  # only similarities are compared: widths may differ
+    relational_loss(wider, teacher, 0.05).backward()
+    assert wider.grad is not None and wider.grad.abs().sum() > 0
+    tiny = relational_loss(torch.randn(2, 16, requires_grad=True), teacher[:2], 0.05)
+    assert tiny == 0 and tiny.requires_grad  # two rows rank nothing

@@ -31,6 +31,8 @@ from pruneofa.representation_kd import (
     first_token_loss,
     hidden_pairs,
     layer_map,
+    mean_pooled,
+    relational_loss,
     scaled_hidden_state_loss,
     sentence_embedding_loss,
 )
@@ -60,6 +62,10 @@ class DistillConfig(StrictModel):
     alpha_cls: float = Field(0.0, ge=0.0, description="weight of 1 - cos between the student's and the teacher's "
                              "last hidden state at position 0 ([CLS], what a classification head reads), on the "
                              "training batch; encoders only")
+    alpha_relation: float = Field(0.0, ge=0.0, description="weight of the KL between the teacher's and the student's "
+                                  "in-batch similarity distributions of the spans' sentence embeddings (how each "
+                                  "span ranks the others: what retrieval reads); needs sentence_inputs=spans")
+    relation_temperature: float = Field(0.05, gt=0.0, description="τ of the relation term's softmax over cosines")
     sentence_inputs: Literal["batch", "spans"] = Field(
         "batch", description="what the sentence term embeds: the training batch as it is, or (language-model "
         "stages) clean short spans cut from it, sentence-length and unmasked, run through both models apart")
@@ -73,6 +79,9 @@ class DistillConfig(StrictModel):
     def _span_range(self) -> "DistillConfig":
         if self.span_tokens[0] > self.span_tokens[1]:
             raise ValueError(f"distill.span_tokens {list(self.span_tokens)} is not [fewest, most]")
+        if self.alpha_relation > 0 and self.sentence_inputs != "spans":
+            raise ValueError("distill.alpha_relation compares the spans' embeddings: set distill.sentence_inputs=spans "
+                             "(language-model stages), or distill.alpha_relation=0")
         return self
 
     @property
@@ -83,7 +92,7 @@ class DistillConfig(StrictModel):
     @property
     def sentence_on_spans(self) -> bool:
         """Whether the sentence term compares clean spans cut from an MLM batch, run through both models apart."""
-        return self.alpha_sentence > 0 and self.sentence_inputs == "spans"
+        return (self.alpha_sentence > 0 or self.alpha_relation > 0) and self.sentence_inputs == "spans"
 
     @property
     def uses_teacher(self) -> bool:
@@ -93,7 +102,8 @@ class DistillConfig(StrictModel):
     @property
     def represents(self) -> bool:
         """Whether a representation term is on (the models return hidden states or attentions)."""
-        return self.alpha_hidden > 0 or self.alpha_attention > 0 or self.alpha_sentence > 0 or self.alpha_cls > 0
+        return (self.alpha_hidden > 0 or self.alpha_attention > 0 or self.alpha_sentence > 0 or self.alpha_cls > 0
+                or self.alpha_relation > 0)
 
     @property
     def reads_batch_hidden_states(self) -> bool:
@@ -279,10 +289,11 @@ def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, 
     return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
 
 
-def span_sentence_loss(student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor],
-                       config: DistillConfig) -> torch.Tensor:
-    """L_sent on clean short spans of a masked-LM batch (`clean_spans`), each model run on them apart:
-    the student without its output layer, the frozen teacher's base model without gradients."""
+def span_sentence_terms(student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor],
+                        config: DistillConfig) -> dict[str, torch.Tensor]:
+    """L_sent ("sentence") and, with alpha_relation, L_rel ("relation") on clean short spans of a masked-LM
+    batch (`clean_spans`), each model run on them apart: the student without its output layer, the frozen
+    teacher's base model without gradients. Weighted by the caller."""
     # the spans are a function of the batch alone, so a resumed run cuts the same ones
     generator = torch.Generator().manual_seed(int(batch["input_ids"].sum()))
     ids, mask = (t.to(batch["input_ids"].device) for t in clean_spans(
@@ -290,7 +301,11 @@ def span_sentence_loss(student: nn.Module, teacher: nn.Module, batch: dict[str, 
     out_s, _ = forward_deferring_logits(student, input_ids=ids, attention_mask=mask, output_hidden_states=True)
     with torch.no_grad():
         t_last = getattr(teacher, "base_model", teacher)(input_ids=ids, attention_mask=mask).last_hidden_state
-    return sentence_embedding_loss(out_s.hidden_states[-1], t_last, mask)
+    terms = {"sentence": sentence_embedding_loss(out_s.hidden_states[-1], t_last, mask)}
+    if config.alpha_relation > 0:
+        terms["relation"] = relational_loss(mean_pooled(out_s.hidden_states[-1], mask), mean_pooled(t_last, mask),
+                                            config.relation_temperature)
+    return terms
 
 
 def _returned(out: Any, name: str) -> tuple[torch.Tensor, ...]:

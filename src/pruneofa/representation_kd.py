@@ -141,6 +141,27 @@ def sentence_embedding_loss(student_last: torch.Tensor, teacher_last: torch.Tens
     return mean_cosine_distance(e_s, e_t)
 
 
+def relational_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL between the teacher's and the student's in-batch similarity distributions of sentence embeddings:
+
+        p[b] = softmax_{c ≠ b}(cos(e[b], e[c]) / τ),   L_rel = 1/B · Σ_b KL(p_t[b] ‖ p_s[b])
+
+    Retrieval ranks documents by these similarities; 1 − cos per embedding bounds how far each one
+    moves, not how the batch's ranking changes. Needs no equal widths (only similarities are compared).
+    """
+    batch = student_emb.shape[0]
+    if batch < 3:  # a row needs two others to rank
+        return student_emb.sum() * 0.0
+    others = ~torch.eye(batch, dtype=torch.bool, device=student_emb.device)
+
+    def log_p(emb: torch.Tensor) -> torch.Tensor:
+        z = torch.nn.functional.normalize(emb.float(), dim=-1)
+        return torch.log_softmax((z @ z.T / temperature)[others].view(batch, batch - 1), dim=-1)
+
+    return torch.nn.functional.kl_div(log_p(student_emb), log_p(teacher_emb.detach()), log_target=True,
+                                      reduction="batchmean")
+
+
 def first_token_loss(student_last: torch.Tensor, teacher_last: torch.Tensor) -> torch.Tensor:
     """One minus the cosine between the student's and the teacher's last hidden state at position 0
     (an encoder's [CLS], which a classification head's pooler reads), over the batch:

@@ -27,7 +27,7 @@ from pruneofa.distill import (
     prepare_for_distillation,
     representation_outputs,
     run_teacher,
-    span_sentence_loss,
+    span_sentence_terms,
     token_distillation_loss,
     with_representation_terms,
 )
@@ -113,8 +113,10 @@ def lm_objective(distill: DistillConfig, causal: bool):
         parts = token_distillation_loss(logits_s, logits_t, batch["labels"], config, mask, causal)
         parts = with_representation_terms(parts, out_s, out_t, config, mask)
         if config.sentence_on_spans:
-            sentence = span_sentence_loss(student, frozen_teacher, batch, config)
-            parts = {**parts, "loss": parts["loss"] + config.alpha_sentence * sentence, "sentence": sentence.detach()}
+            terms = span_sentence_terms(student, frozen_teacher, batch, config)
+            weights = {"sentence": config.alpha_sentence, "relation": config.alpha_relation}
+            loss = parts["loss"] + sum(weights[name] * term for name, term in terms.items())
+            parts = {**parts, "loss": loss, **{name: term.detach() for name, term in terms.items()}}
         return parts
 
     return compute_loss
