@@ -252,7 +252,8 @@ def compare(model_dir: Path, args: argparse.Namespace) -> dict:
              "x_dense_fp32": (base / m) if base else None, "rel_error": errors.get(engine)}
             for engine, m in medians.items()]
     return {"model": str(model_dir), "batch": args.batch_size, "seq_len": args.seq_len, "threads": args.threads,
-            "rounds": args.rounds, "warmup": args.warmup, "burst": args.burst, "other": next(iter(workers.values())).hello, "rows": rows,
+            "rounds": args.rounds, "warmup": args.warmup, "burst": args.burst,
+            "other": next(iter(workers.values())).hello, "rows": rows,
             "cpu": cpu_model() or "unknown CPU"}
 
 

@@ -287,7 +287,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--sparsity", nargs="+", type=float, default=[0.9])
-    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=[*ENGINES, NATIVE_DENSE_INT8, NATIVE_INT8, *AMX_TWINS])
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES),
+                    choices=[*ENGINES, NATIVE_DENSE_INT8, NATIVE_INT8, *AMX_TWINS])
     ap.add_argument("--pattern", default="unstructured", help="pruning pattern, e.g. block:1x4, structured")
     ap.add_argument("--ffn-sparsity", type=float, help="structured/hybrid: fraction of FFN neurons removed")
     ap.add_argument("--head-sparsity", type=float, help="structured/hybrid: fraction of attention heads removed")

@@ -31,6 +31,7 @@ from pruneofa.representation_kd import (
     first_token_loss,
     hidden_pairs,
     layer_map,
+    mean_cosine_distance,
     mean_pooled,
     relational_loss,
     scaled_hidden_state_loss,
@@ -301,10 +302,14 @@ def span_sentence_terms(student: nn.Module, teacher: nn.Module, batch: dict[str,
     out_s, _ = forward_deferring_logits(student, input_ids=ids, attention_mask=mask, output_hidden_states=True)
     with torch.no_grad():
         t_last = getattr(teacher, "base_model", teacher)(input_ids=ids, attention_mask=mask).last_hidden_state
-    terms = {"sentence": sentence_embedding_loss(out_s.hidden_states[-1], t_last, mask)}
-    if config.alpha_relation > 0:
-        terms["relation"] = relational_loss(mean_pooled(out_s.hidden_states[-1], mask), mean_pooled(t_last, mask),
-                                            config.relation_temperature)
+    s_last, terms = out_s.hidden_states[-1], {}
+    if config.alpha_sentence > 0:
+        check_same("hidden width", s_last.shape[-1], t_last.shape[-1], "alpha_sentence")
+    e_s, e_t = mean_pooled(s_last.float(), mask), mean_pooled(t_last.float(), mask)  # pooled once for both terms
+    if config.alpha_sentence > 0:
+        terms["sentence"] = mean_cosine_distance(e_s, e_t)
+    if config.alpha_relation > 0:  # similarities only: the widths may differ
+        terms["relation"] = relational_loss(e_s, e_t, config.relation_temperature)
     return terms
 
 

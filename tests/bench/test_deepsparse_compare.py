@@ -53,10 +53,12 @@ def test_qat_dir_gives_the_worker_the_int8_qdq_export(script, qat_dir, tmp_path)
 
 
 def test_static_int8_graph_runs_in_a_worker_of_its_own(script, sparse_dir, tmp_path):
-    """--graphs native,static-int8: a second worker on onnxruntime's static int8 (QLinearMatMul) form of the opset-13 graph,
-    the int8 graph DeepSparse's engine takes: int8-close to the reference, timed in the same rounds."""
+    """--graphs native,static-int8: a second worker on onnxruntime's static int8 (QLinearMatMul) form of the
+    opset-13 graph, the int8 graph DeepSparse's engine takes: int8-close to the reference, timed in the same
+    rounds."""
     out = tmp_path / "result.json"
-    assert script.main([str(sparse_dir), *_args("--engines", "torch", "--graphs", "native,static-int8", "--json", str(out))]) == 0
+    args = _args("--engines", "torch", "--graphs", "native,static-int8", "--json", str(out))
+    assert script.main([str(sparse_dir), *args]) == 0
     rows = {row["engine"]: row for row in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"torch", "onnxruntime (fp32 ONNX)", "onnxruntime (int8 QLinearMatMul opset-13 ONNX)"}
     static = rows["onnxruntime (int8 QLinearMatMul opset-13 ONNX)"]

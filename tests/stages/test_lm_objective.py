@@ -239,6 +239,17 @@ def test_relation_term_on_spans_adds_the_ranking_kl_of_the_same_span_embeddings(
     assert parts["relation"] > 0 and parts["sentence"] > 0
 
 
+def test_relation_term_alone_adds_only_itself():
+    from pruneofa.representation_kd import mean_pooled, relational_loss
+
+    config = DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0, alpha_relation=3.0, sentence_inputs="spans",
+                           span_tokens=(2, 5))
+    parts, base, s_last, t_last, _, span_mask, _ = objective_on_spans(config)
+    ref = base + 3.0 * relational_loss(mean_pooled(s_last, span_mask), mean_pooled(t_last, span_mask), 0.05)
+    torch.testing.assert_close(parts["loss"], ref, rtol=1e-5, atol=1e-6)
+    assert "relation" in parts and "sentence" not in parts
+
+
 def test_relation_term_needs_spans():
     with pytest.raises(ValueError, match="alpha_relation.*sentence_inputs=spans"):
         DistillConfig(alpha_relation=1.0)

@@ -9,9 +9,9 @@
                  "best_engine", "best_ms", "best_speedup"}}
 
 kernel: which of the runtime's kernel sets ran the engine's Linear layers ("avx512-vnni", "avx512",
-"avx2-vnni", "avx2", "portable": the build picks one from the CPU; "+amx" where a call of the row's inputs ran
-layers on AMX tiles: the runtime counts them), None for engines that run none of them; environment.kernels is the set this machine builds
-(with "+amx" where the tiles are on), environment.cpu_model the CPU. unfused (runtime
+"avx2-vnni", "avx2", "portable": the build picks one from the CPU; "+amx" where a call of the row's inputs
+ran layers on AMX tiles: the runtime counts them), None for engines that run none of them; environment.kernels
+is the set this machine builds (with "+amx" where the tiles are on), environment.cpu_model the CPU. unfused (runtime
 engines): the transformer blocks its fused encoder does not run, per family with the reason; there
 transformers' forward runs attention, norms and activations in PyTorch between the engine's Linear kernels.
 speedup_vs_torch is the ratio of medians, torch fp32 / engine, at the same batch size in the same

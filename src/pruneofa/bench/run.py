@@ -137,8 +137,8 @@ def _timed_rows(calls: dict[str, Any], batch: int, seq_len: int, phase: str | No
                 loaded: dict[str, Any], baseline: Path | None) -> list[dict[str, Any]]:
     """Check every call against the reference, time them interleaved, and give a row per engine (an engine
     that fails its check leaves `calls` and joins `skipped`). phase: "prefill" | "decode" with --decode."""
-    checks = _check_outputs(calls, batch, skipped)
-    tiles = {name: _ran_on_tiles(call) for name, call in calls.items() if name in loaded and _is_native(loaded[name])}
+    native = {name for name in calls if name in loaded and _is_native(loaded[name])}
+    checks, tiles = _check_outputs(calls, batch, skipped, native)
     load_start = os.getloadavg()[0]
     times = timing.interleaved(calls, rounds, warmup, rng)
     load_end = os.getloadavg()[0]
@@ -212,20 +212,25 @@ def _description(name: str, baseline: Path | None) -> str:
     return spec_of(name).description
 
 
-def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+def _check_outputs(calls: dict[str, Any], batch: int, skipped: list[dict[str, str]],
+                   native: set[str]) -> tuple[dict[str, dict[str, Any]], dict[str, bool]]:
     """Each engine's output against the reference's; an engine that fails here leaves `calls` and is
-    listed in `skipped` (the reference failing is an error)."""
+    listed in `skipped` (the reference failing is an error). Also, for the `native` engines (the runtime's),
+    whether that call ran any Linear on AMX tiles (the runtime counts tile sessions)."""
     reference = calls[REFERENCE]()
-    checks = {}
+    checks, on_tiles = {}, {}
     for name in list(calls):
         try:
             precision = spec_of(name).precision if name != BASELINE else "fp32"  # the baseline: fp32 PyTorch
-            checks[name] = accuracy.compare(calls[name](), reference, precision)
+            before = _tile_sessions() if name in native else 0
+            output = calls[name]()
+            on_tiles[name] = name in native and _tile_sessions() > before
+            checks[name] = accuracy.compare(output, reference, precision)
         except Exception as err:  # noqa: BLE001 - an engine that cannot run this batch is reported, not fatal
             del calls[name]
             skipped.append({"engine": name, "reason": f"failed at batch {batch}: {type(err).__name__}: "
                                                       f"{err}".splitlines()[0]})
-    return checks
+    return checks, on_tiles
 
 
 NATIVE_PATHS = ("sparse", "sparse-int8", "dense-int8-native")  # Linear paths that run the runtime's C++ kernels
@@ -240,16 +245,12 @@ def _is_native(engine: Any) -> bool:
     return report is not None and any(layer.path in NATIVE_PATHS for layer in report.layers)
 
 
-def _ran_on_tiles(call: Any) -> bool:
-    """Whether one call of a runtime engine ran any Linear on AMX tiles (the runtime's counter around it)."""
+def _tile_sessions() -> int:
+    """The runtime's count of (thread, layer) calls on AMX tiles so far; 0 without its kernels."""
     from pruneofa.runtime import kernels
     from pruneofa.runtime.build import kernels_available
 
-    if not kernels_available() or not kernels.amx_active():
-        return False
-    before = kernels.tile_sessions()
-    call()
-    return kernels.tile_sessions() > before
+    return kernels.tile_sessions() if kernels_available() else 0
 
 
 def _layers(engine: Any, tiles: bool = False) -> dict[str, Any]:

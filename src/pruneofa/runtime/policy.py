@@ -53,10 +53,11 @@ BREAK_EVEN_SPARSITY_AVX2: dict[str, dict[tuple[int, int], float]] = {
 # (`--break-even --threads 1 --clock thread --rounds 20`, 2026-12-06, Intel Xeon with AMX, quiet) the
 # break-even is 0.88-0.92 at 128 tokens; in the whole one-call encoder (every layer at one sparsity,
 # sparse-int8 against the same model on tiles, 2 threads, interleaved medians; docs/RESULTS.md) it is
-# 0.86-0.88 at 128 tokens and 0.83-0.84 at 32 (two runs of `--model-break-even`): the quads' smaller weight stream pays more in a model
-# whose weights come from DRAM. The table takes the short-input figure (sentence embeddings are short;
-# at 128 tokens a layer between 0.84 and 0.87 sparse loses <= 6% to the tiles), so that a 90% model,
-# whose layers sit right at 0.90, stays sparse past the margin. fp32 is unchanged (no tiles).
+# 0.86-0.88 at 128 tokens and 0.83-0.84 at 32 (two runs of `--model-break-even`): the quads' smaller
+# weight stream pays more in a model whose weights come from DRAM. The table takes the short-input
+# figure (sentence embeddings are short; at 128 tokens a layer between 0.84 and 0.87 sparse loses <= 6%
+# to the tiles), so that a 90% model, whose layers sit right at 0.90, stays sparse past the margin.
+# fp32 is unchanged (no tiles).
 BREAK_EVEN_SPARSITY_AMX: dict[str, dict[tuple[int, int], float]] = {
     "sparse": BREAK_EVEN_SPARSITY["sparse"],
     "sparse-int8": dict.fromkeys(BREAK_EVEN_SPARSITY["sparse-int8"], 0.84),

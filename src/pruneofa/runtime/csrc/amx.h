@@ -24,6 +24,13 @@
 
 namespace pofa {
 
+// How many thread-layer sessions have used tiles since the library loaded: `pruneofa bench` reads it around
+// a call to say whether tiles ran (a one-token layer, say, takes the dot-product path instead).
+inline std::atomic<long long>& tile_sessions() {
+  static std::atomic<long long> count{0};
+  return count;
+}
+
 #ifdef POFA_AMX
 constexpr int kAmxK4 = 16;  // feature quads per tile step (64 features: one row of A)
 
@@ -47,13 +54,6 @@ inline bool amx_on() { return amx_switch().load(std::memory_order_relaxed) && am
 
 // A dense int8 layer of K input features runs on tiles (whole 64-feature steps only).
 inline bool amx_usable(int K) { return amx_on() && K % (4 * kAmxK4) == 0; }
-
-// How many thread-layer sessions have used tiles since the library loaded: `pruneofa bench` reads it around
-// a call to say whether tiles ran (a one-token layer, say, takes the dot-product path instead).
-inline std::atomic<long long>& tile_sessions() {
-  static std::atomic<long long> count{0};
-  return count;
-}
 
 // Tiles 0-3: C (16 rows x 16 tokens int32, four token groups); 4: A (weights); 5-7: B (activations).
 struct TileSession {
@@ -101,10 +101,6 @@ inline void amx_accumulate(const uint8_t* w, size_t w_stride, int K4, const uint
 }
 
 #else
-inline std::atomic<long long>& tile_sessions() {
-  static std::atomic<long long> count{0};
-  return count;
-}
 inline bool amx_granted() { return false; }
 inline bool amx_on() { return false; }
 inline bool amx_usable(int) { return false; }
