@@ -4,6 +4,8 @@
     .venv/bin/python bench/runtime_speed.py --sparsity 0.8 0.9 0.95 --rounds 40
     .venv/bin/python bench/runtime_speed.py --break-even         # per-layer break-even sparsities
     .venv/bin/python bench/runtime_speed.py --model-break-even   # whole-model int8 break-even (32, 128 tokens)
+    .venv/bin/python bench/runtime_speed.py --sparsity 0.8 0.85 0.9 --engines sparse-int8 sparse-int8-measured \
+        native-int8                                              # the break-even table against layouts timed at load
     .venv/bin/python bench/runtime_speed.py --threads 1 --clock thread   # CPU time: robust on a busy machine
     .venv/bin/python bench/runtime_speed.py --priority           # own scheduler group, raised weight
     .venv/bin/python bench/runtime_speed.py --pattern structured --ffn-sparsity 0.6667 --head-sparsity 0.5 \
@@ -62,6 +64,9 @@ TORCH_COMPACT = "torch-compact"  # with --compact: transformers eager fp32 on th
 # structured model, whose weights are dense, this is what "sparse-int8" chooses anyway.
 NATIVE_INT8 = "native-int8"
 ALL_DENSE = math.inf  # sparse_threshold: no Linear on a sparse layout
+# Pseudo-engine: "sparse-int8" with each Linear's layout chosen by timing whole forwards at load
+# (choose_layout="measure") instead of the break-even table; its row's layers column gives the timings
+MEASURED = "sparse-int8-measured"
 # Pseudo-engines "<engine>-noamx": the same loaded runtime with AMX tiles off (kernels.amx_tiles), so that
 # on an AMX CPU the dense int8 layers' VNNI kernel is timed beside the tiles, interleaved in one run.
 NO_AMX = "-noamx"
@@ -141,7 +146,12 @@ def bench_models(shapes: list[str], sparsities: list[float], engines: list[str],
 
             wanted = {e.removesuffix(NO_AMX) for e in engines}
             runtimes = {e: rt.load(served, engine=e, threads=threads) for e in wanted
-                        if e not in ("torch", NATIVE_DENSE_INT8, NATIVE_INT8)}
+                        if e not in ("torch", NATIVE_DENSE_INT8, NATIVE_INT8, MEASURED)}
+            if MEASURED in wanted:
+                start = time.perf_counter()
+                runtimes[MEASURED] = rt.load(served, engine="sparse-int8", threads=threads, choose_layout="measure")
+                print(f"{shape} {sparsity}: {MEASURED} loaded in {time.perf_counter() - start:.1f} s: "
+                      f"{runtimes[MEASURED].report.summary()}")
             if NATIVE_INT8 in wanted:
                 runtimes[NATIVE_INT8] = rt.load(served, engine="sparse-int8", threads=threads,
                                                 sparse_threshold=ALL_DENSE)
@@ -288,7 +298,7 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--sparsity", nargs="+", type=float, default=[0.9])
     ap.add_argument("--engines", nargs="+", default=list(ENGINES),
-                    choices=[*ENGINES, NATIVE_DENSE_INT8, NATIVE_INT8, *AMX_TWINS])
+                    choices=[*ENGINES, NATIVE_DENSE_INT8, NATIVE_INT8, MEASURED, *AMX_TWINS])
     ap.add_argument("--pattern", default="unstructured", help="pruning pattern, e.g. block:1x4, structured")
     ap.add_argument("--ffn-sparsity", type=float, help="structured/hybrid: fraction of FFN neurons removed")
     ap.add_argument("--head-sparsity", type=float, help="structured/hybrid: fraction of attention heads removed")

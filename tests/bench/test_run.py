@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pruneofa.bench import ENGINES, BenchOptions, run_benchmark
+from pruneofa.bench.engines import OPT_IN
 from pruneofa.errors import UserError
 
 from .conftest import SEQ
@@ -18,7 +19,24 @@ def qat_result(qat_dir):
 def test_every_engine_runs_on_a_qat_dir_at_every_batch_size(qat_result):
     assert qat_result["model"]["source"] == "qat"
     assert qat_result["skipped"] == []
-    assert {(r["engine"], r["batch"]) for r in qat_result["rows"]} == {(e, b) for e in ENGINES for b in (1, 2)}
+    default = [e for e in ENGINES if e not in OPT_IN]
+    assert {(r["engine"], r["batch"]) for r in qat_result["rows"]} == {(e, b) for e in default for b in (1, 2)}
+
+
+def test_the_measured_layout_engine_runs_when_named(sparse_dir):
+    from pruneofa.bench.engines import unavailable_reason
+
+    engines = ("sparse-int8", "sparse-int8-measured")
+    result = run_benchmark(sparse_dir, BenchOptions(seq_len=SEQ, engines=engines, rounds=1, warmup=0,
+                                                    measure_memory=False))
+    reason = unavailable_reason("sparse-int8-measured")
+    rows = {r["engine"]: r for r in result["rows"]}
+    if reason is not None:  # no native int8 kernels on this CPU: skipped with its reason, not failed
+        assert result["skipped"] == [{"engine": "sparse-int8-measured", "reason": reason}]
+        return
+    assert "layouts timed at load" in rows["sparse-int8-measured"]["layers"]
+    assert "layouts timed at load" not in rows["sparse-int8"]["layers"]
+    assert rows["sparse-int8-measured"]["matches_reference"]
 
 
 def test_rows_carry_ratio_size_threads_and_a_passing_accuracy_check(qat_result):

@@ -1,5 +1,6 @@
 """bench/runtime_speed.py's whole-model comparison, on a tiny BERT: every engine asked for gets a row
-against the same dense fp32 baseline, and an "-noamx" twin times the same runtime with AMX tiles off."""
+against the same dense fp32 baseline, an "-noamx" twin times the same runtime with AMX tiles off, and
+"sparse-int8-measured" the layouts timed at load."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_every_engine_and_its_amx_twin_get_a_row(runtime_speed):
 
     if not kernels_available():
         pytest.skip("no C++ compiler: the runtime's engines fall back to PyTorch")
-    engines = ["torch", "sparse-int8", "dense-int8-native", "dense-int8-native-noamx"]
+    engines = ["torch", "sparse-int8", "dense-int8-native", "dense-int8-native-noamx", "sparse-int8-measured"]
     rows = runtime_speed.bench_models(["tiny"], [0.9], engines, rounds=2, warmup=1, threads=1,
                                       pattern="unstructured", clock="wall", wait_idle=0.0)
     by_engine = {r["engine"]: r for r in rows}
@@ -37,6 +38,8 @@ def test_every_engine_and_its_amx_twin_get_a_row(runtime_speed):
     assert native["layers"] == twin["layers"] and "dense-int8-native" in native["layers"]
     assert native["rel_err"] == twin["rel_err"] < 0.05  # tiles or not: the same bits, against the unpruned model
     assert "sparse-int8" in by_engine["sparse-int8"]["layers"]
+    measured = by_engine["sparse-int8-measured"]
+    assert "layouts timed at load" in measured["layers"] and measured["rel_err"] < 0.05
 
 
 def test_crossing_interpolates_where_the_speed_up_reaches_one(runtime_speed):

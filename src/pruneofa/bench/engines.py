@@ -6,6 +6,8 @@
     dense-int8   dense dynamic int8 in the fused encoder
     sparse       pruneofa.runtime sparse fp32 kernels, from the compressed fp32 checkpoint
     sparse-int8  pruneofa.runtime sparse int8 kernels, from the compressed int8 checkpoint
+    sparse-int8-measured   the same, each Linear's int8 layout (sparse or dense) timed at load on this machine
+                           instead of read from the break-even table (opt-in: name it in --engines)
     ort          onnxruntime fp32 (CPU provider, all graph optimizations, no spinning between calls)
     ort-int8     onnxruntime int8 by its dynamic quantization (any model)
     ort-qdq      onnxruntime int8 QDQ with the QAT scales (QAT dirs only)
@@ -51,12 +53,16 @@ _SPECS = [
     EngineSpec("sparse", "compressed-fp32", "fp32", "pruneofa.runtime sparse fp32 kernels"),
     EngineSpec("sparse-int8", "compressed-int8", "int8",
                "pruneofa.runtime sparse int8 kernels (+ int8 attention with AVX-512 VNNI)"),
+    EngineSpec("sparse-int8-measured", "compressed-int8", "int8",
+               "sparse-int8, each Linear's int8 layout timed at load (runtime.load(choose_layout='measure'))"),
     EngineSpec("ort", "onnx-fp32", "fp32", "onnxruntime fp32"),
     EngineSpec("ort-int8", "onnx-int8-dynamic", "int8", "onnxruntime dynamic int8 (quantize_dynamic)"),
     EngineSpec("ort-qdq", "onnx-qdq", "int8", "onnxruntime int8 QDQ with the QAT scales"),
 ]
 ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in _SPECS}
 RUNTIME_ENGINES = ("torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
+MEASURED = "sparse-int8-measured"
+OPT_IN = (MEASURED,)  # run only when named: its load times the model (a few seconds), which a default run need not
 SENTENCE_TRANSFORMERS = "sentence-transformers"
 ENCODE_ENGINES: dict[str, EngineSpec] = {
     **{name: ENGINES[name] for name in (REFERENCE, *RUNTIME_ENGINES)},
@@ -79,8 +85,12 @@ def unavailable_reason(name: str) -> str | None:
 
         return None if importlib.util.find_spec("sentence_transformers") else \
             "sentence-transformers is not installed (pip install 'pruneofa[st]')"
-    if name in ("sparse", "sparse-int8") and not kernels_available():
+    if name in ("sparse", "sparse-int8", MEASURED) and not kernels_available():
         return "the sparse C++ kernels did not build on this machine (no working g++?)"
+    if name == MEASURED:
+        from pruneofa.runtime.kernels import has_native_int8
+
+        return None if has_native_int8() else "no native int8 kernels here (neither VNNI nor AVX2): one layout only"
     if ENGINES[name].precision == "int8" and name in RUNTIME_ENGINES and not int8_backend_available():
         return "this torch build has no fbgemm/x86 quantized backend"
     return None
@@ -136,8 +146,9 @@ def load_engine(name: str, artifact_path: Path, threads: int) -> TorchEngine | O
     if name == REFERENCE:
         model: nn.Module = load_plain(artifact_path)
         return TorchEngine(model, model.forward)
-    if name in ("sparse", "sparse-int8"):
-        runtime = rt.load(load_compressed(artifact_path), engine=name, threads=threads, copy_model=False)
+    if name in ("sparse", "sparse-int8", MEASURED):
+        runtime = rt.load(load_compressed(artifact_path), engine=name.removesuffix("-measured"), threads=threads,
+                          copy_model=False, choose_layout="measure" if name == MEASURED else "table")
     else:
         runtime = rt.load(artifact_path, engine=name, threads=threads)
     return TorchEngine(runtime, runtime.model.forward)

@@ -36,7 +36,7 @@ class BenchOptions:
     def engines_to_run(self) -> list[str]:
         """The engines to run (the reference first, always), after refusing impossible settings."""
         from pruneofa.bench.decode import DECODE_ENGINES  # the engine tables import torch: only when it runs
-        from pruneofa.bench.engines import ENCODE_ENGINES, ENGINES, REFERENCE
+        from pruneofa.bench.engines import ENCODE_ENGINES, ENGINES, OPT_IN, REFERENCE
 
         if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
             raise UserError(f"bad batch sizes {list(self.batch_sizes)}", "pass positive integers, e.g. --batch-sizes 1,8")
@@ -51,7 +51,8 @@ class BenchOptions:
         if self.mode != "forward" and (self.baseline is not None or self.compact):
             raise UserError(f"--{self.mode} does not combine with --baseline or --compact", "drop one of them")
         table = {"encode": ENCODE_ENGINES, "decode": DECODE_ENGINES}.get(self.mode, ENGINES)
-        names = list(table) if self.engines is None else list(dict.fromkeys(self.engines))
+        names = ([e for e in table if e not in OPT_IN] if self.engines is None
+                 else list(dict.fromkeys(self.engines)))
         unknown = [e for e in names if e not in table]
         if unknown:
             problem = (f"engine '{unknown[0]}' does not serve --{self.mode}" if table is not ENGINES

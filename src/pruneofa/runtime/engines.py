@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from pruneofa.runtime import kernels, policy
+from pruneofa.runtime import kernels, layout_choice, policy
 from pruneofa.runtime.dense_int8 import dynamic_int8_linear
 from pruneofa.runtime.formats import MAX_IN_FEATURES
-from pruneofa.runtime.fused_encoder import fuse_encoders, unfused_blocks
+from pruneofa.runtime.fused_encoder import fuse_encoders, unfuse_encoders, unfused_blocks
 from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
 from pruneofa.sparsity.masks import PRUNABLE_TYPES, is_transposed
 
@@ -32,6 +32,9 @@ ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8"
 SPARSE_ENGINES = ("sparse", "sparse-int8")
 INT8_ENGINES = ("torch-int8", "dense-int8", "sparse-int8")
 FUSED_ENGINES = ("dense", "dense-int8", "sparse", "sparse-int8")
+# choose_layout="measure" times both int8 layouts for every Linear at least this sparse: below it the quads lost
+# to the dense int8 kernel on every CPU and shape measured (policy.py), so the table's choice stands
+MEASURE_FLOOR = 0.3
 
 
 @dataclass
@@ -52,6 +55,7 @@ class ConversionReport:
     # transformer blocks left to transformers' forward (attention, norms, activations in PyTorch, each
     # Linear still on the engine's kernels), one line per family: "2 ModernBERT blocks: <why>"
     unfused: list[str] = field(default_factory=list)
+    layout_timing: layout_choice.LayoutTiming | None = None  # what choose_layout="measure" timed
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -60,7 +64,9 @@ class ConversionReport:
         parts = ", ".join(f"{n} {path}" for path, n in sorted(counts.items()))
         fused = f", {self.fused_encoders} fused encoder(s)" if self.fused_encoders else ""
         unfused = f"; PyTorch between the Linear kernels: {'; '.join(self.unfused)}" if self.unfused else ""
-        return f"engine={self.engine} threads={self.threads}: {parts or 'Linear layers unchanged'}{fused}{unfused}"
+        timed = f"; {self.layout_timing.summary()}" if self.layout_timing else ""
+        return (f"engine={self.engine} threads={self.threads}: {parts or 'Linear layers unchanged'}{fused}{unfused}"
+                f"{timed}")
 
 
 def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -102,15 +108,20 @@ def _gelu_owners(model: nn.Module) -> dict[str, str]:
 
 
 def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float | None = None,
-            int8_attention: bool = True) -> ConversionReport:
+            int8_attention: bool = True, choose_layout: str = "table", measure_tokens: int = 128) -> ConversionReport:
     """Swap the Linear layers of `model` (and GPT-2's Conv1D, its transposed Linear) in place for `engine`;
     returns what was chosen per layer.
 
     sparse_threshold: run a Linear sparse when its sparsity is at least this (math.inf: none);
     None (default): when it beats the dense kernel by the measured break-even sparsity of its shape
-    (`policy.py`). int8_attention: "sparse-int8" also runs the attention products in int8 (else fp32)."""
+    (`policy.py`). choose_layout="measure" ("sparse-int8" only): each Linear at least `MEASURE_FLOOR`
+    sparse takes the faster of its two int8 layouts, timed in whole forwards of `measure_tokens` tokens on
+    this machine at load (`layout_choice.py`). int8_attention: "sparse-int8" also runs the attention
+    products in int8 (else fp32)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if choose_layout not in ("table", "measure"):
+        raise ValueError(f"unknown choose_layout {choose_layout!r}; choose 'table' or 'measure'")
     report = ConversionReport(engine, threads)
     if engine in ("torch", "dense"):
         if engine == "dense":
@@ -122,20 +133,30 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
     # 1.1-1.4x fbgemm's speed per Linear with VNNI, 0.7-0.95x with AVX2 (exact int8 costs a sign there;
     # policy.py), and the encoder stays one native call
     native_dense = engine == "sparse-int8" and kernels.has_native_int8()
+    measure = choose_layout == "measure"
+    if measure and not native_dense:
+        why = (f"engine {engine!r} has one layout per Linear" if engine != "sparse-int8"
+               else "this CPU has no native int8 kernels (neither VNNI nor AVX2)")
+        raise ValueError(f"choose_layout='measure' times sparse-int8's sparse and dense int8 layouts against each "
+                         f"other, and {why}: use choose_layout='table'")
     linears = [(n, as_linear(m)) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    candidates: dict[str, tuple[nn.Module, nn.Module, tuple]] = {}
     for name, linear in linears:
         shape = (linear.in_features, linear.out_features)
         sparsity = float((linear.weight == 0).float().mean())
-        sparse_ok = (
-            engine in SPARSE_ENGINES
-            and linear.in_features <= MAX_IN_FEATURES
-            and (policy.use_sparse(engine, *shape, sparsity) if sparse_threshold is None
-                 else sparsity >= sparse_threshold)
-        )
+        fits = engine in SPARSE_ENGINES and linear.in_features <= MAX_IN_FEATURES
+        if measure and fits and sparsity >= MEASURE_FLOOR:
+            sparse_ok = True
+        else:
+            sparse_ok = fits and (policy.use_sparse(engine, *shape, sparsity) if sparse_threshold is None
+                                  else sparsity >= sparse_threshold)
         act = "gelu" if name in gelu_after else None
         if sparse_ok or native_dense:
             if sparse_ok:
                 module, path = (SparseLinear if engine == "sparse" else SparseInt8Linear)(linear, threads, act), engine
+                if measure:
+                    candidates[name] = (module, SparseInt8Linear(linear, threads, act, layout="dense"),
+                                        layout_choice.group_of(shape, sparsity))
             else:
                 module, path = SparseInt8Linear(linear, threads, act, layout="dense"), "dense-int8-native"
             _set_child(model, name, module)
@@ -147,6 +168,14 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
             report.layers.append(LayerChoice(name, shape, sparsity, "dense-int8"))
         else:
             report.layers.append(LayerChoice(name, shape, sparsity, "dense"))
+    if candidates:
+        dense_names, report.layout_timing = layout_choice.measure_layouts(
+            model, candidates, _set_child, lambda m: fuse_encoders(m, int8_attention), unfuse_encoders,
+            tokens=measure_tokens)
+        for layer in report.layers:
+            if layer.name in candidates:
+                _set_child(model, layer.name, candidates[layer.name][layer.name in dense_names])
+                layer.path = "dense-int8-native" if layer.name in dense_names else engine
     if engine in FUSED_ENGINES:
         report.fused_encoders = fuse_encoders(model, int8_attention)
         report.unfused = unfused_blocks(model)
