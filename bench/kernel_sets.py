@@ -2,10 +2,13 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py                 # avx2 vs avx2-vnni
     OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py --sets avx2 native --rounds 100
+    OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py --sets native native-noprefetch --copies 16
 
 The native build runs one kernel set, the CPU's best; an AVX-512 CPU can also run the AVX2 sets (built with
 `build.library_path(target=...)`), so their difference is measured on one machine, interleaved call by call.
 Layouts: gather (90% unstructured), blocks (90% in 1x4 blocks), dense; one token (the decode path) and 128.
+--copies N cycles through N copies of each layer, so that each call's weights come from L3 (or DRAM) as in a
+model, not from the L1/L2 of the call before.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import torch
 from pruneofa.runtime import build, kernels
 from pruneofa.runtime.formats import pack_quads_i8
 
-TARGETS = {"avx2": ["-march=x86-64-v3"], "avx2-vnni": ["-march=x86-64-v3", "-mavxvnni"], "native": None}
+TARGETS = {"avx2": ["-march=x86-64-v3"], "avx2-vnni": ["-march=x86-64-v3", "-mavxvnni"], "native": None,
+           # the native set without its software prefetch of the sparse weights (`spmm_i8.h` prefetch_quads)
+           "native-noprefetch": ["-march=native", "-DPOFA_NO_SPARSE_PREFETCH"]}
 
 
 def layer(layout: str, n_in: int, n_out: int, sparsity: float = 0.9) -> torch.Tensor:
@@ -35,6 +40,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs=2, default=["avx2", "avx2-vnni"], choices=sorted(TARGETS))
     ap.add_argument("--rounds", type=int, default=55)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--copies", type=int, default=1, help="copies of each layer called in turn (cold weights)")
     args = ap.parse_args()
     libs = {}
     for name in args.sets:
@@ -47,12 +53,13 @@ def main() -> None:
     torch.manual_seed(0)
     for layout in ("gather", "blocks", "dense"):
         for n_in, n_out in ((768, 3072), (3072, 768)):
-            quads = pack_quads_i8(layer(layout, n_in, n_out), layout)
+            copies = [pack_quads_i8(layer(layout, n_in, n_out), layout) for _ in range(args.copies)]
             for tokens in (1, 128):
                 x = torch.randn(tokens, n_in)
                 times: dict[str, list[float]] = {name: [] for name in libs}
                 for i in range(args.warmup + args.rounds):
-                    for name, lib in libs.items():
+                    for j, (name, lib) in enumerate(libs.items()):
+                        quads = copies[(i + j * len(copies) // 2) % len(copies)]  # not the copy the other just read
                         start = time.thread_time()
                         kernels.spmm_i8(x, quads, None, None, 1, library=lib)
                         if i >= args.warmup:

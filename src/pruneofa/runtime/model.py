@@ -108,7 +108,8 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
     `engines.convert` (default: the measured break-even sparsities). int8_attention: with
     "sparse-int8", also run the attention products (QK^T, PV) in int8; False keeps them fp32.
     choose_layout: "table" (default) or "measure": with "sparse-int8", time each sparse enough Linear's two
-    int8 layouts in whole forwards at load and keep the faster (`layout_choice.py`; ~1-3 s for BERT-Base).
+    int8 layouts in whole forwards at load and keep the faster (`layout_choice.py`; ~8 s for BERT-Base on
+    2 cores).
     """
     if engine not in ("auto", *ENGINES):
         raise ValueError(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
