@@ -8,7 +8,9 @@ The random GPT-2 of bench_random.py (`--random-shape gpt2`, pruned one-shot per 
 one decode step after 128 cached tokens at batch 1, exactly as `pruneofa bench --decode` times it
 (pruneofa.bench.decode.DecodeEngine), on: torch (dense fp32, the reference), sparse-int8, and
 dense-int8-native: the same engine with every Linear on its dense int8 kernel (sparse_threshold=inf),
-i.e. the model as if unpruned, so that sparse-int8 against it is sparsity's own share. Interleaved
+i.e. the model as if unpruned, so that sparse-int8 against it is sparsity's own share; and
+sparse-int8-transformers: sparse-int8 with transformers' GPT2Model forward around the same kernels
+instead of the runtime's direct decoder path (`runtime/fused_decoder.py`). Interleaved
 rounds in a shuffled order after a warm-up, wall-clock medians; --priority as in bench_random.py.
 --breakdown: then, per engine, the median time of a step spent inside its Linear modules (GPT-2's Conv1D
 or their runtime replacements, and the LM head; hooks around each call) and outside them (transformers'
@@ -54,11 +56,15 @@ def main() -> None:
     from pruneofa.bench.decode import DecodeEngine
     from pruneofa.bench.inputs import make_inputs
     from pruneofa.runtime.build import cpu_model
+    from pruneofa.runtime.fused_decoder import unfuse_decoders
 
     torch.set_num_threads(args.threads)
     model = AutoModelForCausalLM.from_pretrained(random_pruned_dir("gpt2", args.sparsity, pattern=args.pattern)).eval()
+    via_transformers = rt.load(model, engine="sparse-int8", threads=args.threads)
+    unfuse_decoders(via_transformers.model)
     engines = {"torch": model,
                "sparse-int8": rt.load(model, engine="sparse-int8", threads=args.threads),
+               "sparse-int8-transformers": via_transformers,
                "dense-int8-native": rt.load(model, engine="sparse-int8", threads=args.threads, sparse_threshold=math.inf)}
     inputs = make_inputs(model.config.vocab_size, ["input_ids", "attention_mask"], 1, args.seq_len + 1)
     calls = {name: DecodeEngine(m).bind(inputs, "decode") for name, m in engines.items()}

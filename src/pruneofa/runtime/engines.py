@@ -24,8 +24,9 @@ from torch import nn
 from pruneofa.runtime import kernels, layout_choice, policy
 from pruneofa.runtime.dense_int8 import dynamic_int8_linear
 from pruneofa.runtime.formats import MAX_IN_FEATURES
-from pruneofa.runtime.fused_encoder import fuse_encoders, unfuse_encoders, unfused_blocks
-from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear
+from pruneofa.runtime.fused_decoder import fuse_decoders
+from pruneofa.runtime.fused_encoder import fuse_encoders, unfused_blocks
+from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear, set_child
 from pruneofa.sparsity.masks import PRUNABLE_TYPES, is_transposed
 
 ENGINES = ("torch", "torch-int8", "dense", "dense-int8", "sparse", "sparse-int8")
@@ -52,6 +53,7 @@ class ConversionReport:
     threads: int
     layers: list[LayerChoice] = field(default_factory=list)
     fused_encoders: int = 0
+    fused_decoders: int = 0  # GPT-2 decoders on the direct path (`fused_decoder.py`)
     # transformer blocks left to transformers' forward (attention, norms, activations in PyTorch, each
     # Linear still on the engine's kernels), one line per family: "2 ModernBERT blocks: <why>"
     unfused: list[str] = field(default_factory=list)
@@ -63,15 +65,11 @@ class ConversionReport:
             counts[layer.path] = counts.get(layer.path, 0) + 1
         parts = ", ".join(f"{n} {path}" for path, n in sorted(counts.items()))
         fused = f", {self.fused_encoders} fused encoder(s)" if self.fused_encoders else ""
+        fused += f", {self.fused_decoders} direct GPT-2 decoder(s)" if self.fused_decoders else ""
         unfused = f"; PyTorch between the Linear kernels: {'; '.join(self.unfused)}" if self.unfused else ""
         timed = f"; {self.layout_timing.summary()}" if self.layout_timing else ""
         return (f"engine={self.engine} threads={self.threads}: {parts or 'Linear layers unchanged'}{fused}{unfused}"
                 f"{timed}")
-
-
-def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
 
 
 def as_linear(module: nn.Module) -> nn.Linear:
@@ -159,23 +157,24 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
                                         layout_choice.group_of(shape, sparsity))
             else:
                 module, path = SparseInt8Linear(linear, threads, act, layout="dense"), "dense-int8-native"
-            _set_child(model, name, module)
+            set_child(model, name, module)
             if act:
-                _set_child(model, gelu_after[name], nn.Identity())
+                set_child(model, gelu_after[name], nn.Identity())
             report.layers.append(LayerChoice(name, shape, sparsity, path, act))
         elif engine in INT8_ENGINES:
-            _set_child(model, name, dynamic_int8_linear(linear))
+            set_child(model, name, dynamic_int8_linear(linear))
             report.layers.append(LayerChoice(name, shape, sparsity, "dense-int8"))
         else:
             report.layers.append(LayerChoice(name, shape, sparsity, "dense"))
     if candidates:
-        dense_names, report.layout_timing = layout_choice.measure_layouts(
-            model, candidates, _set_child, lambda m: fuse_encoders(m, int8_attention), unfuse_encoders,
-            tokens=measure_tokens)
+        dense_names, report.layout_timing = layout_choice.measure_layouts(model, candidates, int8_attention,
+                                                                          tokens=measure_tokens)
         for layer in report.layers:
             if layer.name in candidates:
-                _set_child(model, layer.name, candidates[layer.name][layer.name in dense_names])
+                set_child(model, layer.name, candidates[layer.name][layer.name in dense_names])
                 layer.path = "dense-int8-native" if layer.name in dense_names else engine
+    if engine in SPARSE_ENGINES:
+        report.fused_decoders = fuse_decoders(model)
     if engine in FUSED_ENGINES:
         report.fused_encoders = fuse_encoders(model, int8_attention)
         report.unfused = unfused_blocks(model)

@@ -25,13 +25,12 @@ layers, whose Linear modules are the converted ones, so results agree either way
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pruneofa.runtime.kernels import AddLayerNorm, feature_major_ld
+from pruneofa.runtime.layers import set_child
 from pruneofa.runtime.native_encoder import NativeEncoder, key_major_additive_mask
 from pruneofa.runtime.ops import SparseF32Op, SparseI8Op, fused_op, op_for
 from pruneofa.sparsity.groups import BERT, layout_of
@@ -182,21 +181,15 @@ def unfused_blocks(model: nn.Module) -> list[str]:
     return [f"{n} {family} blocks ({reason})" for family, (n, reason) in counts.items()]
 
 
-def _replace(model: nn.Module, name: str, make: Callable[[nn.Module], nn.Module]) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, make(getattr(parent, attr)))
-
-
 def unfuse_encoders(model: nn.Module) -> None:
     """Put back the encoders `fuse_encoders` replaced (their Linear layers as they are now)."""
     for name in [name for name, module in model.named_modules() if isinstance(module, FusedEncoder)]:
-        _replace(model, name, lambda fused: fused.original)
+        set_child(model, name, model.get_submodule(name).original)
 
 
 def fuse_encoders(model: nn.Module, int8_attention: bool = True) -> int:
     """Replace every BERT-like encoder in `model` by a FusedEncoder; returns how many."""
     targets = [name for name, module in model.named_modules() if is_bert_like_encoder(module)]
     for name in targets:
-        _replace(model, name, lambda encoder: FusedEncoder(encoder, int8_attention))
+        set_child(model, name, FusedEncoder(model.get_submodule(name), int8_attention))
     return len(targets)

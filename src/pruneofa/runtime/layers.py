@@ -17,6 +17,12 @@ from pruneofa.runtime import kernels
 from pruneofa.runtime.formats import pack_csr_f32, pack_quads_i8
 
 
+def set_child(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where `model.get_submodule(name)` is (setattr on its parent: nothing is patched)."""
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
 class _SparseLinearBase(nn.Module):
     def __init__(self, linear: nn.Linear, threads: int, fused_act: str | None):
         super().__init__()

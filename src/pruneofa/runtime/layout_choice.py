@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pruneofa.runtime.fused_encoder import fuse_encoders, unfuse_encoders
+from pruneofa.runtime.layers import set_child
+
 Group = Hashable
 ALL_SPARSE, ALL_DENSE = "all sparse", "all dense"
 
@@ -79,8 +82,7 @@ def group_name(group: tuple[int, int, float]) -> str:
 
 
 def measure_layouts(model: nn.Module, candidates: dict[str, tuple[nn.Module, nn.Module, tuple]],
-                    set_child: Callable[[nn.Module, str, nn.Module], None], fuse: Callable[[nn.Module], object],
-                    unfuse: Callable[[nn.Module], None], tokens: int = 128, rounds: int = 7,
+                    int8_attention: bool = True, tokens: int = 128, rounds: int = 7,
                     calls: int = 3) -> tuple[set[str], LayoutTiming]:
     """candidates: layer name -> (its sparse module, its dense module, its group). Times the configurations of
     `choose_dense_groups` on `model` (a random input of 1 x tokens; `fuse` then `unfuse` around each, so each
@@ -99,7 +101,7 @@ def measure_layouts(model: nn.Module, candidates: dict[str, tuple[nn.Module, nn.
     def time_forward(dense_groups: frozenset) -> float:
         for name, (sparse_module, dense_module, group) in candidates.items():
             set_child(model, name, dense_module if group in dense_groups else sparse_module)
-        fuse(model)
+        fuse_encoders(model, int8_attention)
         try:
             with torch.no_grad():
                 model(input_ids=input_ids)
@@ -109,7 +111,7 @@ def measure_layouts(model: nn.Module, candidates: dict[str, tuple[nn.Module, nn.
                     model(input_ids=input_ids)
                     times.append(time.perf_counter() - start)
         finally:
-            unfuse(model)
+            unfuse_encoders(model)
         return statistics.median(times)
 
     dense_groups, medians = choose_dense_groups(groups, time_forward, rounds)

@@ -1,0 +1,91 @@
+"""The direct GPT-2 path of the sparse engines (`fused_decoder.FusedGPT2`): the calls of prefill and `generate`
+skip transformers' GPT2Model forward and give its results; every other call runs that forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+import pruneofa.runtime as rt
+from pruneofa.runtime.fused_decoder import FusedGPT2, unfuse_decoders
+
+from .conftest import tiny_gpt2
+
+GREEDY = dict(max_new_tokens=16, do_sample=False, pad_token_id=0)
+
+
+@pytest.fixture(scope="module")
+def pruned_gpt2():
+    return tiny_gpt2()
+
+
+@pytest.fixture
+def sparse(pruned_gpt2):
+    """The fp32 sparse engine (exact up to summation order) and a spy on transformers' GPT2Model forward."""
+    m = rt.load(pruned_gpt2, engine="sparse")
+    fused = m.model.transformer
+    assert isinstance(fused, FusedGPT2) and m.report.fused_decoders == 1
+    assert "1 direct GPT-2 decoder(s)" in m.report.summary()
+    calls = []
+    original_forward = fused.original.forward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original_forward(*args, **kwargs)
+
+    fused.original.forward = spy  # an instance attribute: the module's __call__ finds it first
+    return m, calls
+
+
+def transformers_logits(m, **inputs):
+    """The same converted model through transformers' GPT2Model forward: the direct path's reference."""
+    fused = m.model.transformer
+    unfuse_decoders(m.model)
+    assert m.model.transformer is fused.original
+    try:
+        return m(**inputs)
+    finally:
+        m.model.transformer = fused
+
+
+def test_generate_takes_the_direct_path_and_gives_pytorchs_greedy_tokens(pruned_gpt2, sparse):
+    m, calls = sparse
+    prompt = torch.randint(1, 500, (1, 8), generator=torch.Generator().manual_seed(0))
+    expected = pruned_gpt2.generate(prompt, **GREEDY)
+    assert len(set(expected[0, 8:].tolist())) >= 8  # a varied sequence: identical degenerate outputs prove nothing
+    torch.testing.assert_close(m.generate(prompt, **GREEDY), expected, rtol=0, atol=0)
+    assert calls == []  # prefill and every decode step: none went through transformers' forward
+
+
+@pytest.mark.parametrize("past, new, batch", [(0, 6, 1), (6, 1, 1), (6, 3, 1), (5, 1, 2)],
+                         ids=["prefill", "decode", "chunk-after-cache", "batch-2"])
+def test_logits_and_cache_match_transformers_forward(sparse, past, new, batch):
+    m, calls = sparse
+    ids = torch.randint(1, 500, (batch, past + new), generator=torch.Generator().manual_seed(2))
+    caches = [DynamicCache(config=m.model.config) for _ in range(2)]
+    if past:
+        for cache in caches:
+            m(input_ids=ids[:, :past], cache=cache, use_cache=True)
+    mask = torch.ones_like(ids)  # generate's all-ones mask stays on the direct path
+    out = m(input_ids=ids[:, past:], attention_mask=mask, cache=caches[0], use_cache=True)
+    assert calls == []
+    reference = transformers_logits(m, input_ids=ids[:, past:], attention_mask=mask, cache=caches[1], use_cache=True)
+    torch.testing.assert_close(out.logits, reference.logits, rtol=1e-5, atol=1e-5)
+    assert caches[0].get_seq_length() == caches[1].get_seq_length() == past + new
+    torch.testing.assert_close(caches[0].layers[1].values, caches[1].layers[1].values, rtol=1e-5, atol=1e-5)
+
+
+def test_calls_it_does_not_cover_run_transformers_forward(sparse):
+    m, calls = sparse
+    ids = torch.randint(1, 500, (2, 6), generator=torch.Generator().manual_seed(3))
+    padded = torch.ones_like(ids)
+    padded[1, :2] = 0  # left padding: transformers' masks
+    out = m(input_ids=ids, attention_mask=padded)
+    m(input_ids=ids, output_hidden_states=True)
+    m(input_ids=ids, position_ids=torch.arange(1, 7).expand(2, 6))  # positions the cache does not imply
+    assert len(calls) == 3
+    m(input_ids=ids, position_ids=torch.arange(6).expand(2, 6))  # the implied ones (what generate passes)
+    assert len(calls) == 3
+    torch.testing.assert_close(out.logits, transformers_logits(m, input_ids=ids, attention_mask=padded).logits)
+    assert m.model.transformer.h is m.model.transformer.original.h  # the GPT2Model's attributes read through
