@@ -99,7 +99,7 @@ class RuntimeModel:
 
 def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: int | None = None,
          copy_model: bool = True, sparse_threshold: float | None = None, int8_attention: bool = True,
-         choose_layout: str = "table") -> RuntimeModel:
+         choose_layout: str = "table", measure_tokens: int = 128) -> RuntimeModel:
     """Load a model directory (plain, compact or compressed; or take a model object) and convert it to `engine`.
 
     threads: for the sparse kernels (default: `default_threads()`); PyTorch's own ops keep
@@ -108,8 +108,8 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
     `engines.convert` (default: the measured break-even sparsities). int8_attention: with
     "sparse-int8", also run the attention products (QK^T, PV) in int8; False keeps them fp32.
     choose_layout: "table" (default) or "measure": with "sparse-int8", time each sparse enough Linear's two
-    int8 layouts in whole forwards at load and keep the faster (`layout_choice.py`; ~8 s for BERT-Base on
-    2 cores).
+    int8 layouts in whole forwards of `measure_tokens` tokens at load and keep the faster (`layout_choice.py`;
+    ~8 s for BERT-Base on 2 cores).
     """
     if engine not in ("auto", *ENGINES):
         raise ValueError(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
@@ -128,7 +128,7 @@ def load(path_or_model: str | Path | nn.Module, engine: str = "auto", threads: i
         warnings.warn(f"sparse kernels unavailable; engine {engine!r} falls back to {fallback!r}", RuntimeWarning,
                       stacklevel=2)
         engine = fallback
-    report = convert(model, engine, threads, sparse_threshold, int8_attention, choose_layout)
+    report = convert(model, engine, threads, sparse_threshold, int8_attention, choose_layout, measure_tokens)
     gc.collect()  # start from a clean heap: the conversion leaves garbage a first call would pay for
     return RuntimeModel(model, report, None if isinstance(path_or_model, nn.Module) else path_or_model)
 
