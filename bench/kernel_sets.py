@@ -25,7 +25,9 @@ from pruneofa.runtime.formats import pack_quads_i8
 
 TARGETS = {"avx2": ["-march=x86-64-v3"], "avx2-vnni": ["-march=x86-64-v3", "-mavxvnni"], "native": None,
            # the native set without its software prefetch of the sparse weights (`spmm_i8.h` prefetch_quads)
-           "native-noprefetch": ["-march=native", "-DPOFA_NO_SPARSE_PREFETCH"]}
+           "native-noprefetch": ["-march=native", "-DPOFA_NO_SPARSE_PREFETCH"],
+           # ... and without the 16-lane gather of the one-token gather-layout dot product (`gemv.h` dot_quads_i8)
+           "native-nogemv512": ["-march=native", "-DPOFA_NO_GEMV512"]}
 
 
 def layer(layout: str, n_in: int, n_out: int, sparsity: float = 0.9) -> torch.Tensor:
