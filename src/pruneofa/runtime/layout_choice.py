@@ -85,8 +85,8 @@ def measure_layouts(model: nn.Module, candidates: dict[str, tuple[nn.Module, nn.
                     int8_attention: bool = True, tokens: int = 128, rounds: int = 7,
                     calls: int = 3) -> tuple[set[str], LayoutTiming]:
     """candidates: layer name -> (its sparse module, its dense module, its group). Times the configurations of
-    `choose_dense_groups` on `model` (a random input of 1 x tokens; `fuse` then `unfuse` around each, so each
-    configuration runs the forward it would be served with) and returns the names of the layers to run dense.
+    `choose_dense_groups` on `model` (a random input of 1 x tokens; its encoders fused for each configuration and
+    put back after, so that each runs the forward it would be served with) and returns the names of the layers to run dense.
     One timing is the median of `calls` forwards after an untimed one, so that it is the steady state of a
     model serving one request after another."""
     vocab = int(getattr(model.config, "vocab_size", 0) or 0)
