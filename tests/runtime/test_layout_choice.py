@@ -34,6 +34,24 @@ def test_a_group_runs_dense_only_where_its_forward_was_faster():
     assert medians[frozenset("abc")] == pytest.approx(1.0)
 
 
+def test_an_untimed_greedy_combination_is_timed_against_the_fastest():
+    """Flipping "a" or "b" alone helps, both together help less than all dense: the greedy pair {a, b} is timed in
+    a second phase against phase 1's best (all dense), which wins."""
+    times = {frozenset(): 1.0, frozenset("ab"): 0.8, frozenset("abc"): 0.7, frozenset("a"): 0.9, frozenset("b"): 0.9,
+             frozenset("c"): 1.1}
+    calls = []
+
+    def time_forward(dense: frozenset) -> float:
+        calls.append(dense)
+        return times[dense]
+
+    dense, medians = layout_choice.choose_dense_groups(["a", "b", "c"], time_forward, rounds=2, warmup=0)
+    assert dense == frozenset("abc") and medians[frozenset("ab")] == 0.8
+    assert calls[-4:] == [frozenset("ab"), frozenset("abc")] * 2  # phase 2: the pair against the best, interleaved
+    times[frozenset("ab")] = 0.6  # where the pair is the fastest, it is the answer
+    assert layout_choice.choose_dense_groups(["a", "b", "c"], time_forward, rounds=2, warmup=0)[0] == frozenset("ab")
+
+
 def test_the_median_over_rounds_decides():
     times = iter([1.0, 0.5, 1.0, 5.0, 1.0, 0.8])  # (all sparse, "a" dense) x 3: one slow outlier for "a"
     dense, medians = layout_choice.choose_dense_groups(["a"], lambda _: next(times), rounds=3, warmup=0)

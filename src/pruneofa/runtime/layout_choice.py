@@ -12,10 +12,13 @@ a BERT-family model has 3-4 groups. With S = every candidate sparse:
 
     T(S), T(every candidate dense), and T(S with group g dense) for each group g,
     interleaved round by round after a warm-up, each the median over rounds;
-    group g runs dense iff T(S with g dense) < T(S)        (a tie keeps the smaller, sparse weights)
+    greedy = the groups g with T(S with g dense) < T(S);
+    if greedy was not timed itself, it is timed against the fastest configuration so far;
+    the answer is the fastest configuration timed            (a tie keeps the smaller, sparse weights)
 
-The groups' choices are made apart (G + 2 configurations, not 2^G); the layers of one model interact through
-the caches only, which every configuration's timing includes.
+G + 2 configurations (+ 2 in a second phase), not 2^G: the groups of one model interact through the caches and the
+shared threads, which every whole-forward timing includes, and the second phase checks the one combination the
+first did not time.
 """
 
 from __future__ import annotations
@@ -56,21 +59,34 @@ def choose_dense_groups(groups: Sequence[Group], time_forward: Callable[[frozens
                         warmup: int = 2) -> tuple[frozenset, dict[frozenset, float]]:
     """The groups to run dense, and the median time of every configuration timed (a frozenset of the groups set
     dense; frozenset() is every candidate sparse). time_forward(dense_groups) returns the seconds of one forward
-    with those groups dense and the others sparse; it is called for every configuration in turn, round by round,
-    so that drifts in the machine's speed fall on all of them alike."""
+    with those groups dense and the others sparse; the configurations are called in turn, round by round, so that
+    drifts in the machine's speed fall on all of them alike.
+
+    Phase 1 times all sparse, all dense and each group flipped to dense alone; the groups whose flip was faster
+    than all sparse make the greedy choice. Where that choice was not itself timed (two or more groups flipped, not
+    all), phase 2 times it against phase 1's fastest configuration, and the faster of the two is the answer."""
     if rounds < 1 or warmup < 0:
         raise ValueError(f"rounds must be >= 1 and warmup >= 0 (got {rounds}, {warmup})")
     sparse = frozenset()
-    configs = list(dict.fromkeys([sparse, frozenset(groups), *(frozenset([g]) for g in groups)]))
+    medians = _interleaved_medians([sparse, frozenset(groups), *(frozenset([g]) for g in groups)], time_forward,
+                                   rounds, warmup)
+    greedy = frozenset(g for g in groups if medians[frozenset([g])] < medians[sparse])
+    if greedy not in medians:
+        best = min(medians, key=medians.get)
+        medians.update(_interleaved_medians([greedy, best], time_forward, rounds, warmup))
+    return min(medians, key=lambda c: (medians[c], len(c))), medians  # a tie keeps the smaller, sparse weights
+
+
+def _interleaved_medians(configs: list[frozenset], time_forward: Callable[[frozenset], float], rounds: int,
+                         warmup: int) -> dict[frozenset, float]:
+    configs = list(dict.fromkeys(configs))
     samples: dict[frozenset, list[float]] = {c: [] for c in configs}
     for r in range(warmup + rounds):
         for config in configs:
             t = time_forward(config)
             if r >= warmup:
                 samples[config].append(t)
-    medians = {c: statistics.median(ts) for c, ts in samples.items()}
-    dense = frozenset(g for g in groups if medians[frozenset([g])] < medians[sparse])
-    return dense, medians
+    return {c: statistics.median(ts) for c, ts in samples.items()}
 
 
 def group_of(shape: tuple[int, int], sparsity: float) -> tuple[int, int, float]:
@@ -118,6 +134,6 @@ def measure_layouts(model: nn.Module, candidates: dict[str, tuple[nn.Module, nn.
     timing = LayoutTiming(tokens, rounds, dense_groups=[group_name(g) for g in groups if g in dense_groups])
     for config, t in medians.items():
         label = (ALL_SPARSE if not config else ALL_DENSE if len(config) == len(groups) > 1
-                 else f"{group_name(next(iter(config)))} dense")
+                 else " + ".join(group_name(g) for g in groups if g in config) + " dense")
         timing.medians[label] = t
     return {name for name, (_, _, group) in candidates.items() if group in dense_groups}, timing
