@@ -3,6 +3,8 @@ sentence-transformers, each checked against transformers' forward pooled as the 
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from pruneofa.bench import BenchOptions, run_benchmark
@@ -24,6 +26,26 @@ def test_encode_times_every_engine_on_the_same_embeddings(tiny_sentence_transfor
         if row["engine"] in ("sentence-transformers", "dense"):  # fp32: the same pooling, the same numbers
             assert row["rel_err"] < 1e-5, row
     assert result["settings"]["memory"] == "not measured"
+
+
+def test_the_measured_layout_engine_times_its_layouts_at_the_benchmarks_length(tiny_sentence_transformers, tmp_path):
+    from transformers import AutoModel
+
+    from pruneofa import Pruner
+    from pruneofa.bench.engines import unavailable_reason
+
+    if unavailable_reason("sparse-int8-measured") is not None:
+        pytest.skip(unavailable_reason("sparse-int8-measured"))
+    model_dir = tmp_path / "sparse-st"
+    shutil.copytree(tiny_sentence_transformers, model_dir)
+    model = AutoModel.from_pretrained(model_dir)  # pruned, so that its Linears are candidates for either layout
+    Pruner(model, method="oneshot", target_sparsity=0.9, start_step=0).finalize()
+    model.save_pretrained(model_dir)
+    result = run_benchmark(model_dir, BenchOptions(
+        seq_len=12, engines=("sparse-int8-measured",), rounds=1, warmup=0, encode=True, measure_memory=False),
+        work_dir=tmp_path / "work")
+    row = next(r for r in result["rows"] if r["engine"] == "sparse-int8-measured")
+    assert "layouts timed at load (1 x 12 tokens" in row["layers"] and row["matches_reference"]
 
 
 def test_the_sentences_have_the_asked_length_and_differ(tokenizer):

@@ -56,5 +56,5 @@ class DecodeEngine:
                               logits_to_keep=1).logits
 
 
-def load_decoder(name: str, artifact_path, threads: int) -> DecodeEngine:
-    return DecodeEngine(load_engine(name, artifact_path, threads).model)
+def load_decoder(name: str, artifact_path, threads: int, measure_tokens: int = 128) -> DecodeEngine:
+    return DecodeEngine(load_engine(name, artifact_path, threads, measure_tokens).model)

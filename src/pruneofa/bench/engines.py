@@ -66,6 +66,7 @@ OPT_IN = (MEASURED,)  # run only when named: its load times the model (a few sec
 SENTENCE_TRANSFORMERS = "sentence-transformers"
 ENCODE_ENGINES: dict[str, EngineSpec] = {
     **{name: ENGINES[name] for name in (REFERENCE, *RUNTIME_ENGINES)},
+    MEASURED: ENGINES[MEASURED],
     SENTENCE_TRANSFORMERS: EngineSpec(SENTENCE_TRANSFORMERS, "hf", "fp32",
                                       "sentence-transformers' encode, dense fp32 PyTorch (the [st] extra)"),
 }
@@ -136,8 +137,9 @@ class OrtEngine:
         return lambda: torch.from_numpy(self.session.run(None, feed)[0])
 
 
-def load_engine(name: str, artifact_path: Path, threads: int) -> TorchEngine | OrtEngine:
-    """Load engine `name` from its artifact (see artifacts.py), using `threads` threads."""
+def load_engine(name: str, artifact_path: Path, threads: int, measure_tokens: int = 128) -> TorchEngine | OrtEngine:
+    """Load engine `name` from its artifact (see artifacts.py), using `threads` threads. measure_tokens: the input
+    length at which "sparse-int8-measured" times its layouts (the benchmark's own)."""
     import pruneofa.runtime as rt
     from pruneofa.modeldir import load_compressed, load_plain
 
@@ -148,7 +150,7 @@ def load_engine(name: str, artifact_path: Path, threads: int) -> TorchEngine | O
         return TorchEngine(model, model.forward)
     if name in ("sparse", "sparse-int8", MEASURED):
         runtime = rt.load(load_compressed(artifact_path), engine=name.removesuffix("-measured"), threads=threads,
-                          copy_model=False, choose_layout="measure" if name == MEASURED else "table")
+                          copy_model=False, **_layout_choice(name, measure_tokens))
     else:
         runtime = rt.load(artifact_path, engine=name, threads=threads)
     return TorchEngine(runtime, runtime.model.forward)
@@ -165,7 +167,11 @@ class EncodeEngine:
         return lambda: self.encode(sentences)
 
 
-def load_encoder(name: str, artifact_path: Path, threads: int) -> EncodeEngine:
+def _layout_choice(name: str, measure_tokens: int) -> dict[str, Any]:
+    return dict(choose_layout="measure", measure_tokens=measure_tokens) if name == MEASURED else {}
+
+
+def load_encoder(name: str, artifact_path: Path, threads: int, measure_tokens: int = 128) -> EncodeEngine:
     """Load ENCODE_ENGINES' `name` from its artifact, a model directory with its tokenizer and pooling."""
     if name == SENTENCE_TRANSFORMERS:
         from sentence_transformers import SentenceTransformer
@@ -174,5 +180,6 @@ def load_encoder(name: str, artifact_path: Path, threads: int) -> EncodeEngine:
         return EncodeEngine(st, lambda s: st.encode(s, batch_size=len(s), convert_to_tensor=True))
     import pruneofa.runtime as rt
 
-    runtime = rt.load(artifact_path, engine=name, threads=threads)  # "torch": transformers' forward
+    runtime = rt.load(artifact_path, engine=name.removesuffix("-measured"), threads=threads,  # "torch": transformers'
+                      **_layout_choice(name, measure_tokens))
     return EncodeEngine(runtime, lambda s: runtime.encode(s, batch_size=len(s)))

@@ -93,7 +93,7 @@ def _child(spec: dict[str, Any]) -> dict[str, float]:
     start = _status_mb("VmRSS")
     if start is None or not _reset_peak():
         return {"error": "needs Linux procfs (/proc/self/status and clear_refs) to measure a peak"}
-    engine = load_engine(spec["engine"], Path(spec["artifact"]), spec["threads"])
+    engine = load_engine(spec["engine"], Path(spec["artifact"]), spec["threads"], spec["seq_len"])
     engine.bind(inputs)()
     peak, held = _status_mb("VmHWM"), _status_mb("VmRSS")
     return {"peak_mb": peak - start, "held_mb": held - start, "peak_rss_mb": peak, "start_rss_mb": start}

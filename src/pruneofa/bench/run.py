@@ -97,7 +97,7 @@ def _run(model_dir: Path, batch_sizes: tuple[int, ...], seq_len: int, names: lis
     model_info = {"architecture": type(source.plain).__name__, "source": source.kind,
                   "sparsity": sparsity_of_model(source.plain)["overall"]}
     tokenizer = _tokenizer(model_dir) if mode == "encode" else None
-    loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads, mode)
+    loaded, artifacts, skipped = _load_engines(ArtifactStore(source, work_dir), names, threads, mode, seq_len)
     if baseline is not None:
         loaded[BASELINE], artifacts[BASELINE] = _load_baseline(baseline, config)
     del source  # the engines hold their own weights; the loader's copies would only inflate memory
@@ -158,9 +158,10 @@ def _timed_rows(calls: dict[str, Any], batch: int, seq_len: int, phase: str | No
     return rows
 
 
-def _load_engines(store: ArtifactStore, names: list[str], threads: int,
-                  mode: str = "forward") -> tuple[dict, dict, list[dict[str, str]]]:
-    """(engine name -> loaded engine, engine name -> its artifact, skipped engines with the reason)."""
+def _load_engines(store: ArtifactStore, names: list[str], threads: int, mode: str = "forward",
+                  seq_len: int = 128) -> tuple[dict, dict, list[dict[str, str]]]:
+    """(engine name -> loaded engine, engine name -> its artifact, skipped engines with the reason); an engine that
+    times its layouts at load does it at seq_len."""
     loaded, artifacts, skipped = {}, {}, []
     for name in names:
         reason = unavailable_reason(name)
@@ -171,7 +172,7 @@ def _load_engines(store: ArtifactStore, names: list[str], threads: int,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch's eager-quantization deprecation notice, and the like
                 load = {"encode": load_encoder, "decode": load_decoder}.get(mode, load_engine)
-                loaded[name] = load(name, artifacts[name].path, threads)
+                loaded[name] = load(name, artifacts[name].path, threads, seq_len)
         except Unavailable as err:
             skipped.append({"engine": name, "reason": str(err)})
         except Exception as err:  # noqa: BLE001 - one engine failing to load must not hide the others
