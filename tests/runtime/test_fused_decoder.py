@@ -84,8 +84,9 @@ def test_calls_it_does_not_cover_run_transformers_forward(sparse):
     out = m(input_ids=ids, attention_mask=padded)
     m(input_ids=ids, output_hidden_states=True)
     m(input_ids=ids, position_ids=torch.arange(1, 7).expand(2, 6))  # positions the cache does not imply
-    assert len(calls) == 3
+    m(input_ids=ids, cache=DynamicCache(config=m.model.config), use_cache=False)  # a cache it is told not to keep
+    assert len(calls) == 4
     m(input_ids=ids, position_ids=torch.arange(6).expand(2, 6))  # the implied ones (what generate passes)
-    assert len(calls) == 3
+    assert len(calls) == 4
     torch.testing.assert_close(out.logits, transformers_logits(m, input_ids=ids, attention_mask=padded).logits)
     assert m.model.transformer.h is m.model.transformer.original.h  # the GPT2Model's attributes read through

@@ -67,7 +67,7 @@ class FusedGPT2(nn.Module):
                  and encoder_hidden_states is None and not self.training
                  and not torch.is_grad_enabled()
                  and all(key in _SILENT_KWARGS and (key == "return_dict" or not value) for key, value in kwargs.items())
-                 and (cache is None or type(cache) is DynamicCache))
+                 and (cache is None or (type(cache) is DynamicCache and use_cache)))
         past = cache.get_seq_length() if plain and cache is not None else 0
         batch, seq = input_ids.shape if plain else (0, 0)
         if plain and attention_mask is not None:  # generate passes ones; any padding needs transformers' masks
