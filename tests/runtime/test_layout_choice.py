@@ -103,8 +103,10 @@ def test_measured_load_reports_its_timings(inputs):
     assert timing is not None and timing.tokens == 64  # 128 asked for: the tiny model has 64 positions
     short = rt.load(model, engine="sparse-int8", choose_layout="measure", measure_tokens=16)
     assert short.report.layout_timing.tokens == 16
-    assert set(timing.medians) == {"all sparse", "all dense", "64x64@0.90 dense", "64x160@0.90 dense",
-                                   "160x64@0.90 dense"}
+    phase_1 = {"all sparse", "all dense", "64x64@0.90 dense", "64x160@0.90 dense", "160x64@0.90 dense"}
+    mixes = set(timing.medians) - phase_1  # a second phase times an untimed mix of two groups, where one came out
+    assert phase_1 <= set(timing.medians) and len(mixes) <= 1
+    assert all(" + " in mix and mix.endswith(" dense") for mix in mixes)
     assert all(t > 0 for t in timing.medians.values())
     assert "layouts timed at load" in m.report.summary()
     dense_names = {c.name for c in m.report.layers if c.path == "dense-int8-native"}
