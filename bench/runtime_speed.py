@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from pruneofa.bench import timing
+from pruneofa.bench.engines import MEASURED
 from pruneofa.bench.timing import p90
 
 warnings.filterwarnings("ignore")
@@ -64,9 +65,9 @@ TORCH_COMPACT = "torch-compact"  # with --compact: transformers eager fp32 on th
 # structured model, whose weights are dense, this is what "sparse-int8" chooses anyway.
 NATIVE_INT8 = "native-int8"
 ALL_DENSE = math.inf  # sparse_threshold: no Linear on a sparse layout
-# Pseudo-engine: "sparse-int8" with each Linear's layout chosen by timing whole forwards at load
-# (choose_layout="measure") instead of the break-even table; its row's layers column gives the timings
-MEASURED = "sparse-int8-measured"
+# MEASURED ("sparse-int8-measured", as `pruneofa bench` names it): "sparse-int8" with each Linear's layout chosen by
+# timing whole forwards at load (choose_layout="measure") instead of the break-even table; its row's layers column
+# gives the timings
 # Pseudo-engines "<engine>-noamx": the same loaded runtime with AMX tiles off (kernels.amx_tiles), so that
 # on an AMX CPU the dense int8 layers' VNNI kernel is timed beside the tiles, interleaved in one run.
 NO_AMX = "-noamx"

@@ -149,8 +149,8 @@ def load_engine(name: str, artifact_path: Path, threads: int, measure_tokens: in
         model: nn.Module = load_plain(artifact_path)
         return TorchEngine(model, model.forward)
     if name in ("sparse", "sparse-int8", MEASURED):
-        runtime = rt.load(load_compressed(artifact_path), engine=name.removesuffix("-measured"), threads=threads,
-                          copy_model=False, **_layout_choice(name, measure_tokens))
+        runtime = rt.load(load_compressed(artifact_path), threads=threads, copy_model=False,
+                          **_runtime_options(name, measure_tokens))
     else:
         runtime = rt.load(artifact_path, engine=name, threads=threads)
     return TorchEngine(runtime, runtime.model.forward)
@@ -167,8 +167,11 @@ class EncodeEngine:
         return lambda: self.encode(sentences)
 
 
-def _layout_choice(name: str, measure_tokens: int) -> dict[str, Any]:
-    return dict(choose_layout="measure", measure_tokens=measure_tokens) if name == MEASURED else {}
+def _runtime_options(name: str, measure_tokens: int) -> dict[str, Any]:
+    """`runtime.load`'s engine for bench engine `name`: MEASURED is "sparse-int8" with its layouts timed at load."""
+    if name == MEASURED:
+        return dict(engine="sparse-int8", choose_layout="measure", measure_tokens=measure_tokens)
+    return dict(engine=name)
 
 
 def load_encoder(name: str, artifact_path: Path, threads: int, measure_tokens: int = 128) -> EncodeEngine:
@@ -180,6 +183,6 @@ def load_encoder(name: str, artifact_path: Path, threads: int, measure_tokens: i
         return EncodeEngine(st, lambda s: st.encode(s, batch_size=len(s), convert_to_tensor=True))
     import pruneofa.runtime as rt
 
-    runtime = rt.load(artifact_path, engine=name.removesuffix("-measured"), threads=threads,  # "torch": transformers'
-                      **_layout_choice(name, measure_tokens))
+    # "torch": transformers' forward
+    runtime = rt.load(artifact_path, threads=threads, **_runtime_options(name, measure_tokens))
     return EncodeEngine(runtime, lambda s: runtime.encode(s, batch_size=len(s)))
