@@ -220,6 +220,21 @@ def test_wanda_reconstruct_moves_the_survivors_by_sparsegpt_on_the_training_inpu
     assert error(new) < error(w * keep)
 
 
+def test_wanda_sums_stay_fp32_under_bf16_autocast():
+    # train.precision=bf16: the hook runs inside autocast, where a bf16 X^T X broke the reconstruction's Cholesky
+    model = one_layer(out_f=3, in_f=8, seed=2)
+    pruner = oneshot(model, at=1, criterion="wanda", reconstruct=True)
+    torch.manual_seed(3)
+    inputs = [torch.randn(4, 5, 8) * 3 + 1, torch.randn(6, 8)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feed_inputs(model, inputs)
+    w = out_in(pruner.layers["0"]).clone()
+    gram = pruner.criterion.gathered({"0": (w, torch.ones_like(w, dtype=torch.bool))})["0"][0]
+    x = torch.cat([i.reshape(-1, 8) for i in inputs]).double()
+    assert gram.dtype == torch.float32
+    torch.testing.assert_close(gram.double(), x.T @ x, rtol=1e-5, atol=1e-4)
+
+
 def test_reconstruct_skips_the_layers_an_update_prunes_nothing_new_in():
     model = one_layer(out_f=4, in_f=8)
     pruner = Pruner(model, criterion="wanda", reconstruct=True, start_step=0, target_step=4, stop_step=8,

@@ -208,9 +208,11 @@ class Wanda(Criterion):
         self.reset()
 
     def statistic(self, x: torch.Tensor) -> torch.Tensor:
-        """What inputs x (tokens, in) add to the layer's sum."""
-        x = x.float()
-        return x.T @ x if self.config.reconstruct else torch.linalg.vector_norm(x, dim=0).square()
+        """What inputs x (tokens, in) add to the layer's sum, in fp32 whatever autocast would do: a bf16 X^T X
+        is not positive definite enough for the reconstruction's Cholesky factor."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            return x.T @ x if self.config.reconstruct else torch.linalg.vector_norm(x, dim=0).square()
 
     def _hook(self, name: str):
         @torch.no_grad()
