@@ -1,7 +1,8 @@
 """Tokens/s and MFU of the prune stage's training step on the BERT-Base shape, and its overhead over plain MLM training.
 
     python bench/gpu_prune_throughput.py [--shape base|tiny] [--batch-size 32] [--seq-len 128] [--precision bf16]
-                                         [--steps 30] [--warmup 5] [--peak-tflops N] [--compile] [--json out.json]
+                                         [--steps 30] [--warmup 5] [--peak-tflops N] [--compile] [--against-fp32]
+                                         [--json out.json]
 
 Three students of one shape (random weights from a config: nothing is downloaded), each a full
 optimizer step of the stage's own objective (`stages.lm.lm_objective`: deferred LM head, fused
@@ -11,6 +12,9 @@ autocast:
   mlm      plain masked-LM training: no masks, no teacher (the baseline)
   masked   the same with the pruning masks at 90% (`Pruner`), CE only: what masking itself costs
   prune    the prune stage's step: masks + KD from a frozen teacher of the same shape (α 0.5/0.5, T=2)
+  prune-fp32  with --against-fp32: the same step without autocast, what --precision gains over fp32
+              (on a CPU with AMX, `--shape minilm --precision bf16 --against-fp32` says what train.precision=bf16
+              buys the offline default's prune step)
 
 Steps alternate between the three, so machine noise hits all alike; medians after warm-up. A GMP
 mask update is timed on its own and amortised at the paper's frequency (every 1000 steps).
@@ -39,6 +43,7 @@ from pruneofa.stages.lm import lm_objective
 from pruneofa.train import performance
 
 SHAPES = {"base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+          "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
           "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)}
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense bf16
 
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak (default: known GPUs by name)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the students (train.compile)")
+    parser.add_argument("--against-fp32", action="store_true", help="also time the prune step without autocast")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
@@ -76,9 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     config = transformers.BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, args.seq_len),
                                      **SHAPES[args.shape])
     mlm = transformers.BertForMaskedLM(config).to(device).train()
-    masked, student = copy.deepcopy(mlm), copy.deepcopy(mlm)
+    masked, student, student_fp32 = copy.deepcopy(mlm), copy.deepcopy(mlm), copy.deepcopy(mlm)
     teacher = copy.deepcopy(mlm).eval().requires_grad_(False)
-    pruners = [Pruner(m, target_sparsity=0.9, target_step=1000, frequency=1000) for m in (masked, student)]
+    pruners = [Pruner(m, target_sparsity=0.9, target_step=1000, frequency=1000) for m in (masked, student, student_fp32)]
     for pruner in pruners:
         pruner.update_masks(0.9)
     if args.compile:
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     ce_only = lm_objective(DistillConfig(alpha_ce=1.0, alpha_kd=0.0), causal=False)
     with_kd = lm_objective(DistillConfig(alpha_ce=0.5, alpha_kd=0.5, temperature=2.0), causal=False)
     variants = {"mlm": (mlm, None, ce_only), "masked": (masked, None, ce_only), "prune": (student, teacher, with_kd)}
+    if args.against_fp32:
+        variants["prune-fp32"] = (student_fp32, teacher, with_kd)
     optimizers = {name: performance.adamw([{"params": list(m.parameters()), "weight_decay": 0.01}], 5e-5, device)
                   for name, (m, _, _) in variants.items()}
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, frozen, objective = variants[name]
         sync()
         start = time.perf_counter()
-        with autocast():
+        with autocast() if name != "prune-fp32" else contextlib.nullcontext():
             loss = objective(model, frozen, batch)["loss"]
         scaler.scale(loss).backward()
         scaler.step(optimizers[name])
@@ -131,10 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = args.batch_size * args.seq_len
     step_s = {name: statistics.median(t) for name, t in times.items()}
     flops = train_flops_per_token(config, args.seq_len) * tokens
-    model_flops = {"mlm": flops, "masked": flops, "prune": flops * 4 / 3}  # + the teacher's forward
+    model_flops = {"mlm": flops, "masked": flops, "prune": flops * 4 / 3, "prune-fp32": flops * 4 / 3}  # + teacher
     peak = peak_tflops(device, args.peak_tflops)
     update_s = statistics.median(updates)
-    paired = {name: statistics.median(a / b for a, b in zip(times[name], times["mlm"])) - 1 for name in ("masked", "prune")}
+    paired = {name: statistics.median(a / b for a, b in zip(times[name], times["mlm"])) - 1
+              for name in variants if name != "mlm"}
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "shape": args.shape, "batch_size": args.batch_size, "seq_len": args.seq_len, "precision": args.precision,
@@ -151,6 +160,11 @@ def main(argv: list[str] | None = None) -> dict:
         mfu = f"{result['mfu'][name]:.1%}" if peak else "n/a"
         vs = f"{paired[name]:+.1%}" if name in paired else "baseline"
         print(f"| {name} | {result['tokens_per_s'][name]:,.0f} | {mfu} | {vs} |")
+    if args.against_fp32:
+        result["prune_speedup_vs_fp32"] = statistics.median(
+            a / b for a, b in zip(times["prune-fp32"], times["prune"]))
+        print(f"prune step, {args.precision} autocast against fp32: {result['prune_speedup_vs_fp32']:.2f}x as fast "
+              "(median of paired ratios)")
     print(f"one GMP mask update: {update_s * 1e3:.0f} ms = {result['mask_update_per_step_at_1000']:.4%} of a step at 1 per 1000")
     if args.json:
         with open(args.json, "w") as fh:

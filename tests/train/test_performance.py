@@ -112,10 +112,11 @@ def test_gpu_throughput_benchmark_runs_on_cpu_with_a_tiny_shape(monkeypatch, tmp
 
     sys.modules.pop("gpu_prune_throughput", None)
     result = gpu_prune_throughput.main(["--shape", "tiny", "--batch-size", "2", "--seq-len", "16", "--steps", "2",
-                                        "--warmup", "1", "--json", str(tmp_path / "r.json")])
-    assert set(result["tokens_per_s"]) == {"mlm", "masked", "prune"} and min(result["tokens_per_s"].values()) > 0
+                                        "--warmup", "1", "--against-fp32", "--json", str(tmp_path / "r.json")])
+    assert set(result["tokens_per_s"]) == {"mlm", "masked", "prune", "prune-fp32"}
+    assert min(result["tokens_per_s"].values()) > 0 and result["prune_speedup_vs_fp32"] > 0
     assert result["mfu"] is None  # no known peak on a CPU
-    assert set(result["overhead_vs_mlm"]) == {"masked", "prune"}
+    assert set(result["overhead_vs_mlm"]) == {"masked", "prune", "prune-fp32"}
     assert json.loads((tmp_path / "r.json").read_text())["shape"] == "tiny"
     # model FLOPs: 6 per weight of every matmul the model trains (the MLM head included) and token, + attention
     import transformers
