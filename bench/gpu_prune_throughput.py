@@ -4,7 +4,7 @@
                                          [--steps 30] [--warmup 5] [--peak-tflops N] [--compile] [--against-fp32]
                                          [--json out.json]
 
-Three students of one shape (random weights from a config: nothing is downloaded), each a full
+Three students (four with --against-fp32) of one shape (random weights from a config: nothing is downloaded), each a full
 optimizer step of the stage's own objective (`stages.lm.lm_objective`: deferred LM head, fused
 CE+KD loss), with the loop's fast path (`train.performance`: TF32, fused AdamW on CUDA) under
 autocast:
@@ -16,7 +16,7 @@ autocast:
               (on a CPU with AMX, `--shape minilm --precision bf16 --against-fp32` says what train.precision=bf16
               buys the offline default's prune step)
 
-Steps alternate between the three, so machine noise hits all alike; medians after warm-up. A GMP
+Steps alternate between the students, so machine noise hits all alike; medians after warm-up. A GMP
 mask update is timed on its own and amortised at the paper's frequency (every 1000 steps).
 MFU = model FLOPs per second / the device's peak (dense bf16: H100/H200 989 TFLOP/s, A100 312);
 model FLOPs per token: 6 x (matmul weights + LM head) + 12 x layers x seq x hidden for a trained
@@ -82,9 +82,11 @@ def main(argv: list[str] | None = None) -> dict:
     config = transformers.BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, args.seq_len),
                                      **SHAPES[args.shape])
     mlm = transformers.BertForMaskedLM(config).to(device).train()
-    masked, student, student_fp32 = copy.deepcopy(mlm), copy.deepcopy(mlm), copy.deepcopy(mlm)
+    masked, student = copy.deepcopy(mlm), copy.deepcopy(mlm)
+    student_fp32 = copy.deepcopy(mlm) if args.against_fp32 else None
     teacher = copy.deepcopy(mlm).eval().requires_grad_(False)
-    pruners = [Pruner(m, target_sparsity=0.9, target_step=1000, frequency=1000) for m in (masked, student, student_fp32)]
+    pruners = [Pruner(m, target_sparsity=0.9, target_step=1000, frequency=1000)
+               for m in (masked, student, student_fp32) if m is not None]
     for pruner in pruners:
         pruner.update_masks(0.9)
     if args.compile:
