@@ -3,10 +3,13 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py                 # avx2 vs avx2-vnni
     OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py --sets avx2 native --rounds 100
     OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py --sets native native-noprefetch --copies 16
+    OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_sets.py --sets native native-nogather16 --layouts gather \
+        --layers 384x1536 1536x384 384x384 --tokens 8 16 --copies 16
 
 The native build runs one kernel set, the CPU's best; an AVX-512 CPU can also run the AVX2 sets (built with
 `build.library_path(target=...)`), so their difference is measured on one machine, interleaved call by call.
-Layouts: gather (90% unstructured), blocks (90% in 1x4 blocks), dense; one token (the decode path) and 128.
+Layouts: gather (90% unstructured), blocks (90% in 1x4 blocks), dense; by default one token (the decode path)
+and 128, on BERT-Base's FFN layers (768x3072 and 3072x768: in x out features).
 --copies N cycles through N copies of each layer, so that each call's weights come from L3 (or DRAM) as in a
 model, not from the L1/L2 of the call before.
 """
@@ -27,7 +30,9 @@ TARGETS = {"avx2": ["-march=x86-64-v3"], "avx2-vnni": ["-march=x86-64-v3", "-mav
            # the native set without its software prefetch of the sparse weights (`spmm_i8.h` prefetch_quads)
            "native-noprefetch": ["-march=native", "-DPOFA_NO_SPARSE_PREFETCH"],
            # ... and without the 16-lane gather of the one-token gather-layout dot product (`gemv.h` dot_quads_i8)
-           "native-nogemv512": ["-march=native", "-DPOFA_NO_GEMV512"]}
+           "native-nogemv512": ["-march=native", "-DPOFA_NO_GEMV512"],
+           # ... and without the <= 16-token gather-layout kernel (`spmm_i8.h` row_i8_gather16: vpermb, AVX512-VBMI)
+           "native-nogather16": ["-march=native", "-DPOFA_NO_GATHER16"]}
 
 
 def layer(layout: str, n_in: int, n_out: int, sparsity: float = 0.9) -> torch.Tensor:
@@ -43,6 +48,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=55)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--copies", type=int, default=1, help="copies of each layer called in turn (cold weights)")
+    ap.add_argument("--layouts", nargs="+", default=["gather", "blocks", "dense"], choices=["gather", "blocks", "dense"])
+    ap.add_argument("--layers", nargs="+", default=["768x3072", "3072x768"], help="IN x OUT features")
+    ap.add_argument("--tokens", nargs="+", type=int, default=[1, 128])
     args = ap.parse_args()
     libs = {}
     for name in args.sets:
@@ -53,10 +61,10 @@ def main() -> None:
           f"one thread, CPU time, medians of {args.rounds} interleaved calls")
     print(f"| layout | layer | tokens | {a} us | {b} us | {a} / {b} |\n|---|---|---:|---:|---:|---:|")
     torch.manual_seed(0)
-    for layout in ("gather", "blocks", "dense"):
-        for n_in, n_out in ((768, 3072), (3072, 768)):
+    for layout in args.layouts:
+        for n_in, n_out in (tuple(int(n) for n in shape.split("x")) for shape in args.layers):
             copies = [pack_quads_i8(layer(layout, n_in, n_out), layout) for _ in range(args.copies)]
-            for tokens in (1, 128):
+            for tokens in args.tokens:
                 x = torch.randn(tokens, n_in)
                 times: dict[str, list[float]] = {name: [] for name in libs}
                 for i in range(args.warmup + args.rounds):

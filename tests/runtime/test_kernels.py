@@ -96,11 +96,12 @@ def test_portable_build_matches_torch():
 
 
 @pytest.mark.parametrize("layout", ["gather", "blocks"])
-@pytest.mark.parametrize("m", [1, 16, 17, 33, 48, 64, 80, 112, 130, 200])
+@pytest.mark.parametrize("m", [1, 3, 9, 16, 17, 33, 48, 64, 80, 112, 130, 140, 200])
 @pytest.mark.parametrize("x_fm", [False, True], ids=["token-major", "feature-major"])
 def test_sparse_int8_kernel_is_the_portable_one_at_every_token_count(layout, m, x_fm, portable_lib):
     """The SIMD paths cover a tile's tokens in vectors of 32 or 64 (AVX2, AVX-512) with padded tails,
-    tiles of 128: every token count, tails and a second tile included, gives the portable loops'
+    tiles of 128, and up to 16 tokens in one vector (the gather layout with AVX512-VBMI; also a last tile
+    of 12 at 140): every token count, tails and a second tile included, gives the portable loops'
     integers bit for bit (the GELU epilogue to rounding)."""
     w, b = sparse_weight(96, 80, block=layout == "blocks"), torch.randn(96)
     x = torch.randn(m, 80)

@@ -90,6 +90,48 @@ inline void row_i8_gather(const uint8_t* xt, int Mp, const uint16_t* qc, const i
   }
 }
 
+#if defined(__AVX512VBMI__) && !defined(POFA_NO_GATHER16)
+#define POFA_GATHER16 1
+// Gather layout, at most 16 tokens (a short sentence): only the first 16 bytes of each feature row count,
+// so a quad's four rows go into the four 128-bit lanes of one vector (a load and three merge-masked broadcasts)
+// and one vpermb turns them into 16 tokens x 4 bytes. That is 1 shuffle and 3 blends a quad where the
+// 64-token kernel spends 6 shuffles on rows that are three-quarters padding. Four accumulators take
+// turns (a vpdpbusd chained on the last one would wait its latency every quad) and are summed at the end:
+// the same integer sums, so the same bits.
+inline void row_i8_gather16(const uint8_t* xt, int Mp, const uint16_t* qc, const int32_t* qw, int nq, const Dequant& d,
+                            float* out) {
+  // byte 4t + i of the result = byte t of lane i: token t's bytes from the quad's four feature rows
+  alignas(64) static const struct Index {
+    uint8_t b[64];
+    Index() {
+      for (int t = 0; t < 16; ++t)
+        for (int i = 0; i < 4; ++i) b[4 * t + i] = (uint8_t)(16 * i + t);
+    }
+  } index;
+  const __m512i idx = _mm512_load_si512(index.b);
+  __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  auto rows = [&](int q) {
+    uint64_t c;
+    std::memcpy(&c, qc + 4 * q, 8);  // the four column indices in one load
+    // lane i of the vector is row i: a 16-byte load broadcast to lane i only (merge-masked), never split
+    const auto row = [&](int shift) { return _mm_loadu_si128((const __m128i*)(xt + (size_t)((c >> shift) & 0xFFFF) * Mp)); };
+    __m512i v = _mm512_castsi128_si512(row(0));
+    v = _mm512_mask_broadcast_i32x4(v, 0x00F0, row(16));
+    v = _mm512_mask_broadcast_i32x4(v, 0x0F00, row(32));
+    v = _mm512_mask_broadcast_i32x4(v, 0xF000, row(48));
+    return _mm512_permutexvar_epi8(idx, v);
+  };
+  int q = 0;
+  for (; q + 4 <= nq; q += 4) {
+    prefetch_quads(qc, qw, q);
+    for (int j = 0; j < 4; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], rows(q + j), _mm512_set1_epi32(qw[q + j]));
+  }
+  for (; q < nq; ++q) acc[0] = _mm512_dpbusd_epi32(acc[0], rows(q), _mm512_set1_epi32(qw[q]));
+  const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
+  _mm512_storeu_ps(out, dequant16(sum, d, 0));
+}
+#endif
+
 template <int NV>
 inline void row_i8_blocks(const uint8_t* xp, int Mp, const uint16_t* qc, const int32_t* qw, int nq, const Dequant& d,
                           float* out) {
@@ -391,6 +433,10 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
 #ifdef POFA_VNNI
           if (w.layout == kBlocks)
             (n_pos > 64 ? row_i8_blocks<2> : row_i8_blocks<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d[r], dst);
+#ifdef POFA_GATHER16
+          else if (n_tok <= 16)
+            row_i8_gather16(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d[r], dst);
+#endif
           else
             (n_pos > 64 ? row_i8_gather<2> : row_i8_gather<1>)(xs, Mp, w.cols + 4 * q0, w.w + q0, nq, d[r], dst);
 #elif defined(POFA_AVX2)
