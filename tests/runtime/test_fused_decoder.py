@@ -90,3 +90,29 @@ def test_calls_it_does_not_cover_run_transformers_forward(sparse):
     assert len(calls) == 4
     torch.testing.assert_close(out.logits, transformers_logits(m, input_ids=ids, attention_mask=padded).logits)
     assert m.model.transformer.h is m.model.transformer.original.h  # the GPT2Model's attributes read through
+
+
+@pytest.mark.parametrize("engine", ["sparse", "sparse-int8"])
+def test_the_kernels_take_over_the_gelu_and_the_residual_layer_norms(pruned_gpt2, engine):
+    """GPT-2's tanh GELU becomes c_fc's epilogue (the `act` module an Identity, for transformers' forward too),
+    and on the direct path each c_proj adds its residual and applies the next LayerNorm in its own call:
+    the logits stay those of transformers' forward over the same kernels (int8: a LayerNorm computed in
+    another order could move an activation across a rounding boundary of its quantisation)."""
+    from torch import nn
+
+    m = rt.load(pruned_gpt2, engine=engine)
+    fused = [layer for layer in m.report.layers if layer.fused_act]
+    assert [layer.name for layer in fused] == [f"transformer.h.{i}.mlp.c_fc" for i in range(2)]
+    assert {layer.fused_act for layer in fused} == {"gelu_tanh"}
+    assert all(isinstance(block.mlp.act, nn.Identity) for block in m.model.transformer.h)
+    ids = torch.randint(1, 500, (1, 9), generator=torch.Generator().manual_seed(4))
+    caches = [DynamicCache(config=m.model.config) for _ in range(2)]
+    m(input_ids=ids[:, :8], cache=caches[0], use_cache=True)
+    direct = m(input_ids=ids[:, 8:], cache=caches[0], use_cache=True).logits
+    transformers_logits(m, input_ids=ids[:, :8], cache=caches[1], use_cache=True)
+    reference = transformers_logits(m, input_ids=ids[:, 8:], cache=caches[1], use_cache=True).logits
+    # measured: 2e-7 (fp32), 0 (int8: the same bits here); against PyTorch's fp32 model 4e-7 and 2.1e-2
+    assert float((direct - reference).norm() / reference.norm()) < (1e-5 if engine == "sparse" else 1e-3)
+    with torch.no_grad():
+        torch_logits = pruned_gpt2(input_ids=ids).logits[:, 8:]
+    assert float((direct - torch_logits).norm() / torch_logits.norm()) < (1e-5 if engine == "sparse" else 5e-2)

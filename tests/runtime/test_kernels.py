@@ -1,6 +1,7 @@
 """The C++ kernels against PyTorch, on awkward shapes: token counts that are not multiples of the
 tile sizes, output rows not multiples of 16, inputs not multiples of 4 or 16, the three int8 layouts,
-the GELU epilogue and the residual+LayerNorm post-op; also the portable (non-AVX-512) build.
+the GELU epilogues (BERT's erf, GPT-2's tanh) and the residual+LayerNorm post-op; also the portable
+(non-AVX-512) build.
 
 Tolerances: fp32 kernels differ from PyTorch only by summation order (max abs diff 1e-4 on O(1)
 outputs). int8 kernels quantise weights per output channel and activations per token, so they are
@@ -41,6 +42,8 @@ def test_fp32_matches_torch(n_in, n_out, m):
     torch.testing.assert_close(y, F.linear(x, w, b), atol=1e-4, rtol=1e-4)
     y = kernels.spmm_f32(x, pack_csr_f32(w), b, "gelu", threads=2)
     torch.testing.assert_close(y, F.gelu(F.linear(x, w, b)), atol=1e-4, rtol=1e-4)
+    y = kernels.spmm_f32(x, pack_csr_f32(w), b, "gelu_tanh", threads=2)  # GPT-2's
+    torch.testing.assert_close(y, F.gelu(F.linear(x, w, b), approximate="tanh"), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("layout,block", [("gather", False), ("blocks", True), ("gather", True), ("blocks", False)])
@@ -53,6 +56,8 @@ def test_int8_matches_torch(layout, block, n_in, n_out, m):
     assert rel_err(kernels.spmm_i8(x, quads, None, None, threads=2), F.linear(x, w)) < 0.02
     y = kernels.spmm_i8(x, quads, b, "gelu", threads=2)
     torch.testing.assert_close(y, F.gelu(int8_scheme_linear(x, w, b)), atol=1e-5, rtol=1e-4)
+    y = kernels.spmm_i8(x, quads, b, "gelu_tanh", threads=2)
+    torch.testing.assert_close(y, F.gelu(int8_scheme_linear(x, w, b), approximate="tanh"), atol=1e-5, rtol=1e-4)
 
 
 def test_post_op_add_layernorm():
@@ -62,6 +67,25 @@ def test_post_op_add_layernorm():
     expected = F.layer_norm(F.linear(x, w, b) + res, (96,), gamma, beta, 1e-12)
     torch.testing.assert_close(kernels.spmm_f32(x, pack_csr_f32(w), b, None, 2, post), expected, atol=1e-4, rtol=1e-4)
     assert rel_err(kernels.spmm_i8(x, pack_quads_i8(w), b, None, 2, post), expected) < 0.02
+
+
+@pytest.mark.parametrize("m", [1, 2, 50])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_post_op_keeps_the_running_sum(m, precision):
+    """A pre-LayerNorm block (GPT-2): h += W x + b, then the next LayerNorm of h, in one call, with the
+    sum written back into the residual (sum_out = the residual itself): at 1-2 tokens (the dot-product
+    path) and 50 (the tiled one)."""
+    w, b, x, h = sparse_weight(96, 80), torch.randn(96), torch.randn(m, 80), torch.randn(m, 96)
+    gamma, beta = torch.rand(96) + 0.5, torch.randn(96)
+    call, packed, linear = ((kernels.spmm_f32, pack_csr_f32(w), F.linear(x, w, b)) if precision == "fp32"
+                            else (kernels.spmm_i8, pack_quads_i8(w), int8_scheme_linear(x, w, b)))
+    running = h.clone()
+    y = call(x, packed, b, None, 2, kernels.AddLayerNorm(running, gamma, beta, 1e-5, sum_out=running))
+    torch.testing.assert_close(running, h + linear, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(y, F.layer_norm(h + linear, (96,), gamma, beta, 1e-5), atol=1e-4, rtol=1e-4)
+    untouched = h.clone()  # without sum_out the residual is only read
+    call(x, packed, b, None, 2, kernels.AddLayerNorm(untouched, gamma, beta, 1e-5))
+    assert torch.equal(untouched, h)
 
 
 def test_auto_layout_follows_the_pattern():
@@ -88,6 +112,9 @@ def test_portable_build_matches_torch():
     w, b, x = sparse_weight(50, 70), torch.randn(50), torch.randn(37, 70)
     torch.testing.assert_close(kernels.spmm_f32(x, pack_csr_f32(w), b, "gelu", 2, library=portable),
                                F.gelu(F.linear(x, w, b)), atol=1e-4, rtol=1e-4)
+    for m in (1, 37):  # the dot-product path and the tiled one
+        torch.testing.assert_close(kernels.spmm_f32(x[:m], pack_csr_f32(w), b, "gelu_tanh", 2, library=portable),
+                                   F.gelu(F.linear(x[:m], w, b), approximate="tanh"), atol=1e-4, rtol=1e-4)
     for layout in ("gather", "blocks"):
         y = kernels.spmm_i8(x, pack_quads_i8(w, layout), b, None, 2, library=portable)
         assert rel_err(y, F.linear(x, w, b)) < 0.02
@@ -365,13 +392,18 @@ def test_few_token_path_equals_the_tiled_path(layout, n_in, n_out, m):
     b, x = torch.randn(n_out), torch.randn(m, n_in)
     call, packed = ((kernels.spmm_f32, pack_csr_f32(w)) if layout == "csr-fp32"
                     else (kernels.spmm_i8, pack_quads_i8(w, layout)))
-    for act in (None, "gelu"):
+    for act in (None, "gelu", "gelu_tanh"):
         few = call(x, packed, b, act, 2)
         tiled = call(x, packed, b, act, 2, out_feature_major=True)[:, :m].t()
         if layout == "csr-fp32" or act:
             torch.testing.assert_close(few, tiled, atol=1e-5, rtol=1e-5)
         else:
             assert torch.equal(few, tiled)
+    res, gamma, beta = torch.randn(m, n_out), torch.rand(n_out) + 0.5, torch.randn(n_out)  # with the post-op too
+    few = call(x, packed, b, None, 2, kernels.AddLayerNorm(res, gamma, beta, 1e-5))
+    tiled_res = feature_major(res)
+    tiled = call(x, packed, b, None, 2, kernels.AddLayerNorm(tiled_res, gamma, beta, 1e-5), out_feature_major=True)
+    torch.testing.assert_close(few, tiled[:, :m].t(), atol=1e-5, rtol=1e-5)
 
 
 # ---- AMX tiles (dense int8 layout), wherever the CPU and the OS have them ----
@@ -476,7 +508,7 @@ def test_avx2_kernel_sets_are_bit_identical_to_portable(layout, m, avx2_lib, por
         else:
             w, x = extreme_int8_case(n_out, n_in, m)
         b, quads = torch.randn(n_out), pack_quads_i8(w, layout)
-        for act in (None, "gelu"):
+        for act in (None, "gelu", "gelu_tanh"):
             y = kernels.spmm_i8(x, quads, b, act, 2, library=avx2_lib)
             ref = kernels.spmm_i8(x, quads, b, act, 2, library=portable_lib)
             if act is None:
@@ -484,8 +516,9 @@ def test_avx2_kernel_sets_are_bit_identical_to_portable(layout, m, avx2_lib, por
             else:
                 torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
     csr = pack_csr_f32(w)
-    torch.testing.assert_close(kernels.spmm_f32(x, csr, b, "gelu", 2, library=avx2_lib),
-                               kernels.spmm_f32(x, csr, b, "gelu", 2, library=portable_lib), atol=1e-5, rtol=1e-5)
+    for act in ("gelu", "gelu_tanh"):
+        torch.testing.assert_close(kernels.spmm_f32(x, csr, b, act, 2, library=avx2_lib),
+                                   kernels.spmm_f32(x, csr, b, act, 2, library=portable_lib), atol=1e-5, rtol=1e-5)
 
 
 def test_the_tile_counter_says_when_tiles_ran(amx):

@@ -84,24 +84,37 @@ def as_linear(module: nn.Module) -> nn.Linear:
     return linear
 
 
-def _exact_gelu(module: nn.Module) -> bool:
-    """BERT's activation: erf GELU (transformers' GELUActivation or nn.GELU without approximation)."""
-    from transformers.activations import GELUActivation
+def _fusable_gelu(module: nn.Module) -> str | None:
+    """The kernels' name for a GELU module they compute in their epilogue: "gelu" for BERT's erf GELU
+    (transformers' GELUActivation, nn.GELU()), "gelu_tanh" for GPT-2's tanh approximation (gelu_new,
+    gelu_fast, gelu_pytorch_tanh, nn.GELU(approximate="tanh")); None for any other module."""
+    from transformers.activations import FastGELUActivation, GELUActivation, GELUTanh, NewGELUActivation
 
     if type(module) is GELUActivation:
-        return getattr(module, "act", None) is nn.functional.gelu
-    return type(module) is nn.GELU and module.approximate == "none"
+        return "gelu" if getattr(module, "act", None) is nn.functional.gelu else None
+    if type(module) in (NewGELUActivation, FastGELUActivation, GELUTanh):
+        return "gelu_tanh"
+    if type(module) is nn.GELU:
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(module.approximate)
+    return None
 
 
-def _gelu_owners(model: nn.Module) -> dict[str, str]:
-    """Linear name -> name of the exact-GELU module applied right after it (BertIntermediate-like:
-    a module with a `dense` Linear and an `intermediate_act_fn`, whose forward is act(dense(x)))."""
+# (Linear, activation applied right after it) in the blocks whose forward is act(linear(x)) there:
+# BertIntermediate-like (`dense`, `intermediate_act_fn`) and GPT2MLP-like (`c_fc`, `act`)
+_LINEAR_THEN_ACT = (("dense", "intermediate_act_fn"), ("c_fc", "act"))
+
+
+def _fused_activations(model: nn.Module) -> dict[str, tuple[str, str]]:
+    """Linear name -> (name of the GELU module right after it, the kernels' activation) for every block
+    whose activation the Linear's kernel can take over."""
     owners = {}
     for name, module in model.named_modules():
-        dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
-        if isinstance(dense, nn.Linear) and isinstance(act, nn.Module) and _exact_gelu(act):
-            prefix = f"{name}." if name else ""
-            owners[f"{prefix}dense"] = f"{prefix}intermediate_act_fn"
+        for linear_attr, act_attr in _LINEAR_THEN_ACT:
+            linear, act = getattr(module, linear_attr, None), getattr(module, act_attr, None)
+            kind = _fusable_gelu(act) if isinstance(act, nn.Module) else None
+            if isinstance(linear, PRUNABLE_TYPES) and kind:
+                prefix = f"{name}." if name else ""
+                owners[f"{prefix}{linear_attr}"] = (f"{prefix}{act_attr}", kind)
     return owners
 
 
@@ -126,7 +139,7 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
             report.fused_encoders = fuse_encoders(model, int8_attention)
             report.unfused = unfused_blocks(model)
         return report
-    gelu_after = _gelu_owners(model) if engine in SPARSE_ENGINES else {}
+    fused_acts = _fused_activations(model) if engine in SPARSE_ENGINES else {}
     # below the break-even sparsity, "sparse-int8" keeps the runtime's own (dense-layout) int8 kernel:
     # 1.1-1.4x fbgemm's speed per Linear with VNNI, 0.7-0.95x with AVX2 (exact int8 costs a sign there;
     # policy.py), and the encoder stays one native call
@@ -148,7 +161,7 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
         else:
             sparse_ok = fits and (policy.use_sparse(engine, *shape, sparsity) if sparse_threshold is None
                                   else sparsity >= sparse_threshold)
-        act = "gelu" if name in gelu_after else None
+        act_name, act = fused_acts.get(name, (None, None))
         if sparse_ok or native_dense:
             if sparse_ok:
                 module, path = (SparseLinear if engine == "sparse" else SparseInt8Linear)(linear, threads, act), engine
@@ -159,7 +172,7 @@ def convert(model: nn.Module, engine: str, threads: int, sparse_threshold: float
                 module, path = SparseInt8Linear(linear, threads, act, layout="dense"), "dense-int8-native"
             set_child(model, name, module)
             if act:
-                set_child(model, gelu_after[name], nn.Identity())
+                set_child(model, act_name, nn.Identity())
             report.layers.append(LayerChoice(name, shape, sparsity, path, act))
         elif engine in INT8_ENGINES:
             set_child(model, name, dynamic_int8_linear(linear))

@@ -9,6 +9,11 @@ with no padding, this module computes the same thing directly, per block:
     h = h + c_proj(sdpa(q, [K_cache|k], [V_cache|v]))    q, k, v = split(c_attn(LayerNorm_1(h)))
     h = h + mlp.c_proj(act(mlp.c_fc(LayerNorm_2(h))))
 
+Where a projection runs on the runtime's kernels, the residual add and the LayerNorm that follows it are
+that kernel call's post-op (h += y in place, y = the next LayerNorm of h: `kernels.AddLayerNorm` with
+sum_out), and GPT-2's tanh GELU is c_fc's epilogue (`engines.py`), so a block is five calls into the
+runtime and the attention in PyTorch.
+
 with the model's own (converted) Linear modules and transformers' own cache (`cache.update`), so `generate`,
 beam search and the bench's cache cropping all work unchanged. It replaces the model's `transformer` child
 (setattr on the parent) and keeps the original as `original`: any other call (padding, position ids, embeddings
@@ -22,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruneofa.runtime.layers import set_child
+from pruneofa.runtime.kernels import AddLayerNorm
+from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear, set_child
 
 # GPT-2 settings the direct path computes as transformers does; any other value keeps transformers' forward
 _PLAIN_CONFIG = {"add_cross_attention": False, "scale_attn_by_inverse_layer_idx": False,
@@ -93,23 +99,32 @@ class FusedGPT2(nn.Module):
         h = gpt2.wte(input_ids) + gpt2.wpe(positions)  # dropout: the identity in eval mode
         # a causal mask only where new tokens see each other behind cached ones (sdpa's is_causal aligns top-left)
         mask = (torch.ones(seq, past + seq, dtype=torch.bool).tril(past) if seq > 1 and past else None)
-        for i, block in enumerate(gpt2.h):
-            attn = block.attn
-            x = _layer_norm(block.ln_1, h)
-            q, k, v = (t.view(batch, seq, -1, attn.head_dim).transpose(1, 2)
-                       for t in attn.c_attn(x).split(attn.split_size, dim=2))
+        blocks = list(gpt2.h)
+        h = h.contiguous()  # the running sum, updated in place from here on
+        x = _layer_norm(blocks[0].ln_1, h)
+        for i, block in enumerate(blocks):
+            attn, mlp = block.attn, block.mlp
+            q, k, v = attn.c_attn(x).view(batch, seq, 3, -1, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             if cache is not None:
                 k, v = cache.update(k, v, i)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=seq > 1 and not past,
                                                  scale=attn.scaling)
-            h = h + attn.c_proj(ctx.transpose(1, 2).reshape(batch, seq, -1))
-            mlp = block.mlp
-            h = h + mlp.c_proj(mlp.act(mlp.c_fc(_layer_norm(block.ln_2, h))))
-        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=_layer_norm(gpt2.ln_f, h), cache=cache)
+            x = _add_then_norm(attn.c_proj, ctx.transpose(1, 2).reshape(batch, seq, -1), h, block.ln_2)
+            x = _add_then_norm(mlp.c_proj, mlp.act(mlp.c_fc(x)), h, blocks[i + 1].ln_1 if i + 1 < len(blocks)
+                               else gpt2.ln_f)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, cache=cache)
 
 
 def _layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
+def _add_then_norm(projection: nn.Module, x: torch.Tensor, h: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    """h += projection(x) in place; returns ln(h). On the runtime's kernels both happen in the projection's call."""
+    if isinstance(projection, (SparseLinear, SparseInt8Linear)):
+        return projection(x, post=AddLayerNorm(h, ln.weight, ln.bias, ln.eps, sum_out=h))
+    h += projection(x)
+    return _layer_norm(ln, h)
 
 
 def fuse_decoders(model: nn.Module) -> int:

@@ -14,7 +14,7 @@ import torch
 from pruneofa.runtime.build import load_library
 from pruneofa.runtime.formats import CsrF32, QuadsI8
 
-ACTIVATIONS = {None: 0, "gelu": 1}
+ACTIVATIONS = {None: 0, "gelu": 1, "gelu_tanh": 2}  # csrc/common.h Activation: erf GELU, tanh GELU
 LAYOUTS = {"gather": 0, "blocks": 1, "dense": 2}
 _bound: ctypes.CDLL | None = None
 
@@ -22,7 +22,7 @@ _bound: ctypes.CDLL | None = None
 def bind(handle: ctypes.CDLL) -> ctypes.CDLL:
     """Declare the C signatures on a loaded kernel library (ctypes then converts arguments fast and safely)."""
     x_args = [c_void_p, c_int, c_int, c_int, c_int, c_int]  # x, x feature-major?, ld_x, M, K, N
-    post = [c_void_p, c_void_p, c_void_p, c_float]  # residual, LayerNorm gamma, beta, eps
+    post = [c_void_p, c_void_p, c_void_p, c_float, c_void_p]  # residual, LayerNorm gamma, beta, eps, sum out
     y_args = [c_void_p, c_int, c_int, c_int]  # y, y feature-major?, ld_y, threads
     handle.pofa_spmm_f32.argtypes = [*x_args, c_void_p, c_void_p, c_void_p, c_void_p, c_int, *post, *y_args]
     handle.pofa_spmm_f32.restype = None
@@ -105,18 +105,21 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 class AddLayerNorm(NamedTuple):
-    """Post-op y = LayerNorm(y + residual): residual [M, N] fp32 contiguous, LayerNorm params [N]."""
+    """Post-op y = LayerNorm(y + residual): residual [M, N] fp32 contiguous, LayerNorm params [N].
+    sum_out (y's layout, optional) also gets y + residual; it may be the residual itself, which is how a
+    pre-LayerNorm block keeps its running sum: h += y, and y comes out as the next LayerNorm of h."""
 
     residual: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor
     eps: float
+    sum_out: torch.Tensor | None = None
 
 
 def _post_args(post: AddLayerNorm | None) -> tuple:
     if post is None:
-        return (None, None, None, 0.0)
-    return (post.residual.data_ptr(), post.weight.data_ptr(), post.bias.data_ptr(), post.eps)
+        return (None, None, None, 0.0, None)
+    return (post.residual.data_ptr(), post.weight.data_ptr(), post.bias.data_ptr(), post.eps, _ptr(post.sum_out))
 
 
 def feature_major_ld(tokens: int) -> int:

@@ -4,8 +4,9 @@ They are swapped into a transformers model as child modules (see `engines.py`); 
 around them (attention, LayerNorm, embeddings) stays PyTorch. Inputs of any leading shape
 [..., in_features] are flattened to the kernels' [tokens, in_features].
 
-`fused_act="gelu"` folds BERT's exact GELU into the kernel's epilogue; the caller then replaces
-the model's activation module by `nn.Identity`.
+`fused_act="gelu"` folds BERT's exact GELU into the kernel's epilogue ("gelu_tanh": GPT-2's); the caller
+then replaces the model's activation module by `nn.Identity`. `post=kernels.AddLayerNorm(...)` adds a
+residual and normalises in the same call (the fused encoder's and decoder's residual connections).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class SparseLinear(_SparseLinearBase):
         super().__init__(linear, threads, fused_act)
         self.csr = pack_csr_f32(linear.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = kernels.spmm_f32(self._flat_input(x), self.csr, self.bias, self.fused_act, self.threads)
+    def forward(self, x: torch.Tensor, post: kernels.AddLayerNorm | None = None) -> torch.Tensor:
+        y = kernels.spmm_f32(self._flat_input(x), self.csr, self.bias, self.fused_act, self.threads, post)
         return y.view(*x.shape[:-1], self.out_features)
 
 
@@ -65,8 +66,8 @@ class SparseInt8Linear(_SparseLinearBase):
         super().__init__(linear, threads, fused_act)
         self.quads = pack_quads_i8(linear.weight, layout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = kernels.spmm_i8(self._flat_input(x), self.quads, self.bias, self.fused_act, self.threads)
+    def forward(self, x: torch.Tensor, post: kernels.AddLayerNorm | None = None) -> torch.Tensor:
+        y = kernels.spmm_i8(self._flat_input(x), self.quads, self.bias, self.fused_act, self.threads, post)
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

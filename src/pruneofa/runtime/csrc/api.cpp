@@ -36,41 +36,50 @@ extern "C" int pofa_has_vnni() {
 // x: token-major [M][K] (x_fm = 0) or feature-major [K][ld_x] (x_fm = 1). y: token-major [M][N]
 // (y_fm = 0) or feature-major [N][ld_y] (y_fm = 1; fp32: all ld_y columns computed, padding included;
 // int8: the first round_up(M, 16), the rest left as they were).
-// residual (y's layout) non-null: y = LayerNorm(y + residual) with ln_gamma, ln_beta, ln_eps.
-// A few token-major tokens without a post-op (a decoder's step) take the dot-product path (gemv.h).
+// residual (y's layout) non-null: y = LayerNorm(y + residual) with ln_gamma, ln_beta, ln_eps; ln_sum_out
+// non-null also gets y + residual (it may be the residual itself). act: Activation (common.h).
+// A few token-major tokens (a decoder's step) take the dot-product path (gemv.h).
 extern "C" void pofa_spmm_f32(const float* x, int x_fm, int ld_x, int M, int K, int N, const int32_t* row_ptr,
                               const uint16_t* cols, const float* vals, const float* bias, int act,
                               const float* residual, const float* ln_gamma, const float* ln_beta, float ln_eps,
-                              float* y, int y_fm, int ld_y, int threads) {
+                              float* ln_sum_out, float* y, int y_fm, int ld_y, int threads) {
   const CsrView w{K, N, row_ptr, cols, vals, bias};
-  if (!x_fm && !y_fm && !residual && gemv_serves(M, false)) {
+  const AddLayerNorm post{residual, ln_gamma, ln_beta, ln_eps, ln_sum_out};
+  if (!x_fm && !y_fm && gemv_serves(M, false)) {
 #pragma omp parallel num_threads(threads)
-    gemv_f32_team(w, act, x, M, y);
+    {
+      gemv_f32_team(w, act, x, M, y);
+      if (residual) post_op(Output{y, 0, 0, N}, M, M, post);
+    }
     return;
   }
   const int Mc = y_fm ? ld_y : M;
   float* xt = x_fm ? nullptr : (float*)scratch(0).get((size_t)K * round_up(Mc, 16) * sizeof(float));
 #pragma omp parallel num_threads(threads)
-  spmm_f32_team(w, act, x, x_fm, ld_x, M, xt, Output{y, y_fm, ld_y, N}, AddLayerNorm{residual, ln_gamma, ln_beta, ln_eps});
+  spmm_f32_team(w, act, x, x_fm, ld_x, M, xt, Output{y, y_fm, ld_y, N}, post);
 }
 
 extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, int N, const int32_t* quad_ptr,
                              const uint16_t* quad_cols, const int32_t* quad_w, const float* w_scale,
                              const int32_t* w_sum, const float* bias, int act, int layout, const float* residual,
-                             const float* ln_gamma, const float* ln_beta, float ln_eps, float* y, int y_fm, int ld_y,
-                             int threads) {
+                             const float* ln_gamma, const float* ln_beta, float ln_eps, float* ln_sum_out, float* y, int y_fm,
+                             int ld_y, int threads) {
   const QuadView w{K, N, quad_ptr, quad_cols, quad_w, w_scale, w_sum, layout, bias};
-  if (!x_fm && !y_fm && !residual && gemv_serves(M, layout == kDense)) {
+  const AddLayerNorm post{residual, ln_gamma, ln_beta, ln_eps, ln_sum_out};
+  if (!x_fm && !y_fm && gemv_serves(M, layout == kDense)) {
     uint8_t* xq = (uint8_t*)scratch(0).get(gemv_i8_scratch_bytes(K, M) * threads);
 #pragma omp parallel num_threads(threads)
-    gemv_i8_team(w, act, x, M, xq, y);
+    {
+      gemv_i8_team(w, act, x, M, xq, y);
+      if (residual) post_op(Output{y, 0, 0, N}, M, M, post);
+    }
     return;
   }
   const int Mc = y_fm ? ld_y : M;
   uint8_t* xq = (uint8_t*)scratch(0).get(i8_scratch_bytes(K, Mc));
   float* sx = (float*)scratch(1).get(2 * (size_t)round_up(Mc, 64) * sizeof(float));
 #pragma omp parallel num_threads(threads)
-  spmm_i8_team(w, act, x, x_fm, ld_x, M, xq, sx, Output{y, y_fm, ld_y, N}, AddLayerNorm{residual, ln_gamma, ln_beta, ln_eps});
+  spmm_i8_team(w, act, x, x_fm, ld_x, M, xq, sx, Output{y, y_fm, ld_y, N}, post);
 }
 
 // ---- whole encoder ----

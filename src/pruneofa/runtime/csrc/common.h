@@ -112,10 +112,59 @@ inline float fast_erf(float x) {
   return x * p / q;
 }
 
-enum Activation { kNone = 0, kGelu = 1 };
+enum Activation { kNone = 0, kGelu = 1, kGeluTanh = 2 };
 
 // The exact (erf) GELU BERT uses: 0.5 z (1 + erf(z / sqrt 2)).
 inline float gelu(float z) { return 0.5f * z * (1.0f + fast_erf(z * 0.70710678118654752f)); }
+
+// GPT-2's tanh GELU, 0.5 z (1 + tanh(u)) with u = sqrt(2 / pi) (z + 0.044715 z^3), written as
+// z / (1 + e^(-2u)) (the same function: 0.5 (1 + tanh u) is the logistic of 2u). The exponent is
+// clamped where e^x would overflow a float; the result there is 0 or z either way.
+constexpr float kGeluTanhC = 0.79788456080286536f, kGeluTanhCubic = 0.044715f, kExpClamp = 87.0f;
+inline float gelu_tanh(float z) {
+  const float e = -2.0f * kGeluTanhC * (z + kGeluTanhCubic * z * z * z);
+  return z / (1.0f + std::exp(std::min(kExpClamp, std::max(-kExpClamp, e))));
+}
+
+inline float activate(float v, int act) { return act == kGelu ? gelu(v) : act == kGeluTanh ? gelu_tanh(v) : v; }
+
+#ifdef POFA_AVX512
+// exp (the softmax's, the tanh GELU's): range reduction to 2^n * e^r, |r| <= ln2/2, degree-6 polynomial (~1 ulp).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+#ifdef POFA_AVX2
+// exp16's range reduction and polynomial on 8 lanes; 2^n is built in the exponent bits (n >= -126).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+}
+#endif
 
 #ifdef POFA_AVX512
 inline __m512 gelu16(__m512 z) {
@@ -128,6 +177,15 @@ inline __m512 gelu16(__m512 z) {
   const __m512 erf = _mm512_div_ps(_mm512_mul_ps(x, p), q);
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), z), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
 }
+
+inline __m512 gelu_tanh16(__m512 z) {
+  const __m512 z3 = _mm512_mul_ps(_mm512_mul_ps(z, z), z);
+  const __m512 u = _mm512_fmadd_ps(z3, _mm512_set1_ps(kGeluTanhCubic), z);
+  const __m512 e = exp16(_mm512_min_ps(_mm512_set1_ps(kExpClamp), _mm512_mul_ps(u, _mm512_set1_ps(-2.0f * kGeluTanhC))));
+  return _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+inline __m512 activate16(__m512 v, int act) { return act == kGelu ? gelu16(v) : act == kGeluTanh ? gelu_tanh16(v) : v; }
 #endif
 
 #ifdef POFA_AVX2
@@ -142,6 +200,15 @@ inline __m256 gelu8(__m256 z) {
   const __m256 erf = _mm256_div_ps(_mm256_mul_ps(x, p), q);
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), z), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
 }
+
+inline __m256 gelu_tanh8(__m256 z) {
+  const __m256 z3 = _mm256_mul_ps(_mm256_mul_ps(z, z), z);
+  const __m256 u = _mm256_fmadd_ps(z3, _mm256_set1_ps(kGeluTanhCubic), z);
+  const __m256 e = exp8(_mm256_min_ps(_mm256_set1_ps(kExpClamp), _mm256_mul_ps(u, _mm256_set1_ps(-2.0f * kGeluTanhC))));
+  return _mm256_div_ps(z, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+inline __m256 activate8(__m256 v, int act) { return act == kGelu ? gelu8(v) : act == kGeluTanh ? gelu_tanh8(v) : v; }
 
 inline __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 

@@ -33,7 +33,7 @@ inline void store_token_major(const float* tile, int n_rows, int n_tok, const fl
     const int n = std::min(16, n_tok - g);
     for (int j = 0; j < n; ++j) {
       __m512 v = _mm512_add_ps(r[j], b);
-      if (act == kGelu) v = gelu16(v);
+      v = activate16(v, act);
       _mm512_mask_storeu_ps(y + (size_t)(g + j) * n_out, mask, v);
     }
   }
@@ -48,7 +48,7 @@ inline void store_token_major(const float* tile, int n_rows, int n_tok, const fl
       const int n = std::min(8, n_tok - g);
       for (int j = 0; j < n; ++j) {
         __m256 v = _mm256_add_ps(r[j], b);
-        if (act == kGelu) v = gelu8(v);
+        v = activate8(v, act);
         _mm256_maskstore_ps(y + (size_t)(g + j) * n_out + r0, mask, v);
       }
     }
@@ -57,7 +57,7 @@ inline void store_token_major(const float* tile, int n_rows, int n_tok, const fl
   for (int p = 0; p < n_tok; ++p)
     for (int r = 0; r < n_rows; ++r) {
       const float v = tile[r * kTokenTile + p] + (bias ? bias[r] : 0.0f);
-      y[(size_t)p * n_out + r] = act == kGelu ? gelu(v) : v;
+      y[(size_t)p * n_out + r] = activate(v, act);
     }
 #endif
 }
@@ -74,7 +74,7 @@ inline void store_feature_major(const float* tile, int n_rows, int n_pos, const 
     const __m512 bv = _mm512_set1_ps(b);
     for (int p = 0; p < n_pos; p += 16) {
       __m512 v = _mm512_add_ps(_mm512_loadu_ps(src + p), bv);
-      if (act == kGelu) v = gelu16(v);
+      v = activate16(v, act);
       _mm512_storeu_ps(dst + p, v);
       if (absmax) _mm512_storeu_ps(absmax + p, _mm512_max_ps(_mm512_loadu_ps(absmax + p), _mm512_abs_ps(v)));
     }
@@ -82,13 +82,13 @@ inline void store_feature_major(const float* tile, int n_rows, int n_pos, const 
     const __m256 bv = _mm256_set1_ps(b);
     for (int p = 0; p < n_pos; p += 8) {
       __m256 v = _mm256_add_ps(_mm256_loadu_ps(src + p), bv);
-      if (act == kGelu) v = gelu8(v);
+      v = activate8(v, act);
       _mm256_storeu_ps(dst + p, v);
       if (absmax) _mm256_storeu_ps(absmax + p, _mm256_max_ps(_mm256_loadu_ps(absmax + p), abs8(v)));
     }
 #else
     for (int p = 0; p < n_pos; ++p) {
-      dst[p] = act == kGelu ? gelu(src[p] + b) : src[p] + b;
+      dst[p] = activate(src[p] + b, act);
       if (absmax) absmax[p] = std::max(absmax[p], std::fabs(dst[p]));
     }
 #endif
@@ -151,6 +151,9 @@ struct AddLayerNorm {
   const float* gamma;
   const float* beta;
   float eps;
+  // optional: y + residual before the normalisation, in y's layout (may be the residual itself: a
+  // pre-LayerNorm block's running sum h += y, whose next LayerNorm then comes out as y)
+  float* sum_out = nullptr;
 };
 
 inline void add_layer_norm_token_major(float* y, int M, int N, const AddLayerNorm& p) {
@@ -164,6 +167,7 @@ inline void add_layer_norm_token_major(float* y, int M, int N, const AddLayerNor
       row[i] += res[i];
       sum += row[i];
     }
+    if (p.sum_out) std::copy(row, row + N, p.sum_out + (size_t)t * N);
     const float mean = sum / N;
     float var = 0.0f;
 #pragma omp simd reduction(+ : var)
@@ -193,6 +197,7 @@ inline void add_layer_norm_feature_major(float* y, int M_cols, int N, int ld, co
         row[i] += res[i];
         sum[i] += row[i];
       }
+      if (p.sum_out) std::copy(row, row + w, p.sum_out + (size_t)k * ld + t0);
     }
     for (int i = 0; i < w; ++i) mean[i] = sum[i] / N;
     for (int k = 0; k < N; ++k) {  // pass 2: squared deviations (two-pass: no cancellation)

@@ -154,7 +154,7 @@ inline void gemv_epilogue(float* y, int M, int N, int o_lo, int o_hi, const floa
     for (int o = o_lo; o < o_hi; ++o) {
       float v = y[(size_t)t * N + o];
       if (bias) v += bias[o];
-      y[(size_t)t * N + o] = act == kGelu ? gelu(v) : v;
+      y[(size_t)t * N + o] = activate(v, act);
     }
 }
 
