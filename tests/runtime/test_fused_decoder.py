@@ -116,3 +116,33 @@ def test_the_kernels_take_over_the_gelu_and_the_residual_layer_norms(pruned_gpt2
     with torch.no_grad():
         torch_logits = pruned_gpt2(input_ids=ids).logits[:, 8:]
     assert float((direct - torch_logits).norm() / torch_logits.norm()) < (1e-5 if engine == "sparse" else 5e-2)
+
+
+def test_decode_steps_write_the_cache_in_place_and_survive_crops_and_beams(pruned_gpt2, sparse):
+    """The cache's layers grow in spare room: a decode step adds its token without copying the cache (the keys
+    of consecutive steps share storage) and holds what transformers' concatenation would; after a crop the next
+    step overwrites the cropped tail and gives the logits of a cache that never held it; beam search (which
+    reorders the cache) gives PyTorch's beams."""
+    from pruneofa.runtime.fused_decoder import GrowingLayer
+
+    m, calls = sparse
+    ids = torch.randint(1, 500, (1, 12), generator=torch.Generator().manual_seed(5))
+    cache = DynamicCache(config=m.model.config)
+    m(input_ids=ids[:, :8], cache=cache, use_cache=True)
+    assert all(type(layer) is GrowingLayer for layer in cache.layers)
+    storage = cache.layers[0].keys.data_ptr()
+    logits = [m(input_ids=ids[:, t:t + 1], cache=cache, use_cache=True).logits for t in range(8, 12)]
+    assert cache.layers[0].keys.data_ptr() == storage and cache.get_seq_length() == 12
+    with torch.no_grad():
+        reference = pruned_gpt2(input_ids=ids, use_cache=True)
+    torch.testing.assert_close(torch.cat(logits, 1), reference.logits[:, 8:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cache.layers[1].values, reference.cache.layers[1].values, rtol=1e-5, atol=1e-5)
+    cache.crop(-3)  # back to 9 tokens; a different 10th token now
+    other = torch.tensor([[7]])
+    after_crop = m(input_ids=other, cache=cache, use_cache=True).logits
+    with torch.no_grad():
+        fresh = pruned_gpt2(input_ids=torch.cat([ids[:, :9], other], 1)).logits[:, -1:]
+    torch.testing.assert_close(after_crop, fresh, rtol=1e-5, atol=1e-5)
+    beams = dict(max_new_tokens=8, num_beams=3, do_sample=False, pad_token_id=0)
+    torch.testing.assert_close(m.generate(ids[:, :6], **beams), pruned_gpt2.generate(ids[:, :6], **beams), rtol=0, atol=0)
+    assert calls == []

@@ -9,7 +9,9 @@ with no padding, this module computes the same thing directly, per block:
     h = h + c_proj(sdpa(q, [K_cache|k], [V_cache|v]))    q, k, v = split(c_attn(LayerNorm_1(h)))
     h = h + mlp.c_proj(act(mlp.c_fc(LayerNorm_2(h))))
 
-Where a projection runs on the runtime's kernels, the residual add and the LayerNorm that follows it are
+The cache's layers become `GrowingLayer`s (below): a decode step writes its keys and values into spare room
+instead of concatenating, which copies the whole cache of every layer at every token (a tenth of a 90% int8
+GPT-2's step on one thread). Where a projection runs on the runtime's kernels, the residual add and the LayerNorm that follows it are
 that kernel call's post-op (h += y in place, y = the next LayerNorm of h: `kernels.AddLayerNorm` with
 sum_out), and GPT-2's tanh GELU is c_fc's epilogue (`engines.py`), so a block is five calls into the
 runtime and the attention in PyTorch.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.cache_utils import DynamicLayer
 
 from pruneofa.runtime.kernels import AddLayerNorm
 from pruneofa.runtime.layers import SparseInt8Linear, SparseLinear, set_child
@@ -88,6 +91,8 @@ class FusedGPT2(nn.Module):
                                  encoder_attention_mask=encoder_attention_mask, use_cache=use_cache, **kwargs)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        if use_cache:
+            grow_in_place(cache)
         return self._decode(input_ids, cache if use_cache else None, past)
 
     def _decode(self, input_ids: torch.Tensor, cache, past: int):
@@ -140,3 +145,49 @@ def unfuse_decoders(model: nn.Module) -> None:
     """Put back the GPT2Models `fuse_decoders` replaced (their Linear layers as they are now)."""
     for name in [name for name, module in model.named_modules() if isinstance(module, FusedGPT2)]:
         set_child(model, name, model.get_submodule(name).original)
+
+
+class GrowingLayer(DynamicLayer):
+    """transformers' DynamicLayer whose keys and values are views of buffers with room to grow: `update` writes the
+    new tokens in place (DynamicLayer concatenates, copying the whole cache). Everything else is DynamicLayer's:
+    `crop` narrows the views (the next update writes over the cropped tail), `reorder_cache` and friends make new
+    tensors, which the next update moves into new buffers. A view handed out earlier can therefore see positions
+    past a crop overwritten by a later step, as a caller holding on to cache tensors across steps would need to
+    know; `generate` does not."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        held, new = self.__dict__.get("room"), key_states.shape[-2]
+        old = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+        if held is None or not (_prefix_of(self.keys, held[0], key_states) and _prefix_of(self.values, held[1], value_states)
+                                and old + new <= held[0].shape[-2]):
+            room = max(64, 2 * (old + new))  # doubling: a sequence of n tokens is moved log2(n / 64) times
+            held = tuple(torch.empty(*states.shape[:2], room, states.shape[-1], dtype=states.dtype, device=states.device)
+                         for states in (key_states, value_states))
+            if old:
+                held[0][:, :, :old], held[1][:, :, :old] = self.keys, self.values
+            self.room = held
+        held[0][:, :, old:old + new], held[1][:, :, old:old + new] = key_states, value_states
+        self.keys, self.values = held[0][:, :, :old + new], held[1][:, :, :old + new]
+        return self.keys, self.values
+
+
+def _prefix_of(view: torch.Tensor, buffer: torch.Tensor, states: torch.Tensor) -> bool:
+    """`view` is buffer[:, :, :n] for some n, and new `states` fit the buffer (batch, heads, head size, dtype)."""
+    return (view.dim() == 4 and view.data_ptr() == buffer.data_ptr() and view.stride() == buffer.stride()
+            and view.shape[:2] == buffer.shape[:2] == states.shape[:2] and view.shape[-1] == states.shape[-1]
+            and view.dtype == buffer.dtype == states.dtype)
+
+
+def grow_in_place(cache) -> None:
+    """Turn a DynamicCache's plain DynamicLayers (and those it will add) into GrowingLayers. The objects stay the
+    same (their class changes, their state is kept), so whoever holds the cache or a layer sees the change."""
+    if getattr(cache, "offloading", False):  # its layers move between devices: leave them to transformers
+        return
+    for layer in cache.layers:
+        if type(layer) is DynamicLayer:
+            layer.__class__ = GrowingLayer
+    if getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:
+        cache.layer_class_to_replicate = GrowingLayer
+
