@@ -9,18 +9,18 @@ with no padding, this module computes the same thing directly, per block:
     h = h + c_proj(sdpa(q, [K_cache|k], [V_cache|v]))    q, k, v = split(c_attn(LayerNorm_1(h)))
     h = h + mlp.c_proj(act(mlp.c_fc(LayerNorm_2(h))))
 
-The cache's layers become `GrowingLayer`s (below): a decode step writes its keys and values into spare room
-instead of concatenating, which copies the whole cache of every layer at every token (a tenth of a 90% int8
-GPT-2's step on one thread). Where a projection runs on the runtime's kernels, the residual add and the LayerNorm that follows it are
-that kernel call's post-op (h += y in place, y = the next LayerNorm of h: `kernels.AddLayerNorm` with
-sum_out), and GPT-2's tanh GELU is c_fc's epilogue (`engines.py`), so a block is five calls into the
-runtime and the attention in PyTorch.
-
 with the model's own (converted) Linear modules and transformers' own cache (`cache.update`), so `generate`,
 beam search and the bench's cache cropping all work unchanged. It replaces the model's `transformer` child
 (setattr on the parent) and keeps the original as `original`: any other call (padding, position ids, embeddings
 or positions in other than the cache's next ones, hidden states or attentions asked for, cross-attention, gradients, training) runs the original forward,
 whose Linear modules are the same converted ones, so results agree either way.
+
+Where a projection runs on the runtime's kernels, the residual add and the LayerNorm after it are that call's
+post-op (h += y in place, y = the next LayerNorm of h: `kernels.AddLayerNorm` with sum_out), and GPT-2's tanh
+GELU is c_fc's epilogue (`engines.py`): a block is four kernel calls and the attention in PyTorch. The cache's
+layers become `GrowingLayer`s (below): a step writes its keys and values into spare room, where transformers'
+DynamicLayer concatenates, copying every layer's whole cache at every token (a tenth of a 90% int8 GPT-2's
+step on one thread).
 """
 
 from __future__ import annotations
@@ -105,9 +105,10 @@ class FusedGPT2(nn.Module):
         # a causal mask only where new tokens see each other behind cached ones (sdpa's is_causal aligns top-left)
         mask = (torch.ones(seq, past + seq, dtype=torch.bool).tril(past) if seq > 1 and past else None)
         blocks = list(gpt2.h)
+        next_norms = [block.ln_1 for block in blocks[1:]] + [gpt2.ln_f]
         h = h.contiguous()  # the running sum, updated in place from here on
         x = _layer_norm(blocks[0].ln_1, h)
-        for i, block in enumerate(blocks):
+        for i, (block, next_norm) in enumerate(zip(blocks, next_norms)):
             attn, mlp = block.attn, block.mlp
             q, k, v = attn.c_attn(x).view(batch, seq, 3, -1, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             if cache is not None:
@@ -115,8 +116,7 @@ class FusedGPT2(nn.Module):
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=seq > 1 and not past,
                                                  scale=attn.scaling)
             x = _add_then_norm(attn.c_proj, ctx.transpose(1, 2).reshape(batch, seq, -1), h, block.ln_2)
-            x = _add_then_norm(mlp.c_proj, mlp.act(mlp.c_fc(x)), h, blocks[i + 1].ln_1 if i + 1 < len(blocks)
-                               else gpt2.ln_f)
+            x = _add_then_norm(mlp.c_proj, mlp.act(mlp.c_fc(x)), h, next_norm)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=x, cache=cache)
 
 
@@ -158,12 +158,13 @@ class GrowingLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        held, new = self.__dict__.get("room"), key_states.shape[-2]
+        held, new = getattr(self, "room", None), key_states.shape[-2]
         old = self.keys.shape[-2] if self.keys.dim() == 4 else 0
-        if held is None or not (_prefix_of(self.keys, held[0], key_states) and _prefix_of(self.values, held[1], value_states)
-                                and old + new <= held[0].shape[-2]):
+        fits = (held is not None and old + new <= held[0].shape[-2] and _prefix_of(self.keys, held[0], key_states)
+                and _prefix_of(self.values, held[1], value_states))
+        if not fits:
             room = max(64, 2 * (old + new))  # doubling: a sequence of n tokens is moved log2(n / 64) times
-            held = tuple(torch.empty(*states.shape[:2], room, states.shape[-1], dtype=states.dtype, device=states.device)
+            held = tuple(states.new_empty(*states.shape[:2], room, states.shape[-1])
                          for states in (key_states, value_states))
             if old:
                 held[0][:, :, :old], held[1][:, :, :old] = self.keys, self.values

@@ -180,8 +180,9 @@ inline __m512 gelu16(__m512 z) {
 
 inline __m512 gelu_tanh16(__m512 z) {
   const __m512 z3 = _mm512_mul_ps(_mm512_mul_ps(z, z), z);
-  const __m512 u = _mm512_fmadd_ps(z3, _mm512_set1_ps(kGeluTanhCubic), z);
-  const __m512 e = exp16(_mm512_min_ps(_mm512_set1_ps(kExpClamp), _mm512_mul_ps(u, _mm512_set1_ps(-2.0f * kGeluTanhC))));
+  const __m512 inner = _mm512_fmadd_ps(z3, _mm512_set1_ps(kGeluTanhCubic), z);  // u / sqrt(2 / pi)
+  const __m512 minus_2u = _mm512_mul_ps(inner, _mm512_set1_ps(-2.0f * kGeluTanhC));
+  const __m512 e = exp16(_mm512_min_ps(_mm512_set1_ps(kExpClamp), minus_2u));
   return _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
@@ -203,8 +204,9 @@ inline __m256 gelu8(__m256 z) {
 
 inline __m256 gelu_tanh8(__m256 z) {
   const __m256 z3 = _mm256_mul_ps(_mm256_mul_ps(z, z), z);
-  const __m256 u = _mm256_fmadd_ps(z3, _mm256_set1_ps(kGeluTanhCubic), z);
-  const __m256 e = exp8(_mm256_min_ps(_mm256_set1_ps(kExpClamp), _mm256_mul_ps(u, _mm256_set1_ps(-2.0f * kGeluTanhC))));
+  const __m256 inner = _mm256_fmadd_ps(z3, _mm256_set1_ps(kGeluTanhCubic), z);
+  const __m256 minus_2u = _mm256_mul_ps(inner, _mm256_set1_ps(-2.0f * kGeluTanhC));
+  const __m256 e = exp8(_mm256_min_ps(_mm256_set1_ps(kExpClamp), minus_2u));
   return _mm256_div_ps(z, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 

@@ -114,7 +114,9 @@ inline void row_i8_gather16(const uint8_t* xt, int Mp, const uint16_t* qc, const
     uint64_t c;
     std::memcpy(&c, qc + 4 * q, 8);  // the four column indices in one load
     // lane i of the vector is row i: a 16-byte load broadcast to lane i only (merge-masked), never split
-    const auto row = [&](int shift) { return _mm_loadu_si128((const __m128i*)(xt + (size_t)((c >> shift) & 0xFFFF) * Mp)); };
+    const auto row = [&](int shift) {
+      return _mm_loadu_si128((const __m128i*)(xt + (size_t)((c >> shift) & 0xFFFF) * Mp));
+    };
     __m512i v = _mm512_castsi128_si512(row(0));
     v = _mm512_mask_broadcast_i32x4(v, 0x00F0, row(16));
     v = _mm512_mask_broadcast_i32x4(v, 0x0F00, row(32));
