@@ -18,11 +18,13 @@ import argparse
 import json
 import random
 import statistics
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from pruneofa.bench.timing import interleaved
+from pruneofa.fileio import atomic_write_text
 
 DROPOUT = 0.1  # BERT's attention_probs_dropout_prob
 
@@ -75,9 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("| variant | forward (ms) | forward + backward (ms) |\n|---|---:|---:|")
     for name in variants:
         print(f"| {name} | {ms[f'{name} forward']:.1f} | {ms[f'{name} forward+backward']:.1f} |")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+    if args.json:  # whole or not at all, as deepsparse_compare.py writes its results
+        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
     return result
 
 

@@ -31,6 +31,7 @@ import copy
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import transformers
@@ -39,6 +40,7 @@ from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 from pruneofa import Pruner
 from pruneofa.data.assets import asset_path
 from pruneofa.distill import DistillConfig
+from pruneofa.fileio import atomic_write_text
 from pruneofa.stages.lm import lm_objective
 from pruneofa.train import performance
 
@@ -168,9 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"prune step, {args.precision} autocast against fp32: {result['prune_speedup_vs_fp32']:.2f}x as fast "
               "(median of paired ratios)")
     print(f"one GMP mask update: {update_s * 1e3:.0f} ms = {result['mask_update_per_step_at_1000']:.4%} of a step at 1 per 1000")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+    if args.json:  # whole or not at all, as deepsparse_compare.py writes its results
+        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
     return result
 
 

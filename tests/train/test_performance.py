@@ -128,15 +128,17 @@ def test_gpu_throughput_benchmark_runs_on_cpu_with_a_tiny_shape(monkeypatch, tmp
     assert gpu_prune_throughput.train_flops_per_token(config, 16) == 6 * weights + 12 * 2 * 16 * 32
 
 
-def test_attention_dropout_benchmark_times_each_variant(monkeypatch):
-    """bench/attention_dropout_cost.py on a tiny shape: every variant timed, forward and with backward."""
+def test_attention_dropout_benchmark_times_each_variant(monkeypatch, tmp_path):
+    """bench/attention_dropout_cost.py on a tiny shape: every variant timed, forward and with backward, and its
+    --json file holds what it returned."""
     from pathlib import Path
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
     import attention_dropout_cost
 
     result = attention_dropout_cost.main(["--batch-size", "2", "--seq-len", "8", "--heads", "2", "--head-dim", "4",
-                                          "--rounds", "2", "--warmup", "0"])
+                                          "--rounds", "2", "--warmup", "0", "--json", str(tmp_path / "r.json")])
     variants = ("sdpa", "sdpa-dropout", "eager-dropout")
     assert set(result["median_ms"]) == {f"{v} {p}" for v in variants for p in ("forward", "forward+backward")}
     assert all(ms > 0 for ms in result["median_ms"].values())
+    assert json.loads((tmp_path / "r.json").read_text()) == result
