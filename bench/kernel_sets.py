@@ -42,6 +42,14 @@ def layer(layout: str, n_in: int, n_out: int, sparsity: float = 0.9) -> torch.Te
     return w if layout == "dense" else w * (torch.rand(n_out, n_in) >= sparsity)
 
 
+def layer_shape(text: str) -> tuple[int, int]:
+    """"768x3072" -> (768, 3072): a Linear's in and out features."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"layer {text!r} is not IN x OUT features; write it like 768x3072")
+    return int(parts[0]), int(parts[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs=2, default=["avx2", "avx2-vnni"], choices=sorted(TARGETS))
@@ -49,7 +57,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--copies", type=int, default=1, help="copies of each layer called in turn (cold weights)")
     ap.add_argument("--layouts", nargs="+", default=["gather", "blocks", "dense"], choices=["gather", "blocks", "dense"])
-    ap.add_argument("--layers", nargs="+", default=["768x3072", "3072x768"], help="IN x OUT features")
+    ap.add_argument("--layers", nargs="+", type=layer_shape, default=[(768, 3072), (3072, 768)],
+                    help="IN x OUT features, e.g. 384x1536")
     ap.add_argument("--tokens", nargs="+", type=int, default=[1, 128])
     args = ap.parse_args()
     libs = {}
@@ -62,7 +71,7 @@ def main() -> None:
     print(f"| layout | layer | tokens | {a} us | {b} us | {a} / {b} |\n|---|---|---:|---:|---:|---:|")
     torch.manual_seed(0)
     for layout in args.layouts:
-        for n_in, n_out in (tuple(int(n) for n in shape.split("x")) for shape in args.layers):
+        for n_in, n_out in args.layers:
             copies = [pack_quads_i8(layer(layout, n_in, n_out), layout) for _ in range(args.copies)]
             for tokens in args.tokens:
                 x = torch.randn(tokens, n_in)
