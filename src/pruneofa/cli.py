@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="apply the recipe's quick: overrides (smaller step counts)")
     p = sub.add_parser("demo", help="the whole pipeline offline (recipes/pipeline/demo.yaml) and its report",
                        parents=[common])
-    p.add_argument("--quick", action="store_true", help="smaller step counts (about 4 min on 2 free CPU cores; full: about 27)")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller step counts (about 4 min on 2 free CPU cores; full: 27-35, by CPU)")
     p.add_argument("--output-dir", metavar="DIR", help="where the steps and the report go (default: runs/demo)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline overrides, as for `pruneofa run`")
     return parser
