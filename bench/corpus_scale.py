@@ -234,7 +234,9 @@ def main() -> None:
                    "load_average_at_end": os.getloadavg()})
     path = Path(args.json or ROOT / "bench" / "results" / f"corpus_scale_{args.mode}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    from pruneofa.fileio import atomic_write_text  # here: this parent imports no pruneofa (torch) up front
+
+    atomic_write_text(path, json.dumps(result, indent=1))
     print(f"wrote {path}")
 
 

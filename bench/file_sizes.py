@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from pruneofa import Pruner
 from pruneofa.export import compressed_sizes, load_compressed, save_compressed
+from pruneofa.fileio import atomic_write_text
 from pruneofa.modeldir.container import read_container
 
 SHAPES = {"base": {}, "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)}
@@ -96,7 +97,7 @@ def main() -> None:
         print(f"| {name} | {size / 1e6:.2f} | {dense_bytes / size:.2f} | {lin_ratio} | {t['save']:.2f} | {t['read']:.2f} "
               f"| {t['load']:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "linear": linear, "seconds": times}, indent=1))
+        atomic_write_text(Path(args.json), json.dumps({"rows": rows, "linear": linear, "seconds": times}, indent=1))
 
 
 if __name__ == "__main__":

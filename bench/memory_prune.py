@@ -172,7 +172,9 @@ def main() -> None:
               "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    from pruneofa.fileio import atomic_write_text  # here: this parent imports no pruneofa (torch) up front
+
+    atomic_write_text(path, json.dumps(result, indent=1))
     print(f"wrote {path}")
 
 

@@ -47,6 +47,7 @@ import torch
 from pruneofa.bench import timing
 from pruneofa.bench.engines import MEASURED
 from pruneofa.bench.timing import p90
+from pruneofa.fileio import atomic_write_text
 
 warnings.filterwarnings("ignore")
 
@@ -365,7 +366,7 @@ def main() -> None:
         print(f"loadavg before/after each measurement: {[r['loadavg'] for r in rows if r['engine'] == 'torch']}")
         out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    atomic_write_text(out, json.dumps(result, indent=1))
     print(f"wrote {out}")
 
 
