@@ -63,3 +63,11 @@ def test_output_dir_holding_another_run_is_refused_unless_overwrite(capsys, tiny
     assert "different run" in capsys.readouterr().err
     assert (out / "pruneofa.json").is_file()  # the refused runs left the first one intact
     assert main(["teacher", *base, "seed=7", "overwrite=true"]) == 0
+
+
+@pytest.mark.parametrize("stage", ["teacher", "prune"])
+def test_length_grouping_is_refused_for_packed_lm_blocks(capsys, stage, tiny_models, corpus_file, tmp_path):
+    out = tmp_path / "o"
+    extra = {**(PRUNE if stage == "prune" else {}), "train.group_by_length": "true"}
+    expect_refusal(capsys, [stage, *tiny_overrides(tiny_models["bert"], corpus_file, out, **extra)], out,
+                   "train.group_by_length")

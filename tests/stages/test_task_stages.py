@@ -138,7 +138,8 @@ def test_finetune_writes_classifier_with_labels_and_validation_and_test_metrics(
 
 def test_transfer_locks_every_zero_while_the_nonzeros_move(sparse_bert, teacher, data, tmp_path):
     out = tmp_path / "sparse-ft"
-    assert main(["transfer", *args(sparse_bert, out, teacher=teacher, **csv_task(data), **{"train.lr": 1e-2})]) == 0
+    grouped = {"train.lr": 1e-2, "train.group_by_length": "true", "train.length_group_batches": 2}
+    assert main(["transfer", *args(sparse_bert, out, teacher=teacher, **csv_task(data), **grouped)]) == 0
     before, after = load_file(str(sparse_bert / "model.safetensors")), load_file(str(out / "model.safetensors"))
     locked = select_prunable(transformers.AutoModelForSequenceClassification.from_pretrained(out), DEFAULT_INCLUDE, [])
     compared, zeros, total = 0, 0, 0
@@ -155,7 +156,8 @@ def test_transfer_locks_every_zero_while_the_nonzeros_move(sparse_bert, teacher,
     assert metrics(out)["sparsity"] < zeros / total  # the reported figure counts the new, dense pooler too
     assert all("kd" in h for h in history(out) if "loss" in h)  # KD from the task teacher is on by default
     assert (after["classifier.weight"] != 0).all()  # the new head trains dense: it is not locked
-    assert json.loads((out / "pruneofa.json").read_text())["recipe"]["pruning"]["method"] == "lock"
+    recipe = json.loads((out / "pruneofa.json").read_text())["recipe"]
+    assert recipe["pruning"]["method"] == "lock" and recipe["train"]["group_by_length"]
 
 
 def test_transfer_trains_the_new_head_alone_first_on_the_frozen_sparse_encoder(sparse_bert, teacher, data, tmp_path):

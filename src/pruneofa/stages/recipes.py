@@ -35,6 +35,13 @@ def check_sharding(train: TrainConfig, pruning: PruningConfig) -> None:
                          "use pruning.criterion=magnitude or wanda, or train.sharding=none")
 
 
+def refuse_length_grouping(train: TrainConfig) -> None:
+    """LM stages train on packed blocks of `train.seq_len` tokens: there are no lengths to group by."""
+    if train.group_by_length:
+        raise ValueError("train.group_by_length groups task examples by length; an LM stage's packed blocks are "
+                         "all train.seq_len long: remove it")
+
+
 class HeadTrainingConfig(StrictModel):
     """A newly created head (the LM head of teacher preparation, the task head of finetune and
     transfer) trained alone first, on the frozen encoder: a random head's gradients would otherwise
@@ -53,6 +60,11 @@ class TeacherRecipe(RecipeBase):
     data: CorpusConfig
     head: HeadTrainingConfig = Field(default_factory=HeadTrainingConfig)
 
+    @model_validator(mode="after")
+    def _blocks(self) -> "TeacherRecipe":
+        refuse_length_grouping(self.train)
+        return self
+
 
 class PruneRecipe(RecipeBase):
     """Stage 2: the student starts from the teacher and trains with GMP + KD + LR rewinding."""
@@ -69,6 +81,7 @@ class PruneRecipe(RecipeBase):
         if p.method == "gmp" and p.target_step > steps:
             raise ValueError(f"pruning.target_step ({p.target_step}) is after train.max_steps ({steps})")
         check_sharding(self.train, p)
+        refuse_length_grouping(self.train)
         return self
 
 

@@ -157,6 +157,7 @@ def run_task_stage(recipe: TaskRecipe) -> Path:
         output_dir=out, seed=recipe.seed, teacher=teacher, pruner=pruner, resume=recipe.resume,
         evaluate=lambda m: evaluate_splits(task, m, scored_splits(task, with_test=False), eval_batch, tokenizer),
         description=f"{recipe.stage} {Path(recipe.model).name} on {recipe.data.task}",
+        lengths=[len(ids) for ids in task.train["input_ids"]] if recipe.train.group_by_length else None,
     )
     head_metrics, head_tokens = {}, 0
     if recipe.head.steps and new_keys:  # linear probing before fine-tuning: the encoder meets a trained head

@@ -138,19 +138,24 @@ def batch_maker(dataset, tokenizer, model) -> Callable[[list[int]], dict[str, to
 
 @torch.no_grad()
 def forward_all(model, dataset, batch_size: int, tokenizer, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Run `model` over every row of `dataset` in order; the named outputs, concatenated."""
+    """Run `model` over every row of `dataset`; the named outputs, concatenated in the rows' order.
+
+    The rows are batched shortest first, so a batch pads to rows of similar length (Rotten Tomatoes'
+    reviews in dataset order pad to 1.9x their tokens)."""
     was_training = model.training
     model.eval()
     device = getattr(model, "device", None) or next(model.parameters()).device
     make_batch = batch_maker(dataset, tokenizer, model)
+    order = np.argsort([len(ids) for ids in dataset["input_ids"]], kind="stable")
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     for start in range(0, len(dataset), batch_size):
-        batch = make_batch(list(range(start, min(start + batch_size, len(dataset)))))
+        batch = make_batch(order[start : start + batch_size].tolist())
         out = model(**{k: v.to(device) for k, v in batch.items() if k not in TARGETS})
         for name in outputs:
             chunks[name].append(out[name].float().cpu().numpy())
     model.train(was_training)
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+    restore = np.argsort(order)
+    return {name: np.concatenate(parts)[restore] for name, parts in chunks.items()}
 
 
 def evaluate_splits(task, model, splits: list[str], batch_size: int, tokenizer) -> dict[str, float]:

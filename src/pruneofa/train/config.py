@@ -17,6 +17,10 @@ class TrainConfig(StrictModel):
     per_device_batch: int | None = Field(
         None, ge=1, description="examples per micro-batch on each process; when set, grad_accum follows from it: "
         "batch_size / (processes x per_device_batch), so one recipe keeps its global batch on 1 or 8 GPUs")
+    group_by_length: bool = Field(
+        False, description="batches of examples of similar length (task stages): less padding, the same examples "
+        "per epoch; see train.sampling.batch_indices")
+    length_group_batches: int = Field(16, ge=2, description="group_by_length: batches per group sorted by length")
     seq_len: int = Field(128, ge=16)
     lr: float = Field(5e-5, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)

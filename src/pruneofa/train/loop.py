@@ -3,8 +3,8 @@
 Built on accelerate, so the same code runs on one CPU, under `torchrun` / `accelerate launch`
 (DDP: gloo on CPU, NCCL on GPU) and with mixed precision. What is special here:
 
-- the data order is a pure function of (seed, step) (`sampling.batch_indices`), so resuming needs
-  no data-loader state and every process agrees on the global batch;
+- the data order is a pure function of (seed, step) (`sampling.batch_indices`, optionally grouped by
+  length), so resuming needs no data-loader state and every process agrees on the global batch;
 - `train.batch_size` is the *global* batch per update: each of W processes takes B / W examples in
   `grad_accum` micro-batches, so the effective batch and the LR schedule do not change with W;
 - the pruner steps right after the optimizer, on every process, and broadcasts rank 0's masks
@@ -32,7 +32,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -79,6 +79,7 @@ class TrainingJob:
     resume: bool = False
     description: str = "train"
     extra_logs: Callable[[int], dict[str, float]] | None = None
+    lengths: Sequence[int] | None = None  # tokens per example, for train.group_by_length
 
 
 @dataclass
@@ -115,6 +116,9 @@ class _Run:
                    else f"{cfg.grad_accum} micro-batches")
             raise UserError(f"train.batch_size={cfg.batch_size} does not split over {self.world} processes x {per}",
                             "make it a multiple of processes x train.grad_accum (or x train.per_device_batch)")
+        if cfg.group_by_length and job.lengths is None:
+            raise UserError("train.group_by_length is set, but this stage's examples are all one length "
+                            "(packed blocks)", "remove train.group_by_length from the recipe")
         if job.n_examples < cfg.batch_size:
             raise UserError(f"only {job.n_examples} training examples for train.batch_size={cfg.batch_size}",
                             "add data or lower train.batch_size")
@@ -248,7 +252,9 @@ class _Run:
         lr = job.lr_at(step - 1)
         for group in self.raw_optimizer.param_groups:
             group["lr"] = lr
-        mine = rank_indices(step, job.n_examples, cfg.batch_size, job.seed, self.rank, self.world)
+        lengths = job.lengths if cfg.group_by_length else None
+        mine = rank_indices(step, job.n_examples, cfg.batch_size, job.seed, self.rank, self.world,
+                            lengths, cfg.length_group_batches)
         totals: dict[str, float] = {}
         for k in range(self.accum):
             batch = {n: t.to(self.acc.device) for n, t in job.make_batch(mine[k * self.micro:(k + 1) * self.micro]).items()}
