@@ -43,10 +43,22 @@ def test_fp16_with_gradient_scaler_trains_on_cuda(tiny_models, corpus_file, tmp_
     assert runs["fp16"] == pytest.approx(runs["fp32"], rel=2e-2)
 
 
-def test_adamw_is_fused_on_cuda_and_multi_tensor_elsewhere():
-    groups = [{"params": [nn.Parameter(torch.ones(2, 2))], "weight_decay": 0.0}]
-    cpu = performance.adamw(groups, 1e-3, torch.device("cpu"))
-    assert cpu.defaults["foreach"] is True and not cpu.defaults["fused"]
+def test_adamw_is_fused_on_cpu_and_cuda_and_steps_like_the_multi_tensor_path():
+    torch.manual_seed(0)
+    start, grads = torch.randn(64, 8), [torch.randn(64, 8) for _ in range(3)]
+    trained = {}
+    for path in ("fused", "foreach"):
+        weight = nn.Parameter(start.clone())
+        groups = [{"params": [weight], "weight_decay": 0.01}]
+        optimizer = (performance.adamw(groups, 1e-2, torch.device("cpu")) if path == "fused"
+                     else torch.optim.AdamW(groups, lr=1e-2, foreach=True))
+        assert bool(optimizer.defaults["fused"]) is (path == "fused")
+        for grad in grads:
+            weight.grad = grad.clone()
+            optimizer.step()
+        trained[path] = weight.detach()
+    torch.testing.assert_close(trained["fused"], trained["foreach"])
+    assert not torch.equal(trained["fused"], start)
     if torch.cuda.is_available():
         cuda_groups = [{"params": [nn.Parameter(torch.ones(2, 2, device="cuda"))], "weight_decay": 0.0}]
         assert performance.adamw(cuda_groups, 1e-3, torch.device("cuda")).defaults["fused"] is True
@@ -141,4 +153,18 @@ def test_attention_dropout_benchmark_times_each_variant(monkeypatch, tmp_path):
     variants = ("sdpa", "sdpa-dropout", "eager-dropout")
     assert set(result["median_ms"]) == {f"{v} {p}" for v in variants for p in ("forward", "forward+backward")}
     assert all(ms > 0 for ms in result["median_ms"].values())
+    assert json.loads((tmp_path / "r.json").read_text()) == result
+
+
+def test_optimizer_benchmark_times_each_adamw_path(monkeypatch, tmp_path):
+    """bench/optimizer_step.py: foreach, fused and for-loop AdamW stepped over the MiniLM's parameters, and its
+    --json file holds what it returned."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import optimizer_step
+
+    result = optimizer_step.main(["--rounds", "1", "--warmup", "0", "--threads", "1", "--json", str(tmp_path / "r.json")])
+    assert result["parameters"] > 22_000_000 and set(result["median_ms"]) == {"foreach", "fused", "for-loop"}
+    assert result["vs_fused"]["fused"] == 1.0 and all(ms > 0 for ms in result["median_ms"].values())
     assert json.loads((tmp_path / "r.json").read_text()) == result
