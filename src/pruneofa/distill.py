@@ -290,22 +290,43 @@ def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, 
     return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
 
 
+# spans of U[4, 126] tokens run as 4 forwards of similar lengths: they pad to 1.16x their tokens, not 1.8x
+SPAN_GROUPS = 4
+
+
+def span_groups(mask: torch.Tensor, groups: int) -> list[torch.Tensor]:
+    """Row indices of `mask` in up to `groups` runs of similar length (slices of the rows sorted by length)."""
+    order = torch.argsort(mask.sum(1), stable=True)
+    return [run for run in order.tensor_split(groups) if len(run)]
+
+
 def span_sentence_terms(student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor],
                         config: DistillConfig) -> dict[str, torch.Tensor]:
     """L_sent ("sentence") and, with alpha_relation, L_rel ("relation") on clean short spans of a masked-LM
     batch (`clean_spans`), each model run on them apart: the student without its output layer, the frozen
-    teacher's base model without gradients. Weighted by the caller."""
+    teacher's base model without gradients. The spans go through in `span_groups` of similar length, each
+    padded only to its own longest: the same embeddings as one padded batch, for fewer tokens. Weighted by
+    the caller."""
     # the spans are a function of the batch alone, so a resumed run cuts the same ones
     generator = torch.Generator().manual_seed(int(batch["input_ids"].sum()))
     ids, mask = (t.to(batch["input_ids"].device) for t in clean_spans(
         batch["input_ids"].cpu(), batch["labels"].cpu(), batch["attention_mask"].cpu(), config.span_tokens, generator))
-    out_s, _ = forward_deferring_logits(student, input_ids=ids, attention_mask=mask, output_hidden_states=True)
-    with torch.no_grad():
-        t_last = getattr(teacher, "base_model", teacher)(input_ids=ids, attention_mask=mask).last_hidden_state
-    s_last, terms = out_s.hidden_states[-1], {}
-    if config.alpha_sentence > 0:
-        check_same("hidden width", s_last.shape[-1], t_last.shape[-1], "alpha_sentence")
-    e_s, e_t = mean_pooled(s_last.float(), mask), mean_pooled(t_last.float(), mask)  # pooled once for both terms
+    pooled_s, pooled_t, rows = [], [], []
+    for group in span_groups(mask, SPAN_GROUPS):
+        width = int(mask[group].sum(1).max())
+        group_ids, group_mask = ids[group, :width], mask[group, :width]
+        out_s, _ = forward_deferring_logits(student, input_ids=group_ids, attention_mask=group_mask,
+                                            output_hidden_states=True)
+        with torch.no_grad():
+            t_last = getattr(teacher, "base_model", teacher)(input_ids=group_ids, attention_mask=group_mask)
+        s_last, t_last = out_s.hidden_states[-1], t_last.last_hidden_state
+        if config.alpha_sentence > 0:
+            check_same("hidden width", s_last.shape[-1], t_last.shape[-1], "alpha_sentence")
+        pooled_s.append(mean_pooled(s_last.float(), group_mask))  # pooled once for both terms
+        pooled_t.append(mean_pooled(t_last.float(), group_mask))
+        rows.append(group)
+    back = torch.argsort(torch.cat(rows))  # the spans' own order again
+    e_s, e_t, terms = torch.cat(pooled_s)[back], torch.cat(pooled_t)[back], {}
     if config.alpha_sentence > 0:
         terms["sentence"] = mean_cosine_distance(e_s, e_t)
     if config.alpha_relation > 0:  # similarities only: the widths may differ

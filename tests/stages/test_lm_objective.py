@@ -366,3 +366,29 @@ def test_evaluation_loss_is_transformers_lm_loss(family, tokenizer):
         collator = lm._collator(tokenizer, causal, 0.3, seed=lm.EVAL_SEED)
         expected = [model(**lm._batch(collator, blocks, idx)).loss.item() for idx in ([0, 1, 2, 3], [4, 5])]
     assert got == pytest.approx(sum(expected) / 2, rel=1e-5)
+
+
+def test_spans_run_in_groups_of_similar_length_and_give_the_one_batch_embeddings():
+    from pruneofa.distill import SPAN_GROUPS, clean_spans, span_sentence_terms
+    from pruneofa.representation_kd import mean_pooled, relational_loss, sentence_embedding_loss
+
+    config = DistillConfig(alpha_sentence=1.0, alpha_relation=1.0, relation_temperature=0.1,
+                           sentence_inputs="spans", span_tokens=(1, SEQ - 2))
+    student, teacher = tiny_lm("bert", 0), deep_teacher("bert")
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, VOCAB, (8, SEQ), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.full_like(ids, -100)}
+    widths = []
+    hook = student.base_model.embeddings.register_forward_hook(lambda _m, _a, out: widths.append(out.shape[:2]))
+    terms = span_sentence_terms(student, teacher, batch, config)
+    hook.remove()
+
+    spans, mask = clean_spans(ids, batch["labels"], batch["attention_mask"], config.span_tokens,
+                              torch.Generator().manual_seed(int(ids.sum())))
+    e_s = mean_pooled(student(input_ids=spans, attention_mask=mask, output_hidden_states=True).hidden_states[-1], mask)
+    e_t = mean_pooled(teacher.base_model(spans, attention_mask=mask).last_hidden_state, mask)
+    torch.testing.assert_close(terms["sentence"], sentence_embedding_loss(e_s[:, None], e_t[:, None],
+                                                                          torch.ones(8, 1)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms["relation"], relational_loss(e_s, e_t, 0.1), rtol=1e-5, atol=1e-6)
+    assert len(widths) == SPAN_GROUPS and sum(rows * width for rows, width in widths) < mask.numel()
+    assert sum(rows for rows, _ in widths) == 8
