@@ -392,3 +392,21 @@ def test_spans_run_in_groups_of_similar_length_and_give_the_one_batch_embeddings
     torch.testing.assert_close(terms["relation"], relational_loss(e_s, e_t, 0.1), rtol=1e-5, atol=1e-6)
     assert len(widths) == SPAN_GROUPS and sum(rows * width for rows, width in widths) < mask.numel()
     assert sum(rows for rows, _ in widths) == 8
+
+
+def test_span_groups_benchmark_times_each_setting(monkeypatch, tmp_path):
+    """bench/span_groups_cost.py on a small batch of the offline model: both settings timed, the module's
+    SPAN_GROUPS restored, and its --json file holds what it returned."""
+    import json
+    from pathlib import Path
+
+    import pruneofa.distill as distill
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import span_groups_cost
+
+    result = span_groups_cost.main(["--batch-size", "4", "--seq-len", "32", "--steps", "1", "--warmup", "0",
+                                    "--json", str(tmp_path / "r.json")])
+    assert set(result["step_ms"]) == {"1", str(distill.SPAN_GROUPS)} and all(v > 0 for v in result["step_ms"].values())
+    assert result["speedup_over_first"]["1"] == 1.0 and distill.SPAN_GROUPS == 4
+    assert json.loads((tmp_path / "r.json").read_text()) == result
