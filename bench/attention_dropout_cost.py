@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pruneofa.bench.timing import interleaved
+from pruneofa.bench.timing import add_round_options, interleaved
 from pruneofa.fileio import atomic_write_text
 
 DROPOUT = 0.1  # BERT's attention_probs_dropout_prob
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--head-dim", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--json")
+    add_round_options(parser, threads=1)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)

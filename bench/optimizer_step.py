@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from pruneofa.bench.timing import interleaved
+from pruneofa.bench.timing import add_round_options, interleaved
 from pruneofa.fileio import atomic_write_text
 
 SHAPES = {"minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
@@ -41,10 +41,7 @@ def optimizer_with_gradients(shape: str, options: dict) -> torch.optim.AdamW:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="minilm")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--json")
+    add_round_options(parser, threads=2)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)

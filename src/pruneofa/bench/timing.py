@@ -4,6 +4,7 @@ taken in the same run stay meaningful when absolute times do not)."""
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import time
@@ -36,3 +37,13 @@ def latency_stats(seconds: list[float], batch: int) -> dict[str, float]:
     median = statistics.median(seconds)
     return {"median_ms": 1e3 * median, "p90_ms": 1e3 * p90(seconds), "min_ms": 1e3 * min(seconds),
             "seq_per_s": batch / median}
+
+
+def add_round_options(parser: argparse.ArgumentParser, threads: int, rounds: int = 10,
+                      warmup: int = 2) -> argparse.ArgumentParser:
+    """--threads, --rounds, --warmup and --json: the options of the bench/ scripts timed by `interleaved`."""
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--json")
+    return parser
