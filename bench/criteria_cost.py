@@ -164,7 +164,7 @@ def main() -> int:
               f"{'yes' if r['update'] else 'no'} | {r['seconds']:.2f} | {r['peak_extra_mb']:.0f} | "
               f"{r['buffer_mb']:.0f} | {r['observe_ms']:.1f} |")
     if args.json:
-        from pruneofa.fileio import atomic_write_text  # imported where used, as this script imports pruneofa
+        from pruneofa.fileio import atomic_write_text  # imported where used, like this script's other pruneofa imports
 
         atomic_write_text(args.json, json.dumps(rows, indent=2))
     return 0

@@ -76,7 +76,7 @@ def main() -> None:
         print(f"| {label} | {r['engine']} | {r['rel_err']:.2e} | {r['min_cosine']:.6f} |")
     out = Path("runs/runtime_accuracy.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    from pruneofa.fileio import atomic_write_text  # imported where used, as this script imports pruneofa
+    from pruneofa.fileio import atomic_write_text  # imported where used, like this script's other pruneofa imports
 
     atomic_write_text(out, json.dumps(rows, indent=1))
     print(f"wrote {out}")

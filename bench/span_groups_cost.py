@@ -6,7 +6,7 @@
 The step is the demo's prune objective (`stages.lm.lm_objective`: KD on the masked tokens, the sentence term
 on clean spans of 4-126 tokens, α 100), the frozen teacher's forwards included, then backward and a fused
 AdamW update; the student is the offline default (MiniLM-L6 with an MLM head) in training mode, so its
-attention dropout runs. The settings differ only in `distill.SPAN_GROUPS`, the number of forwards the spans
+attention dropout runs. The settings differ only in `distill.span_groups`, the number of forwards the spans
 go through: 1 pads every span to the longest of the batch, 4 (the default) pads each group to its own.
 The spans are the same in both (a function of the batch). Steps alternate between the settings, so machine
 noise hits them alike; medians after warm-up, and the median of the paired ratios.
@@ -23,43 +23,38 @@ import torch
 from train_overhead import offline_mlm_batch, step_arguments  # this folder: the same options and batch
 from transformers import AutoModelForMaskedLM
 
-import pruneofa.distill as distill
+from pruneofa.distill import DistillConfig
 from pruneofa.fileio import atomic_write_text
 from pruneofa.stages.lm import lm_objective
 from pruneofa.train.performance import adamw
 
-DEMO_DISTILL = distill.DistillConfig(kd_positions="masked", alpha_sentence=100.0, sentence_inputs="spans",
-                                     span_tokens=(4, 126))
+DEMO_DISTILL = DistillConfig(kd_positions="masked", alpha_sentence=100.0, sentence_inputs="spans", span_tokens=(4, 126))
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = step_arguments(__doc__.splitlines()[0], batch_size=16, steps=8, warmup=2)
-    parser.add_argument("--groups", type=int, nargs="+", default=[1, distill.SPAN_GROUPS])
+    parser.add_argument("--groups", type=int, nargs="+", default=[1, DEMO_DISTILL.span_groups])
     args = parser.parse_args(argv)
     path, batch = offline_mlm_batch(args.batch_size, args.seq_len)
     teacher = AutoModelForMaskedLM.from_pretrained(path).eval().requires_grad_(False)
     student = AutoModelForMaskedLM.from_pretrained(path).train()
     optimizer = adamw([{"params": list(student.parameters())}], 1e-5, torch.device("cpu"))
-    objective = lm_objective(DEMO_DISTILL, causal=False)
+    objectives = {g: lm_objective(DEMO_DISTILL.model_copy(update={"span_groups": g}), causal=False)
+                  for g in args.groups}
 
     def timed_step(groups: int) -> float:
-        distill.SPAN_GROUPS = groups
         start = time.perf_counter()
-        objective(student, teacher, batch)["loss"].backward()
+        objectives[groups](student, teacher, batch)["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    default = distill.SPAN_GROUPS
     times: dict[int, list[float]] = {g: [] for g in args.groups}
-    try:
-        for i in range(args.warmup + args.steps):
-            for g in args.groups:
-                elapsed = timed_step(g)
-                if i >= args.warmup:
-                    times[g].append(elapsed)
-    finally:
-        distill.SPAN_GROUPS = default
+    for i in range(args.warmup + args.steps):
+        for g in args.groups:
+            elapsed = timed_step(g)
+            if i >= args.warmup:
+                times[g].append(elapsed)
     first = args.groups[0]
     result = {
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "seq_len": args.seq_len,

@@ -72,6 +72,9 @@ class DistillConfig(StrictModel):
         "stages) clean short spans cut from it, sentence-length and unmasked, run through both models apart")
     span_tokens: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
         (4, 32), description="[fewest, most] tokens of a span (between its [CLS] and [SEP])")
+    span_groups: int = Field(
+        4, ge=1, description="forwards the spans run in, grouped by length and each padded to its own longest: "
+        "the same embeddings for fewer tokens (spans of 4-126 tokens pad to 1.16x their tokens in 4, 1.8x in 1)")
     attention_layers: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, min_length=1, description="student layers (1-based) whose attention is distilled, each from the "
         "teacher layer hidden_layers maps it to; default the last")
@@ -290,10 +293,6 @@ def with_representation_terms(parts: dict[str, torch.Tensor], student_out: Any, 
     return {name: value if name == "loss" else value.detach() for name, value in parts.items()}
 
 
-# spans of U[4, 126] tokens run as 4 forwards of similar lengths: they pad to 1.16x their tokens, not 1.8x
-SPAN_GROUPS = 4
-
-
 def span_groups(mask: torch.Tensor, groups: int) -> list[torch.Tensor]:
     """Row indices of `mask` in up to `groups` runs of similar length (slices of the rows sorted by length)."""
     order = torch.argsort(mask.sum(1), stable=True)
@@ -305,14 +304,15 @@ def span_sentence_terms(student: nn.Module, teacher: nn.Module, batch: dict[str,
     """L_sent ("sentence") and, with alpha_relation, L_rel ("relation") on clean short spans of a masked-LM
     batch (`clean_spans`), each model run on them apart: the student without its output layer, the frozen
     teacher's base model without gradients. The spans go through in `span_groups` of similar length, each
-    padded only to its own longest: the same embeddings as one padded batch, for fewer tokens. Weighted by
+    padded only to its own longest (`distill.span_groups`): the same embeddings as one padded batch, for
+    fewer tokens. Weighted by
     the caller."""
     # the spans are a function of the batch alone, so a resumed run cuts the same ones
     generator = torch.Generator().manual_seed(int(batch["input_ids"].sum()))
     ids, mask = (t.to(batch["input_ids"].device) for t in clean_spans(
         batch["input_ids"].cpu(), batch["labels"].cpu(), batch["attention_mask"].cpu(), config.span_tokens, generator))
     pooled_s, pooled_t, rows = [], [], []
-    for group in span_groups(mask, SPAN_GROUPS):
+    for group in span_groups(mask, config.span_groups):
         width = int(mask[group].sum(1).max())
         group_ids, group_mask = ids[group, :width], mask[group, :width]
         out_s, _ = forward_deferring_logits(student, input_ids=group_ids, attention_mask=group_mask,
