@@ -8,6 +8,8 @@ in three ways, forward and forward + backward:
   sdpa               torch's scaled_dot_product_attention, no dropout (the teacher, in eval mode)
   sdpa-dropout       the same with dropout_p 0.1 (the student, in training: BERT's attention_probs_dropout_prob)
   eager-dropout      softmax(QK^T / sqrt(d) + mask), dropout, then @V: transformers' eager attention
+  packed-dropout     the same with a mask drawn four elements per random word
+                     (`pruneofa.train.cpu_dropout`, what training on a CPU runs by default)
 A CPU's SDPA has no fused kernel for dropout and takes its math path. Rounds interleave the variants in a new
 random order each (`pruneofa.bench.timing.interleaved`); medians after warm-up.
 """
@@ -20,11 +22,14 @@ import random
 import statistics
 from pathlib import Path
 
+import types
+
 import torch
 import torch.nn.functional as F
 
 from pruneofa.bench.timing import add_round_options, interleaved
 from pruneofa.fileio import atomic_write_text
+from pruneofa.train.cpu_dropout import attention_with_packed_dropout
 
 DROPOUT = 0.1  # BERT's attention_probs_dropout_prob
 
@@ -48,10 +53,12 @@ def main(argv: list[str] | None = None) -> dict:
     shape = (args.batch_size, args.heads, args.seq_len, args.head_dim)
     q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
     mask = torch.zeros(args.batch_size, 1, args.seq_len, args.seq_len)
+    training_layer = types.SimpleNamespace(training=True, is_causal=False)  # what the attention function reads
     variants = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
         "sdpa-dropout": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=DROPOUT),
         "eager-dropout": lambda: eager_attention(q, k, v, mask, DROPOUT),
+        "packed-dropout": lambda: attention_with_packed_dropout(training_layer, q, k, v, mask, DROPOUT)[0],
     }
 
     def forward_only(fn):  # with autograd recording, as the training student's forward does

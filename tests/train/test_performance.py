@@ -150,7 +150,7 @@ def test_attention_dropout_benchmark_times_each_variant(monkeypatch, tmp_path):
 
     result = attention_dropout_cost.main(["--batch-size", "2", "--seq-len", "8", "--heads", "2", "--head-dim", "4",
                                           "--rounds", "2", "--warmup", "0", "--json", str(tmp_path / "r.json")])
-    variants = ("sdpa", "sdpa-dropout", "eager-dropout")
+    variants = ("sdpa", "sdpa-dropout", "eager-dropout", "packed-dropout")
     assert set(result["median_ms"]) == {f"{v} {p}" for v in variants for p in ("forward", "forward+backward")}
     assert all(ms > 0 for ms in result["median_ms"].values())
     assert json.loads((tmp_path / "r.json").read_text()) == result

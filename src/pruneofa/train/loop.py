@@ -44,6 +44,7 @@ from pruneofa.train import checkpoint as C
 from pruneofa.train import distributed as D
 from pruneofa.train import performance as P
 from pruneofa.train.config import TrainConfig
+from pruneofa.train.cpu_dropout import use_packed_dropout
 from pruneofa.train.progress import Throughput
 from pruneofa.train.sampling import rank_indices
 from pruneofa.train.signals import GracefulStop
@@ -128,6 +129,8 @@ class _Run:
         torch.manual_seed(job.seed + self.rank)
         P.allow_tf32(self.acc.device)
         self.model = job.model.train()  # from_pretrained returns eval mode: no dropout, QAT observers idle
+        if cfg.cpu_dropout == "packed" and self.acc.device.type == "cpu":
+            use_packed_dropout(self.model)
         self.sharded = cfg.sharding == "fsdp" and self.world > 1  # one process has nothing to shard
         if self.sharded:
             self.model = self._shard()
