@@ -82,9 +82,14 @@ def test_quantize_keeps_every_zero_and_writes_qat_metrics(runs):
     assert meta["recipe"]["distill"]["alpha_kd"] == 0.5
 
 
-def test_eval_reads_a_qat_dir(runs, capsys):
+def test_eval_reads_a_qat_dir_and_reproduces_the_stages_scores(runs, capsys):
+    """The stage's validation score is fit's last evaluation, its test score the stage's own: the saved QAT model
+    scores the same from disk."""
     assert main(["eval", str(runs["qat"])]) == 0
-    assert "validation/accuracy" in json.loads((runs["qat"] / "eval_metrics.json").read_text())
+    scored = json.loads((runs["qat"] / "eval_metrics.json").read_text())
+    metrics = json.loads((runs["qat"] / "metrics.json").read_text())
+    for key in ("validation/accuracy", "test/accuracy"):
+        assert scored[key] == pytest.approx(metrics[key], abs=1e-9), key
 
 
 def test_export_hf_and_compressed_round_trip(runs, tmp_path):

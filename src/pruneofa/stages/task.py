@@ -126,8 +126,10 @@ class QuantizeHook(TaskHook):
         prepare_qat(model, recipe.quant)  # after the lock: fake_quant(mask * w), zeros stay 0
 
     def finish(self, model, pruner, task, eval_batch, tokenizer) -> dict[str, Any]:
-        model.eval()  # the final scores are the QAT model's (fake-quantized weights and inputs), whatever fit last evaluated
-        return evaluate_splits(task, model, scored_splits(task, with_test=True), eval_batch, tokenizer)
+        # the QAT model's scores (fake-quantized weights and inputs, observers frozen): fit's last evaluation
+        # scored the validation splits on this model already, in eval mode, so only the test split is left
+        model.eval()
+        return evaluate_splits(task, model, ["test"], eval_batch, tokenizer) if task.test is not None else {}
 
     def extra(self, model) -> tuple[dict[str, Any], dict[str, Any]]:
         return {"qat_layers": len(qat_layers(model))}, {"quantized": "int8-qat"}

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from pruneofa.distill import DistillConfig, distillation_loss
@@ -141,18 +142,20 @@ def forward_all(model, dataset, batch_size: int, tokenizer, outputs: tuple[str, 
     """Run `model` over every row of `dataset`; the named outputs, concatenated in the rows' order.
 
     The rows are batched shortest first, so a batch pads to rows of similar length (Rotten Tomatoes'
-    reviews in dataset order pad to 1.9x their tokens)."""
+    reviews in dataset order pad to 1.9x their tokens). Parametrized weights (pruning masks, QAT's fake
+    quantization) are computed once for all batches, not once per batch."""
     was_training = model.training
     model.eval()
     device = getattr(model, "device", None) or next(model.parameters()).device
     make_batch = batch_maker(dataset, tokenizer, model)
     order = np.argsort([len(ids) for ids in dataset["input_ids"]], kind="stable")
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
-    for start in range(0, len(dataset), batch_size):
-        batch = make_batch(order[start : start + batch_size].tolist())
-        out = model(**{k: v.to(device) for k, v in batch.items() if k not in TARGETS})
-        for name in outputs:
-            chunks[name].append(out[name].float().cpu().numpy())
+    with parametrize.cached():
+        for start in range(0, len(dataset), batch_size):
+            batch = make_batch(order[start : start + batch_size].tolist())
+            out = model(**{k: v.to(device) for k, v in batch.items() if k not in TARGETS})
+            for name in outputs:
+                chunks[name].append(out[name].float().cpu().numpy())
     model.train(was_training)
     restore = np.argsort(order)
     return {name: np.concatenate(parts)[restore] for name, parts in chunks.items()}
