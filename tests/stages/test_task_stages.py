@@ -321,3 +321,47 @@ def test_teacher_without_a_task_head_is_refused(capsys, sparse_bert, tiny_models
     out = tmp_path / "o"
     argv = ["transfer", *args(sparse_bert, out, teacher=tiny_models["bert"], **csv_task(data))]
     expect_refusal(capsys, argv, out, "no trained task head")
+
+
+def _transfer_inputs(sparse_bert, teacher, data, max_steps, **extra):
+    from pruneofa.config.loader import parse_overrides
+    from pruneofa.stages.registry import load_recipe
+    from pruneofa.stages.task import load_training_inputs
+
+    overrides = args(sparse_bert, "unused", teacher=teacher, **csv_task(data), **{"train.max_steps": max_steps},
+                     **extra)
+    recipe = load_recipe("transfer", None, parse_overrides(overrides))
+    return (recipe, *load_training_inputs(recipe, trained_head=False))
+
+
+def test_precomputed_teacher_logits_give_the_per_batch_objective(sparse_bert, teacher, data):
+    """7 steps of 8 see 56 examples of 48: the teacher runs once per example instead, and the objective is the one
+    the teacher run on each batch gives, to float rounding (the batches pad differently)."""
+    from pruneofa.stages.task import precompute_teacher_logits, task_objective
+    from pruneofa.tasks.adapters import TEACHER_LOGITS, batch_maker
+
+    recipe, tokenizer, task, model, frozen, _ = _transfer_inputs(sparse_bert, teacher, data, max_steps=7)
+    plain_batch = batch_maker(task.train, tokenizer, model)([0, 5, 9, 30])
+    assert precompute_teacher_logits(recipe, task, frozen.eval(), 8, tokenizer)
+    batch = batch_maker(task.train, tokenizer, model)([0, 5, 9, 30])
+    assert set(batch) == set(plain_batch) | {TEACHER_LOGITS} and batch[TEACHER_LOGITS].shape == (4, 2)
+    objective = task_objective(task, recipe.distill)
+    torch.manual_seed(0)
+    cached = objective(model.eval(), None, batch)  # no teacher at hand: the column must serve
+    torch.manual_seed(0)
+    per_batch = objective(model, frozen, plain_batch)
+    assert TEACHER_LOGITS in batch  # the objective reads the column without consuming the loop's batch
+    for key in ("loss", "ce", "kd"):
+        torch.testing.assert_close(cached[key], per_batch[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["one-pass", "no-kd", "representation-kd"])
+def test_teacher_logits_are_not_precomputed_where_they_would_not_pay_or_serve(case, sparse_bert, teacher, data):
+    from pruneofa.stages.task import precompute_teacher_logits
+
+    extra = {"one-pass": {}, "no-kd": {"distill.alpha_kd": 0.0, "distill.alpha_hidden": 1.0},
+             "representation-kd": {"distill.alpha_hidden": 1.0}}[case]
+    steps = 6 if case == "one-pass" else 7  # 6 x 8 examples: each of the 48 once
+    recipe, tokenizer, task, model, frozen, _ = _transfer_inputs(sparse_bert, teacher, data, steps, **extra)
+    assert not precompute_teacher_logits(recipe, task, frozen, 8, tokenizer)
+    assert "teacher_logits" not in task.train.column_names

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from pruneofa.distill import DistillConfig, distillation_loss
@@ -35,6 +36,7 @@ from pruneofa.tasks import (
 )
 
 TARGETS = ("labels", "start_positions", "end_positions")  # what the teacher must not see
+TEACHER_LOGITS = "teacher_logits"  # a training-set column of the frozen teacher's logits, when precomputed
 
 
 class ClassificationTask:
@@ -125,8 +127,9 @@ def load_task_data(cfg: TaskDataConfig, tokenizer, with_train: bool = True) -> C
 
 
 def batch_maker(dataset, tokenizer, model) -> Callable[[list[int]], dict[str, torch.Tensor]]:
-    """indices -> padded tensors of the columns the model's forward takes (DistilBERT: no token_type_ids)."""
-    accepted = set(pyinspect.signature(model.forward).parameters)
+    """indices -> padded tensors of the columns the model's forward takes (DistilBERT: no token_type_ids), and
+    the teacher's precomputed logits when the dataset holds them."""
+    accepted = set(pyinspect.signature(model.forward).parameters) | {TEACHER_LOGITS}
     columns = [c for c in dataset.column_names if c in accepted]
     view, collator = dataset.select_columns(columns), DataCollatorWithPadding(tokenizer)
 
@@ -138,12 +141,13 @@ def batch_maker(dataset, tokenizer, model) -> Callable[[list[int]], dict[str, to
 
 
 @torch.no_grad()
-def forward_all(model, dataset, batch_size: int, tokenizer, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+def forward_all(model, dataset, batch_size: int, tokenizer, outputs: tuple[str, ...],
+                progress: str | None = None) -> dict[str, np.ndarray]:
     """Run `model` over every row of `dataset`; the named outputs, concatenated in the rows' order.
 
     The rows are batched shortest first, so a batch pads to rows of similar length (Rotten Tomatoes'
     reviews in dataset order pad to 1.9x their tokens). Parametrized weights (pruning masks, QAT's fake
-    quantization) are computed once for all batches, not once per batch."""
+    quantization) are computed once for all batches, not once per batch. `progress`: a progress bar's label."""
     was_training = model.training
     model.eval()
     device = getattr(model, "device", None) or next(model.parameters()).device
@@ -151,9 +155,9 @@ def forward_all(model, dataset, batch_size: int, tokenizer, outputs: tuple[str, 
     order = np.argsort([len(ids) for ids in dataset["input_ids"]], kind="stable")
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
     with parametrize.cached():
-        for start in range(0, len(dataset), batch_size):
+        for start in tqdm(range(0, len(dataset), batch_size), desc=progress, unit="batch", disable=progress is None):
             batch = make_batch(order[start : start + batch_size].tolist())
-            out = model(**{k: v.to(device) for k, v in batch.items() if k not in TARGETS})
+            out = model(**{k: v.to(device) for k, v in batch.items() if k not in TARGETS and k != TEACHER_LOGITS})
             for name in outputs:
                 chunks[name].append(out[name].float().cpu().numpy())
     model.train(was_training)
