@@ -17,18 +17,15 @@ random order each (`pruneofa.bench.timing.interleaved`); medians after warm-up.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
-from pathlib import Path
 
 import types
 
 import torch
 import torch.nn.functional as F
 
-from pruneofa.bench.timing import add_round_options, interleaved
-from pruneofa.fileio import atomic_write_text
+from pruneofa.bench.timing import add_round_options, interleaved, report_result
 from pruneofa.train.cpu_dropout import attention_with_packed_dropout
 
 DROPOUT = 0.1  # BERT's attention_probs_dropout_prob
@@ -81,9 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("| variant | forward (ms) | forward + backward (ms) |\n|---|---:|---:|")
     for name in variants:
         print(f"| {name} | {ms[f'{name} forward']:.1f} | {ms[f'{name} forward+backward']:.1f} |")
-    if args.json:  # whole or not at all, as deepsparse_compare.py writes its results
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
-    return result
+    return report_result(result, args.json, print_json=False)
 
 
 if __name__ == "__main__":

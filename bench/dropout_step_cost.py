@@ -6,23 +6,23 @@ The step is the demo's prune objective (`stages.lm.lm_objective`: KD on the mask
 clean spans of 4-126 tokens, α 100), the frozen teacher's forwards included, then backward and a fused AdamW
 update. Two students start from the offline default (MiniLM-L6 with an MLM head) in training mode; one keeps
 torch's dropout (Bernoulli per element; SDPA's math path for attention dropout), the other runs
-`pruneofa.train.cpu_dropout.use_packed_dropout`, as the training loop does on a CPU by default. Steps alternate
-between them, so machine noise hits both alike; medians after warm-up, and the median of the paired ratios.
+`pruneofa.train.cpu_dropout.use_packed_dropout`, as the training loop does on a CPU by default. Each round steps
+both in a new random order (`pruneofa.bench.timing.interleaved`), so machine noise hits them alike; medians after
+warm-up, and the median of the paired ratios.
 """
 
 from __future__ import annotations
 
-import json
+import functools
+import random
 import statistics
-import time
-from pathlib import Path
 
 import torch
 from span_groups_cost import DEMO_DISTILL  # this folder: the demo's prune objective
 from train_overhead import offline_mlm_batch, step_arguments  # this folder: the same options and batch
 from transformers import AutoModelForMaskedLM
 
-from pruneofa.fileio import atomic_write_text
+from pruneofa.bench.timing import interleaved, report_result
 from pruneofa.stages.lm import lm_objective
 from pruneofa.train.cpu_dropout import use_packed_dropout
 from pruneofa.train.performance import adamw
@@ -38,28 +38,19 @@ def main(argv: list[str] | None = None) -> dict:
                   for name, s in students.items()}
     objective = lm_objective(DEMO_DISTILL, causal=False)
 
-    def timed_step(name: str) -> float:
-        start = time.perf_counter()
+    def step(name: str) -> None:
         objective(students[name], teacher, batch)["loss"].backward()
         optimizers[name].step()
         optimizers[name].zero_grad(set_to_none=True)
-        return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {name: [] for name in students}
-    for i in range(args.warmup + args.steps):
-        for name in students:
-            elapsed = timed_step(name)
-            if i >= args.warmup:
-                times[name].append(elapsed)
+    times = interleaved({name: functools.partial(step, name) for name in students}, args.steps, args.warmup,
+                        random.Random(0))
     result = {
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "seq_len": args.seq_len,
         "steps": args.steps, "step_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
         "speedup_packed": statistics.median(a / b for a, b in zip(times["torch"], times["packed"])),
     }
-    print(json.dumps(result, indent=1))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
-    return result
+    return report_result(result, args.json)
 
 
 if __name__ == "__main__":

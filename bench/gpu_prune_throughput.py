@@ -28,19 +28,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import transformers
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
+from pruneofa.bench.timing import report_result
 from pruneofa import Pruner
 from pruneofa.data.assets import asset_path
 from pruneofa.distill import DistillConfig
-from pruneofa.fileio import atomic_write_text
 from pruneofa.stages.lm import lm_objective
 from pruneofa.train import performance
 
@@ -170,9 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"prune step, {args.precision} autocast against fp32: {result['prune_speedup_vs_fp32']:.2f}x as fast "
               "(median of paired ratios)")
     print(f"one GMP mask update: {update_s * 1e3:.0f} ms = {result['mask_update_per_step_at_1000']:.4%} of a step at 1 per 1000")
-    if args.json:  # whole or not at all, as deepsparse_compare.py writes its results
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
-    return result
+    return report_result(result, args.json, print_json=False)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ warm-up, and each median's ratio to fused.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
-from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from pruneofa.bench.timing import add_round_options, interleaved
-from pruneofa.fileio import atomic_write_text
+from pruneofa.bench.timing import add_round_options, interleaved, report_result
 
 SHAPES = {"minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
           "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)}
@@ -57,9 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("| implementation | ms per step | vs fused |\n|---|---:|---:|")
     for name in VARIANTS:
         print(f"| {name} | {ms[name]:.1f} | {result['vs_fused'][name]:.2f}x |")
-    if args.json:  # whole or not at all
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
-    return result
+    return report_result(result, args.json, print_json=False)
 
 
 if __name__ == "__main__":

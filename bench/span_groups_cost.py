@@ -8,23 +8,23 @@ on clean spans of 4-126 tokens, α 100), the frozen teacher's forwards included,
 AdamW update; the student is the offline default (MiniLM-L6 with an MLM head) in training mode, so its
 attention dropout runs. The settings differ only in `distill.span_groups`, the number of forwards the spans
 go through: 1 pads every span to the longest of the batch, 4 (the default) pads each group to its own.
-The spans are the same in both (a function of the batch). Steps alternate between the settings, so machine
-noise hits them alike; medians after warm-up, and the median of the paired ratios.
+The spans are the same in both (a function of the batch). Each round steps every setting once in a new random
+order (`pruneofa.bench.timing.interleaved`), so machine noise hits them alike; medians after warm-up, and the
+median of the paired ratios.
 """
 
 from __future__ import annotations
 
-import json
+import functools
+import random
 import statistics
-import time
-from pathlib import Path
 
 import torch
 from train_overhead import offline_mlm_batch, step_arguments  # this folder: the same options and batch
 from transformers import AutoModelForMaskedLM
 
+from pruneofa.bench.timing import interleaved, report_result
 from pruneofa.distill import DistillConfig
-from pruneofa.fileio import atomic_write_text
 from pruneofa.stages.lm import lm_objective
 from pruneofa.train.performance import adamw
 
@@ -42,19 +42,13 @@ def main(argv: list[str] | None = None) -> dict:
     objectives = {g: lm_objective(DEMO_DISTILL.model_copy(update={"span_groups": g}), causal=False)
                   for g in args.groups}
 
-    def timed_step(groups: int) -> float:
-        start = time.perf_counter()
+    def step(groups: int) -> None:
         objectives[groups](student, teacher, batch)["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
 
-    times: dict[int, list[float]] = {g: [] for g in args.groups}
-    for i in range(args.warmup + args.steps):
-        for g in args.groups:
-            elapsed = timed_step(g)
-            if i >= args.warmup:
-                times[g].append(elapsed)
+    times = interleaved({g: functools.partial(step, g) for g in args.groups}, args.steps, args.warmup,
+                        random.Random(0))
     first = args.groups[0]
     result = {
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "seq_len": args.seq_len,
@@ -62,10 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_over_first": {str(g): statistics.median(a / b for a, b in zip(times[first], t))
                                for g, t in times.items()},
     }
-    print(json.dumps(result, indent=1))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
-    return result
+    return report_result(result, args.json)
 
 
 if __name__ == "__main__":

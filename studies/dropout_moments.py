@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from pruneofa.bench.timing import report_result
 from pruneofa.data.assets import resolve_model_path
 from pruneofa.data.summaries import read_all
-from pruneofa.fileio import atomic_write_text
 from pruneofa.train.cpu_dropout import use_packed_dropout
 
 
@@ -72,10 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         "std_ratio_median": median, "std_ratio_quartiles": [q1, q3],
         "std_torch_median": float(a.std(0).median()), "std_packed_median": float(b.std(0).median()),
     }
-    print(json.dumps(result, indent=1))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(result, indent=1))
-    return result
+    return report_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -61,6 +62,26 @@ def tiny_config(family: str, vocab_size: int) -> transformers.PretrainedConfig:
                                              num_attention_heads=4, intermediate_size=64,
                                              max_position_embeddings=SEQ + 4, pad_token_id=0)
     raise ValueError(family)
+
+
+def tiny_lm(family: str, vocab_size: int = 50, **config: Any) -> transformers.PreTrainedModel:
+    """A tiny random LM of `family` (seeded), in memory: causal for gpt2, masked otherwise; `config` overrides
+    attributes of its config."""
+    torch.manual_seed(0)
+    auto = transformers.AutoModelForCausalLM if family == "gpt2" else transformers.AutoModelForMaskedLM
+    settings = tiny_config(family, vocab_size)
+    for name, value in config.items():
+        setattr(settings, name, value)
+    return auto.from_config(settings)
+
+
+def padded_batch(vocab_size: int = 50) -> dict[str, torch.Tensor]:
+    """Two rows of 7 token ids (seeded), the second padded at its last two positions."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab_size, (2, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, -2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 @pytest.fixture(scope="session")

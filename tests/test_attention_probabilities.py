@@ -4,31 +4,14 @@ import json
 
 import pytest
 import torch
-import transformers
 
 from pruneofa.attention_probabilities import NAME, return_attention_probabilities
-from tests.conftest import FAMILIES, tiny_config
-
-VOCAB = 50
-
-
-def tiny_lm(family):
-    torch.manual_seed(0)
-    auto = transformers.AutoModelForCausalLM if family == "gpt2" else transformers.AutoModelForMaskedLM
-    return auto.from_config(tiny_config(family, VOCAB))
-
-
-def batch():
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, VOCAB, (2, 7), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, -2:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+from tests.conftest import FAMILIES, padded_batch, tiny_lm
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_same_outputs_and_attention_distributions_before_dropout(family, tmp_path):
-    model, inputs = tiny_lm(family).eval(), batch()
+    model, inputs = tiny_lm(family).eval(), padded_batch()
     with torch.no_grad():
         default = model(**inputs).logits
         return_attention_probabilities(model)
@@ -49,7 +32,7 @@ def test_same_outputs_and_attention_distributions_before_dropout(family, tmp_pat
 
 
 def test_dropout_still_applies_to_the_attention_output():
-    model, inputs = tiny_lm("bert").train(), batch()
+    model, inputs = tiny_lm("bert").train(), padded_batch()
     for name, module in model.named_modules():  # leave the attention-probability dropout alone
         if isinstance(module, torch.nn.Dropout) and not name.endswith("attention.self.dropout"):
             module.p = 0.0

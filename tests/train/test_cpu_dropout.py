@@ -6,7 +6,6 @@ import types
 
 import pytest
 import torch
-import transformers
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from pruneofa.train.cpu_dropout import (
@@ -18,7 +17,7 @@ from pruneofa.train.cpu_dropout import (
     quantised_rate,
     use_packed_dropout,
 )
-from tests.conftest import ENCODER_FAMILIES, FAMILIES, tiny_config
+from tests.conftest import ENCODER_FAMILIES, FAMILIES, padded_batch, tiny_lm
 
 VOCAB = 50
 TINY_RATE = 1e-7  # not 0, so attention takes the packed path; quantised to 0, so nothing is dropped
@@ -110,25 +109,14 @@ def test_attention_off_the_packed_path_is_sdpa_itself(training, dropout):
 
 
 def _tiny_lm(family):
-    torch.manual_seed(0)
-    auto = transformers.AutoModelForCausalLM if family == "gpt2" else transformers.AutoModelForMaskedLM
-    config = tiny_config(family, VOCAB)
     if family == "modernbert":  # its dropouts default to 0
-        config.attention_dropout = config.embedding_dropout = config.mlp_dropout = 0.1
-    return auto.from_config(config)
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, VOCAB, (2, 7), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, -2:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+        return tiny_lm(family, VOCAB, attention_dropout=0.1, embedding_dropout=0.1, mlp_dropout=0.1)
+    return tiny_lm(family, VOCAB)
 
 
 @pytest.mark.parametrize("family", FAMILIES + ENCODER_FAMILIES)
 def test_swapped_model_evaluates_as_before_and_trains_reproducibly(family, tmp_path):
-    model, inputs = _tiny_lm(family).eval(), _inputs()
+    model, inputs = _tiny_lm(family).eval(), padded_batch(VOCAB)
     dropouts = sum(type(m) is torch.nn.Dropout for m in model.modules())
     with torch.no_grad():
         before = model(**inputs).logits
@@ -163,7 +151,7 @@ def _rate_everywhere(model, rate):
 def test_swapped_model_in_training_takes_the_packed_paths_through_the_models_own_masks(family):
     """At a rate that rounds to nothing, training runs our attention with the model's own padding, causal and
     sliding-window masks and must give the logits of the untouched model in evaluation."""
-    model, inputs = _tiny_lm(family).eval(), _inputs()
+    model, inputs = _tiny_lm(family).eval(), padded_batch(VOCAB)
     with torch.no_grad():
         reference = model(**inputs).logits
         use_packed_dropout(model)

@@ -5,10 +5,14 @@ taken in the same run stay meaningful when absolute times do not)."""
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable
+
+from pruneofa.fileio import atomic_write_text
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int, rng: random.Random,
@@ -47,3 +51,14 @@ def add_round_options(parser: argparse.ArgumentParser, threads: int, rounds: int
     parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--json")
     return parser
+
+
+def report_result(result: dict[str, Any], json_path: str | None, print_json: bool = True) -> dict[str, Any]:
+    """Print `result` as JSON (unless the script printed its own table) and write it to `json_path` (--json),
+    whole or not at all; returns it."""
+    text = json.dumps(result, indent=1)
+    if print_json:
+        print(text)
+    if json_path:
+        atomic_write_text(Path(json_path), text)
+    return result
