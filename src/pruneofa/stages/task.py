@@ -130,10 +130,15 @@ class TaskHook:
             log.warning("pruning.method=lock on '%s', which has no zeros in its prunable layers: it stays dense",
                         recipe.model)
 
-    def finish(self, model, pruner: Pruner | None, task, eval_batch: int, tokenizer) -> dict[str, Any]:
-        """After training: the final scores (the test split is scored once, here, never during training)."""
+    def settle(self, model, pruner: Pruner | None) -> None:
+        """After training, before the test split is scored: the masks are folded into the weights."""
         if pruner is not None:
             pruner.finalize()
+
+    def finish(self, model, pruner: Pruner | None, task, eval_batch: int, tokenizer) -> dict[str, Any]:
+        """After training: the final scores. fit's last evaluation scored the validation splits on the final model;
+        the test split is scored once, here, never during training."""
+        self.settle(model, pruner)
         return evaluate_splits(task, model, ["test"], eval_batch, tokenizer) if task.test is not None else {}
 
     def extra(self, model) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -157,11 +162,8 @@ class QuantizeHook(TaskHook):
     def prepare(self, model, pruner, recipe) -> None:
         prepare_qat(model, recipe.quant)  # after the lock: fake_quant(mask * w), zeros stay 0
 
-    def finish(self, model, pruner, task, eval_batch, tokenizer) -> dict[str, Any]:
-        # the QAT model's scores (fake-quantized weights and inputs, observers frozen): fit's last evaluation
-        # scored the validation splits on this model already, in eval mode, so only the test split is left
-        model.eval()
-        return evaluate_splits(task, model, ["test"], eval_batch, tokenizer) if task.test is not None else {}
+    def settle(self, model, pruner) -> None:
+        model.eval()  # the QAT model is scored and saved as it is: fake-quantized weights and inputs, observers frozen
 
     def extra(self, model) -> tuple[dict[str, Any], dict[str, Any]]:
         return {"qat_layers": len(qat_layers(model))}, {"quantized": "int8-qat"}
