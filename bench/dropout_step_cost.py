@@ -13,19 +13,15 @@ warm-up, and the median of the paired ratios.
 
 from __future__ import annotations
 
-import functools
-import random
 import statistics
 
 import torch
-from span_groups_cost import DEMO_DISTILL  # this folder: the demo's prune objective
-from train_overhead import offline_mlm_batch, step_arguments  # this folder: the same options and batch
+from training_step import DEMO_DISTILL, offline_mlm_batch, step_arguments, time_objective_steps  # this folder
 from transformers import AutoModelForMaskedLM
 
-from pruneofa.bench.timing import interleaved, report_result
+from pruneofa.bench.timing import report_result
 from pruneofa.stages.lm import lm_objective
 from pruneofa.train.cpu_dropout import use_packed_dropout
-from pruneofa.train.performance import adamw
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -34,17 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = AutoModelForMaskedLM.from_pretrained(path).eval().requires_grad_(False)
     students = {name: AutoModelForMaskedLM.from_pretrained(path).train() for name in ("torch", "packed")}
     use_packed_dropout(students["packed"])
-    optimizers = {name: adamw([{"params": list(s.parameters())}], 1e-5, torch.device("cpu"))
-                  for name, s in students.items()}
-    objective = lm_objective(DEMO_DISTILL, causal=False)
-
-    def step(name: str) -> None:
-        objective(students[name], teacher, batch)["loss"].backward()
-        optimizers[name].step()
-        optimizers[name].zero_grad(set_to_none=True)
-
-    times = interleaved({name: functools.partial(step, name) for name in students}, args.steps, args.warmup,
-                        random.Random(0))
+    settings = {name: (s, lm_objective(DEMO_DISTILL, causal=False)) for name, s in students.items()}
+    times = time_objective_steps(settings, teacher, batch, args.steps, args.warmup)
     result = {
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "seq_len": args.seq_len,
         "steps": args.steps, "step_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},

@@ -15,20 +15,14 @@ median of the paired ratios.
 
 from __future__ import annotations
 
-import functools
-import random
 import statistics
 
 import torch
-from train_overhead import offline_mlm_batch, step_arguments  # this folder: the same options and batch
+from training_step import DEMO_DISTILL, offline_mlm_batch, step_arguments, time_objective_steps  # this folder
 from transformers import AutoModelForMaskedLM
 
-from pruneofa.bench.timing import interleaved, report_result
-from pruneofa.distill import DistillConfig
+from pruneofa.bench.timing import report_result
 from pruneofa.stages.lm import lm_objective
-from pruneofa.train.performance import adamw
-
-DEMO_DISTILL = DistillConfig(kd_positions="masked", alpha_sentence=100.0, sentence_inputs="spans", span_tokens=(4, 126))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -38,17 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     path, batch = offline_mlm_batch(args.batch_size, args.seq_len)
     teacher = AutoModelForMaskedLM.from_pretrained(path).eval().requires_grad_(False)
     student = AutoModelForMaskedLM.from_pretrained(path).train()
-    optimizer = adamw([{"params": list(student.parameters())}], 1e-5, torch.device("cpu"))
-    objectives = {g: lm_objective(DEMO_DISTILL.model_copy(update={"span_groups": g}), causal=False)
-                  for g in args.groups}
-
-    def step(groups: int) -> None:
-        objectives[groups](student, teacher, batch)["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    times = interleaved({g: functools.partial(step, g) for g in args.groups}, args.steps, args.warmup,
-                        random.Random(0))
+    settings = {g: (student, lm_objective(DEMO_DISTILL.model_copy(update={"span_groups": g}), causal=False))
+                for g in args.groups}
+    times = time_objective_steps(settings, teacher, batch, args.steps, args.warmup)
     first = args.groups[0]
     result = {
         "threads": torch.get_num_threads(), "batch_size": args.batch_size, "seq_len": args.seq_len,

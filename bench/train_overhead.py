@@ -13,16 +13,15 @@ forward, so that it has inputs to score from and, with `--reconstruct`, X^T X to
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+from training_step import offline_mlm_batch, step_arguments  # this folder: the same options and batch
+from transformers import AutoModelForMaskedLM
 
 from pruneofa import Pruner
-from pruneofa.data.assets import asset_path
 
 
 def timed_step(model, optimizer, batch, after=None) -> float:
@@ -33,26 +32,6 @@ def timed_step(model, optimizer, batch, after=None) -> float:
     if after:
         after()
     return time.perf_counter() - start
-
-
-def step_arguments(description: str, batch_size: int, steps: int, warmup: int) -> argparse.ArgumentParser:
-    """The options every training-step benchmark here takes."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--warmup", type=int, default=warmup)
-    parser.add_argument("--json")
-    return parser
-
-
-def offline_mlm_batch(batch_size: int, seq_len: int) -> tuple[str, dict]:
-    """The offline default model's path and one masked-LM batch of random tokens (seeded)."""
-    torch.manual_seed(0)
-    path = asset_path("offline/minilm-l6")
-    collate = DataCollatorForLanguageModeling(AutoTokenizer.from_pretrained(path), mlm_probability=0.15)
-    ids = torch.randint(1000, 29000, (batch_size, seq_len))
-    return path, dict(collate([{"input_ids": row} for row in ids]))
 
 
 def main() -> None:

@@ -408,3 +408,19 @@ def test_span_groups_benchmark_times_each_setting(monkeypatch, tmp_path):
     assert set(result["step_ms"]) == {"1", "4"} and all(v > 0 for v in result["step_ms"].values())
     assert result["speedup_over_first"]["1"] == 1.0
     assert json.loads((tmp_path / "r.json").read_text()) == result
+
+
+def test_kd_positions_benchmark_times_each_setting(monkeypatch, tmp_path):
+    """bench/kd_positions_cost.py on a small batch of the offline model: both settings timed, the masked
+    fraction is the collator's, and its --json file holds what it returned."""
+    import json
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import kd_positions_cost
+
+    result = kd_positions_cost.main(["--batch-size", "4", "--seq-len", "32", "--steps", "1", "--warmup", "0",
+                                     "--json", str(tmp_path / "r.json")])
+    assert result["step_ms_kd_all"] > 0 and result["step_ms_kd_masked"] > 0 and result["speedup_median_pair"] > 0
+    assert 0.05 < result["masked_fraction"] < 0.3
+    assert json.loads((tmp_path / "r.json").read_text()) == result
