@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from pruneofa.attention_probabilities import NAME, return_attention_probabilities
+from pruneofa.attention_probabilities import NAME, attention_returning_probabilities, return_attention_probabilities
+from pruneofa.train.cpu_dropout import PackedDropout, packed_dropout
 from tests.conftest import FAMILIES, padded_batch, tiny_lm
 
 
@@ -44,3 +45,20 @@ def test_dropout_still_applies_to_the_attention_output():
     assert not torch.allclose(first, second)
     model.eval()
     assert torch.allclose(model(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("dropout_module, by_hand", [(torch.nn.Dropout, torch.nn.functional.dropout),
+                                                     (PackedDropout, packed_dropout)])
+def test_the_layers_own_dropout_module_drops_the_probabilities(dropout_module, by_hand):
+    """The probabilities are dropped by the layer's own module, so train.cpu_dropout's packed masks reach
+    the attention-KD path; the same seed gives the by-hand output, and the returned probabilities are whole."""
+    layer = tiny_lm("bert").train().bert.encoder.layer[0].attention.self
+    layer.dropout = dropout_module(0.5)
+    query, key, value = (torch.randn(2, 4, 7, 8) for _ in range(3))
+    torch.manual_seed(3)
+    output, probabilities = attention_returning_probabilities(layer, query, key, value, None, dropout=0.5)
+    torch.manual_seed(3)
+    expected = torch.matmul(by_hand(probabilities, 0.5), value).transpose(1, 2)
+    torch.testing.assert_close(output, expected)
+    torch.testing.assert_close(probabilities, torch.softmax(query @ key.transpose(-1, -2) / 8 ** 0.5, dim=-1))
+    assert (output != torch.matmul(probabilities, value).transpose(1, 2)).any()  # something was dropped

@@ -5,7 +5,9 @@ The attention-KD term compares attention distributions, which transformers' defa
 some probabilities are then 0 and the rest scaled by 1/(1 − p), so no KL against them is finite.
 The implementation registered here runs the model's own eager attention without dropout and returns
 those probabilities; the dropout is applied to the attention output, so training is unchanged (at
-the cost of a second probabilities·values product per layer while dropout is on).
+the cost of a second probabilities·values product per layer while dropout is on). That dropout is the
+layer's own `nn.Dropout` module where it has one of the same rate (BERT's `attention.self.dropout`),
+so `train.cpu_dropout=packed`, which swaps those modules, reaches this path too.
 
 transformers does not write the attention implementation into config.json: a saved model loads
 with the default attention again.
@@ -13,6 +15,7 @@ with the default attention again.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -37,7 +40,9 @@ def attention_returning_probabilities(module: nn.Module, query: torch.Tensor, ke
     if dropout > 0 and module.training:
         # grouped-query attention: several query heads share one value head
         values = value.repeat_interleave(probabilities.shape[1] // value.shape[1], dim=1)
-        dropped = F.dropout(probabilities, p=dropout, training=True).to(values.dtype)
+        own = getattr(module, "dropout", None)  # the layer's module: train.cpu_dropout's packed masks reach here
+        drop = own if isinstance(own, nn.Dropout) and own.p == dropout else functools.partial(F.dropout, p=dropout)
+        dropped = drop(probabilities).to(values.dtype)
         output = torch.matmul(dropped, values).transpose(1, 2).contiguous()
     return output, probabilities
 
