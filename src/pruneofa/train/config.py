@@ -30,10 +30,10 @@ class TrainConfig(StrictModel):
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="bf16/fp16: autocast over fp32 master weights (fp16 adds a gradient scaler; GPU only)")
-    cpu_dropout: Literal["packed", "torch"] = Field(
-        "packed", description="on a CPU, dropout masks drawn four elements per 64-bit random word, and attention "
-        "dropout outside SDPA's math fallback (pruneofa.train.cpu_dropout); torch: torch's own kernels. "
-        "GPUs always use torch's")
+    cpu_dropout: Literal["torch", "packed"] = Field(
+        "torch", description="torch: torch's own dropout kernels; packed: on a CPU, masks drawn four elements per "
+        "64-bit random word, and attention dropout outside SDPA's math fallback (pruneofa.train.cpu_dropout; the "
+        "offline task recipes set it). GPUs always use torch's")
     compile: bool = Field(False, description="torch.compile the model (opt-in: compiling costs minutes, pays on GPUs)")
     sharding: Literal["none", "fsdp"] = Field(
         "none", description="fsdp: FSDP2 (fully_shard) shards weights, gradients and AdamW state over the processes; "
