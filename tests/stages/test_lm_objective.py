@@ -424,3 +424,24 @@ def test_kd_positions_benchmark_times_each_setting(monkeypatch, tmp_path):
     assert result["step_ms_kd_all"] > 0 and result["step_ms_kd_masked"] > 0 and result["speedup_median_pair"] > 0
     assert 0.05 < result["masked_fraction"] < 0.3
     assert json.loads((tmp_path / "r.json").read_text()) == result
+
+
+def test_distill_setting_benchmark_times_each_setting_against_the_demos(monkeypatch, tmp_path):
+    """bench/distill_setting_cost.py on a small batch of the offline model: the demo's objective and each
+    override timed, an unknown key refused, and its --json file holds what it returned."""
+    import json
+    from pathlib import Path
+
+    import pydantic
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import distill_setting_cost
+
+    assert distill_setting_cost.distill_setting("alpha_relation=10,span_groups=1").alpha_relation == 10.0
+    with pytest.raises(pydantic.ValidationError):
+        distill_setting_cost.distill_setting("alpha_relatoin=10")
+    result = distill_setting_cost.main(["alpha_relation=10", "--batch-size", "4", "--seq-len", "32", "--steps", "1",
+                                        "--warmup", "0", "--json", str(tmp_path / "r.json")])
+    assert set(result["step_ms"]) == {"demo", "alpha_relation=10"} and all(v > 0 for v in result["step_ms"].values())
+    assert result["cost_over_demo"]["demo"] == 1.0
+    assert json.loads((tmp_path / "r.json").read_text()) == result

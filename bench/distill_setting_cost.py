@@ -1,0 +1,55 @@
+"""What the demo's prune step costs under other `distill.*` settings, each against the demo's own.
+
+    python bench/distill_setting_cost.py alpha_relation=10 [span_groups=1,alpha_sentence=0 ...]
+        [--batch-size 16] [--seq-len 128] [--steps 8] [--warmup 2] [--json out.json]
+
+Each positional argument is one setting: comma-separated `key=value` overrides (YAML values) of the demo's prune
+objective (`training_step.DEMO_DISTILL`: KD on the masked tokens, the sentence term on clean spans of 4-126
+tokens, α 100), which is always timed too, as `demo`. One student (the offline default, MiniLM-L6 with an MLM
+head, in training mode) steps under every setting: the objective with the frozen teacher's forwards, backward and
+a fused AdamW update, every round in a new random order (`pruneofa.bench.timing.interleaved`), so machine noise
+hits them alike; medians after warm-up, and the median of the paired ratios against `demo`.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+import yaml
+from training_step import DEMO_DISTILL, offline_mlm_batch, step_arguments, time_objective_steps  # this folder
+from transformers import AutoModelForMaskedLM
+
+from pruneofa.bench.timing import report_result
+from pruneofa.distill import DistillConfig
+from pruneofa.stages.lm import lm_objective
+
+
+def distill_setting(overrides: str) -> DistillConfig:
+    """DEMO_DISTILL with `key=value,key=value` applied (validated: an unknown key is refused)."""
+    values = dict(item.split("=", 1) for item in overrides.split(",") if item)
+    return DistillConfig.model_validate({**DEMO_DISTILL.model_dump(), **{k: yaml.safe_load(v)
+                                                                          for k, v in values.items()}})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = step_arguments(__doc__.splitlines()[0], batch_size=16, steps=8, warmup=2)
+    parser.add_argument("settings", nargs="+", help="comma-separated distill key=value overrides, one per setting")
+    args = parser.parse_args(argv)
+    path, batch = offline_mlm_batch(args.batch_size, args.seq_len)
+    teacher = AutoModelForMaskedLM.from_pretrained(path).eval().requires_grad_(False)
+    student = AutoModelForMaskedLM.from_pretrained(path).train()
+    configs = {"demo": DEMO_DISTILL, **{s: distill_setting(s) for s in args.settings}}
+    times = time_objective_steps({name: (student, lm_objective(c, causal=False)) for name, c in configs.items()},
+                                 teacher, batch, args.steps, args.warmup)
+    result = {
+        "threads": torch.get_num_threads(), "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "steps": args.steps, "step_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
+        "cost_over_demo": {name: statistics.median(a / b for a, b in zip(t, times["demo"]))
+                           for name, t in times.items()},
+    }
+    return report_result(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
