@@ -35,8 +35,8 @@ import torch
 import transformers
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-from pruneofa.bench.timing import report_result
 from pruneofa import Pruner
+from pruneofa.bench.timing import report_result
 from pruneofa.data.assets import asset_path
 from pruneofa.distill import DistillConfig
 from pruneofa.stages.lm import lm_objective

@@ -25,17 +25,15 @@ from transformers import AutoModel, AutoTokenizer
 from pruneofa.bench.timing import report_result
 from pruneofa.data.assets import resolve_model_path
 from pruneofa.data.summaries import read_all
+from pruneofa.representation_kd import mean_pooled
 from pruneofa.train.cpu_dropout import use_packed_dropout
 
 
 @torch.no_grad()
 def pooled_draws(model: torch.nn.Module, batch: dict[str, torch.Tensor], forwards: int, desc: str) -> torch.Tensor:
     """[forwards, documents, width]: the mean-pooled last hidden states of `forwards` forwards in training mode."""
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    draws = []
-    for _ in tqdm(range(forwards), desc=desc, unit="forward"):
-        hidden = model.train()(**batch).last_hidden_state
-        draws.append((hidden * mask).sum(1) / mask.sum(1))
+    draws = [mean_pooled(model.train()(**batch).last_hidden_state, batch["attention_mask"])
+             for _ in tqdm(range(forwards), desc=desc, unit="forward")]
     return torch.stack(draws).double()
 
 
