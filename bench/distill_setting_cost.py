@@ -27,7 +27,10 @@ from pruneofa.stages.lm import lm_objective
 
 def distill_setting(overrides: str) -> DistillConfig:
     """DEMO_DISTILL with `key=value,key=value` applied (validated: an unknown key is refused)."""
-    values = dict(item.split("=", 1) for item in overrides.split(",") if item)
+    items = [item for item in overrides.split(",") if item]
+    if not all("=" in item for item in items):
+        raise ValueError("each override is key=value")
+    values = dict(item.split("=", 1) for item in items)
     return DistillConfig.model_validate({**DEMO_DISTILL.model_dump(), **{k: yaml.safe_load(v)
                                                                           for k, v in values.items()}})
 
@@ -36,10 +39,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser = step_arguments(__doc__.splitlines()[0], batch_size=16, steps=8, warmup=2)
     parser.add_argument("settings", nargs="+", help="comma-separated distill key=value overrides, one per setting")
     args = parser.parse_args(argv)
+    configs = {"demo": DEMO_DISTILL}
+    for setting in args.settings:  # before any model loads: a bad setting is one line and exit 2
+        try:
+            configs[setting] = distill_setting(setting)
+        except ValueError as error:
+            parser.error(f"setting {setting!r}: {' '.join(str(error).split())} (give distill key=value pairs)")
     path, batch = offline_mlm_batch(args.batch_size, args.seq_len)
     teacher = AutoModelForMaskedLM.from_pretrained(path).eval().requires_grad_(False)
     student = AutoModelForMaskedLM.from_pretrained(path).train()
-    configs = {"demo": DEMO_DISTILL, **{s: distill_setting(s) for s in args.settings}}
     times = time_objective_steps({name: (student, lm_objective(c, causal=False)) for name, c in configs.items()},
                                  teacher, batch, args.steps, args.warmup)
     result = {

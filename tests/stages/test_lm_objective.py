@@ -440,6 +440,10 @@ def test_distill_setting_benchmark_times_each_setting_against_the_demos(monkeypa
     assert distill_setting_cost.distill_setting("alpha_relation=10,span_groups=1").alpha_relation == 10.0
     with pytest.raises(pydantic.ValidationError):
         distill_setting_cost.distill_setting("alpha_relatoin=10")
+    for bad in ("alpha_relatoin=10", "alpha_relation"):  # refused in one line, exit 2, before anything is written
+        with pytest.raises(SystemExit) as exit_info:
+            distill_setting_cost.main([bad, "--json", str(tmp_path / "bad.json")])
+        assert exit_info.value.code == 2 and not (tmp_path / "bad.json").exists()
     result = distill_setting_cost.main(["alpha_relation=10", "--batch-size", "4", "--seq-len", "32", "--steps", "1",
                                         "--warmup", "0", "--json", str(tmp_path / "r.json")])
     assert set(result["step_ms"]) == {"demo", "alpha_relation=10"} and all(v > 0 for v in result["step_ms"].values())
