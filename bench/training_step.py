@@ -12,13 +12,22 @@ import torch
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
 from pruneofa.bench.timing import interleaved
+from pruneofa.config.loader import find_recipe, load_yaml
 from pruneofa.data.assets import asset_path
 from pruneofa.distill import DistillConfig
+from pruneofa.pipeline.runner import find_pipeline
 from pruneofa.train.performance import adamw
 
-# The demo's prune objective (configs/pipeline/demo.yaml): KD on the masked tokens, the sentence term on clean
-# spans of 4-126 tokens, α 100.
-DEMO_DISTILL = DistillConfig(kd_positions="masked", alpha_sentence=100.0, sentence_inputs="spans", span_tokens=(4, 126))
+
+def demo_prune_distill() -> DistillConfig:
+    """The demo's prune objective as shipped: the offline prune recipe's `distill` under the demo step's overrides
+    (KD on the masked tokens, the sentence and relational terms on clean spans)."""
+    step = load_yaml(find_pipeline("demo"))["steps"]["prune"]
+    base = load_yaml(find_recipe("prune", step["recipe"])).get("distill", {})
+    return DistillConfig.model_validate({**base, **step["overrides"].get("distill", {})})
+
+
+DEMO_DISTILL = demo_prune_distill()
 
 
 def step_arguments(description: str, batch_size: int, steps: int, warmup: int) -> argparse.ArgumentParser:

@@ -434,10 +434,19 @@ def test_distill_setting_benchmark_times_each_setting_against_the_demos(monkeypa
 
     import pydantic
 
+    from pruneofa.config.loader import load_yaml
+    from pruneofa.pipeline.runner import find_pipeline
+
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
     import distill_setting_cost
 
     assert distill_setting_cost.distill_setting("alpha_relation=10,span_groups=1").alpha_relation == 10.0
+    both = distill_setting_cost.distill_setting("span_tokens=[2,9],span_groups=2")  # a list keeps its comma
+    assert both.span_tokens == (2, 9) and both.span_groups == 2
+    # the objective it times against is the shipped demo's prune step, whatever that recipe says today
+    demo_step = load_yaml(find_pipeline("demo"))["steps"]["prune"]["overrides"]["distill"]
+    assert {key: getattr(distill_setting_cost.DEMO_DISTILL, key) for key in demo_step} == {
+        key: tuple(value) if isinstance(value, list) else value for key, value in demo_step.items()}
     with pytest.raises(pydantic.ValidationError):
         distill_setting_cost.distill_setting("alpha_relatoin=10")
     for bad in ("alpha_relatoin=10", "alpha_relation"):  # refused in one line, exit 2, before anything is written
