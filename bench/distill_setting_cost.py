@@ -6,9 +6,9 @@
 Each positional argument is one setting: comma-separated `key=value` overrides (YAML values) of the demo's prune
 objective as the shipped demo recipe sets it (`training_step.DEMO_DISTILL`), which is always timed too, as
 `demo`; a list value keeps its commas (`span_tokens=[2,9]`). One student (the offline default, MiniLM-L6
-with an MLM head, in training mode) steps under every setting: the objective with the frozen teacher's forwards, backward and
-a fused AdamW update, every round in a new random order (`pruneofa.bench.timing.interleaved`), so machine noise
-hits them alike; medians after warm-up, and the median of the paired ratios against `demo`.
+with an MLM head, in training mode) steps under every setting: the objective with the frozen teacher's forwards,
+backward and a fused AdamW update, every round in a new random order (`pruneofa.bench.timing.interleaved`), so
+machine noise hits them alike; medians after warm-up, and the median of the paired ratios against `demo`.
 """
 
 from __future__ import annotations
