@@ -17,23 +17,20 @@ import re
 import statistics
 
 import torch
-import yaml
 from training_step import DEMO_DISTILL, offline_mlm_batch, step_arguments, time_objective_steps  # this folder
 from transformers import AutoModelForMaskedLM
 
 from pruneofa.bench.timing import report_result
+from pruneofa.config.loader import parse_overrides
 from pruneofa.distill import DistillConfig
+from pruneofa.errors import UserError
 from pruneofa.stages.lm import lm_objective
 
 
 def distill_setting(overrides: str) -> DistillConfig:
     """DEMO_DISTILL with `key=value,key=value` applied (validated: an unknown key is refused)."""
     items = [item for item in re.split(r",(?![^\[]*\])", overrides) if item]  # not the commas inside [...]
-    if not all("=" in item for item in items):
-        raise ValueError("each override is key=value")
-    values = dict(item.split("=", 1) for item in items)
-    return DistillConfig.model_validate({**DEMO_DISTILL.model_dump(), **{k: yaml.safe_load(v)
-                                                                          for k, v in values.items()}})
+    return DistillConfig.model_validate({**DEMO_DISTILL.model_dump(), **parse_overrides(items)})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     for setting in args.settings:  # before any model loads: a bad setting is one line and exit 2
         try:
             configs[setting] = distill_setting(setting)
-        except ValueError as error:
+        except (ValueError, UserError) as error:
             parser.error(f"setting {setting!r}: {' '.join(str(error).split())} (give distill key=value pairs)")
     path, batch = offline_mlm_batch(args.batch_size, args.seq_len)
     teacher = AutoModelForMaskedLM.from_pretrained(path).eval().requires_grad_(False)

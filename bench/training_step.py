@@ -12,19 +12,21 @@ import torch
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
 from pruneofa.bench.timing import interleaved
-from pruneofa.config.loader import find_recipe, load_yaml
+from pruneofa.config.loader import text_values_parsed
 from pruneofa.data.assets import asset_path
 from pruneofa.distill import DistillConfig
-from pruneofa.pipeline.runner import find_pipeline
+from pruneofa.pipeline.runner import load_pipeline, resolve_step
+from pruneofa.stages.registry import load_recipe
 from pruneofa.train.performance import adamw
 
 
 def demo_prune_distill() -> DistillConfig:
-    """The demo's prune objective as shipped: the offline prune recipe's `distill` under the demo step's overrides
+    """The demo's prune objective as shipped: its prune step's recipe, resolved as the pipeline resolves it
     (KD on the masked tokens, the sentence and relational terms on clean spans)."""
-    step = load_yaml(find_pipeline("demo"))["steps"]["prune"]
-    base = load_yaml(find_recipe("prune", step["recipe"])).get("distill", {})
-    return DistillConfig.model_validate({**base, **step["overrides"].get("distill", {})})
+    pipeline, _ = load_pipeline("demo")
+    step = pipeline.steps["prune"]
+    values = text_values_parsed(resolve_step(pipeline, "prune", quick=False))
+    return load_recipe(step.stage, step.recipe, values).distill
 
 
 DEMO_DISTILL = demo_prune_distill()
