@@ -174,6 +174,28 @@ def test_feature_major_layouts(precision, x_fm, y_fm, m):
         assert rel_err(y, expected) < 0.02
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("m", [37, 130])
+def test_feature_major_layer_norm_is_the_same_bits_at_every_thread_count(precision, m):
+    """Feature-major, each thread normalises the rows it computed and a token's statistics are merged from
+    16-row blocks in order: 1, 2 and 3 threads (each splitting the 100 rows, not a multiple of 16, its own
+    way) give the same bits, the running sum included, and PyTorch's LayerNorm to float rounding."""
+    n_in, n_out = 80, 100
+    w, b, x, h = sparse_weight(n_out, n_in), torch.randn(n_out), torch.randn(m, n_in), torch.randn(m, n_out) * 3 + 5
+    gamma, beta = torch.rand(n_out) + 0.5, torch.randn(n_out)
+    call, packed, linear = ((kernels.spmm_f32, pack_csr_f32(w), F.linear(x, w, b)) if precision == "fp32"
+                            else (kernels.spmm_i8, pack_quads_i8(w), int8_scheme_linear(x, w, b)))
+    outputs, sums = [], []
+    for threads in (1, 2, 3):
+        running = feature_major(h)
+        post = kernels.AddLayerNorm(running, gamma, beta, 1e-5, sum_out=running)
+        outputs.append(call(x, packed, b, None, threads, post, out_feature_major=True)[:, :m].t())
+        sums.append(running[:, :m].t())
+    assert all(torch.equal(outputs[0], y) for y in outputs[1:]) and all(torch.equal(sums[0], s) for s in sums[1:])
+    torch.testing.assert_close(sums[0], h + linear, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(outputs[0], F.layer_norm(h + linear, (n_out,), gamma, beta, 1e-5), atol=1e-4, rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def portable_lib():
     return portable_library()

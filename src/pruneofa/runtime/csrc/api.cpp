@@ -44,17 +44,18 @@ extern "C" void pofa_spmm_f32(const float* x, int x_fm, int ld_x, int M, int K, 
                               const float* residual, const float* ln_gamma, const float* ln_beta, float ln_eps,
                               float* ln_sum_out, float* y, int y_fm, int ld_y, int threads) {
   const CsrView w{K, N, row_ptr, cols, vals, bias};
-  const AddLayerNorm post{residual, ln_gamma, ln_beta, ln_eps, ln_sum_out};
+  AddLayerNorm post{residual, ln_gamma, ln_beta, ln_eps, ln_sum_out};
   if (!x_fm && !y_fm && gemv_serves(M, false)) {
 #pragma omp parallel num_threads(threads)
     {
       gemv_f32_team(w, act, x, M, y);
-      if (residual) post_op(Output{y, 0, 0, N}, M, M, post);
+      if (residual) post_op(Output{y, 0, 0, N}, M, M, post, 0, 0);
     }
     return;
   }
   const int Mc = y_fm ? ld_y : M;
   float* xt = x_fm ? nullptr : (float*)scratch(0).get((size_t)K * round_up(Mc, 16) * sizeof(float));
+  if (residual && y_fm) post.stats = (float*)scratch(2).get(layer_norm_stats_floats(N, ld_y) * sizeof(float));
 #pragma omp parallel num_threads(threads)
   spmm_f32_team(w, act, x, x_fm, ld_x, M, xt, Output{y, y_fm, ld_y, N}, post);
 }
@@ -65,19 +66,20 @@ extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, i
                              const float* ln_gamma, const float* ln_beta, float ln_eps, float* ln_sum_out, float* y, int y_fm,
                              int ld_y, int threads) {
   const QuadView w{K, N, quad_ptr, quad_cols, quad_w, w_scale, w_sum, layout, bias};
-  const AddLayerNorm post{residual, ln_gamma, ln_beta, ln_eps, ln_sum_out};
+  AddLayerNorm post{residual, ln_gamma, ln_beta, ln_eps, ln_sum_out};
   if (!x_fm && !y_fm && gemv_serves(M, layout == kDense)) {
     uint8_t* xq = (uint8_t*)scratch(0).get(gemv_i8_scratch_bytes(K, M) * threads);
 #pragma omp parallel num_threads(threads)
     {
       gemv_i8_team(w, act, x, M, xq, y);
-      if (residual) post_op(Output{y, 0, 0, N}, M, M, post);
+      if (residual) post_op(Output{y, 0, 0, N}, M, M, post, 0, 0);
     }
     return;
   }
   const int Mc = y_fm ? ld_y : M;
   uint8_t* xq = (uint8_t*)scratch(0).get(i8_scratch_bytes(K, Mc));
   float* sx = (float*)scratch(1).get(2 * (size_t)round_up(Mc, 64) * sizeof(float));
+  if (residual && y_fm) post.stats = (float*)scratch(2).get(layer_norm_stats_floats(N, ld_y) * sizeof(float));
 #pragma omp parallel num_threads(threads)
   spmm_i8_team(w, act, x, x_fm, ld_x, M, xq, sx, Output{y, y_fm, ld_y, N}, post);
 }
@@ -148,7 +150,9 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
 #endif
   const size_t sx_floats = 2 * (size_t)ld, attn_floats = (size_t)threads * attn_per_thread;
   const size_t absmax_floats = 3 * (size_t)threads * ld;  // running maxima of h, h1, f (int8 only)
-  float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats + absmax_floats) * sizeof(float) + xq_bytes + 64);
+  const size_t ln_floats = layer_norm_stats_floats(H, ld);
+  float* base = (float*)scratch(2).get((n_act + sx_floats + attn_floats + absmax_floats + ln_floats) * sizeof(float) +
+                                       xq_bytes + 64);
   float *h = base, *qkv = h + (size_t)H * ld, *ctx = qkv + (size_t)3 * widest_attn * ld;
   float* h1 = ctx + (size_t)widest_attn * ld;
   float* f = h1 + (size_t)H * ld;
@@ -156,7 +160,8 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
   float* attn = ws.sx + sx_floats;
   float* am_h = attn + attn_floats;
   float *am_h1 = am_h + (size_t)threads * ld, *am_f = am_h1 + (size_t)threads * ld;
-  ws.xq = (uint8_t*)(((uintptr_t)(am_f + (size_t)threads * ld) + 63) & ~(uintptr_t)63);  // 64-byte aligned rows
+  float* ln_stats = am_f + (size_t)threads * ld;
+  ws.xq = (uint8_t*)(((uintptr_t)(ln_stats + ln_floats) + 63) & ~(uintptr_t)63);  // 64-byte aligned rows
   const Mask masks{mask, mask ? mask_kind : 0};
 #pragma omp parallel num_threads(threads)
   {
@@ -175,11 +180,11 @@ extern "C" void pofa_encoder(const LayerDesc* layers, int n_layers, const float*
       else
         attention_f32_team(qkv, ctx, ld, B, S, A, L.head_dim, L.scale, masks, attn);
       matmul(L.attn_out, ctx, 1, ld, M, ws, Output{h1, 1, ld, H, track ? am_h1 : nullptr},
-             AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps}, nullptr);
+             AddLayerNorm{h, L.ln1_gamma, L.ln1_beta, L.ln1_eps, nullptr, ln_stats}, nullptr);
       matmul(L.ffn_in, h1, 1, ld, M, ws, Output{f, 1, ld, L.ffn_in.n_out, track ? am_f : nullptr}, none,
              track ? am_h1 : nullptr);
       matmul(L.ffn_out, f, 1, ld, M, ws, Output{h, 1, ld, H, track ? am_h : nullptr},
-             AddLayerNorm{h1, L.ln2_gamma, L.ln2_beta, L.ln2_eps}, track ? am_f : nullptr);
+             AddLayerNorm{h1, L.ln2_gamma, L.ln2_beta, L.ln2_eps, nullptr, ln_stats}, track ? am_f : nullptr);
     }
     unpack_f32(h, H, ld, M, y);
   }

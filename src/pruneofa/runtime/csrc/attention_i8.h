@@ -193,15 +193,23 @@ inline void attention_i8_team(const float* qkv, float* ctx, int ld, int B, int S
         _mm512_storeu_si512(pp + (size_t)jq * Sp + 16 * c, packed);
       }
     }
-    // v: per feature row scale, s8 bytes, 4 keys per int32 (keys past S are zero)
+    // v: per feature row scale, s8 bytes, 4 keys per int32 (keys past S are zero). Vectorised over keys: a
+    // scalar max chains on its latency (it was an eighth of this function); cvtps rounds to nearest even,
+    // as nearbyint does, and |r * iv| <= 127, so the bytes are those of the scalar loop.
     for (int dd = 0; dd < d; ++dd) {
       const float* r = v + (size_t)dd * ld;
-      float m = 0.0f;
-      for (int j = 0; j < S; ++j) m = std::max(m, std::fabs(r[j]));
+      __m512 mv = _mm512_setzero_ps();
+      for (int c = 0; c < nv; ++c) mv = _mm512_max_ps(mv, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes[c], r + 16 * c)));
+      const float m = _mm512_reduce_max_ps(mv);
       sv[dd] = m / 127.0f;
-      const float iv = m > 0.0f ? 127.0f / m : 0.0f;
+      const __m512 iv = _mm512_set1_ps(m > 0.0f ? 127.0f / m : 0.0f);
       int8_t* dst = (int8_t*)(vq + (size_t)dd * jq_n);
-      for (int j = 0; j < S4; ++j) dst[j] = j < S ? (int8_t)std::nearbyint(r[j] * iv) : 0;
+      for (int c = 0; c < nv; ++c) {  // lanes past S load as 0, so their bytes are 0; stores stop at S4
+        const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes[c], r + 16 * c), iv);
+        const __m128i bytes = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(scaled));
+        const int n = std::min(16, S4 - 16 * c);
+        _mm_mask_storeu_epi8(dst + 16 * c, (__mmask16)((1u << n) - 1), bytes);
+      }
     }
     for (int i0 = 0; i0 < nv; i0 += 4) {
 #define POFA_CONTEXT(n) context_i8_for<n>(vq, pp, Sp, jq_n, d, i0, acc)

@@ -78,6 +78,8 @@ inline void spmm_f32_team(const CsrView& w, int act, const float* x, int x_fm, i
   int b_lo, b_hi;
   balanced_range(w.row_ptr, w.n_out, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);
   alignas(64) float tile[kRowBlock * kTokenTile];
+  Output tiles_out = out;
+  if (post.residual) tiles_out.absmax = nullptr;  // the LayerNorm keeps the maxima of what it writes
   for (int b = b_lo; b < b_hi; ++b) {
     const int o0 = b * kRowBlock, n_rows = std::min(kRowBlock, w.n_out - o0);
     for (int t0 = 0; t0 < Mc; t0 += kTokenTile) {
@@ -86,10 +88,11 @@ inline void spmm_f32_team(const CsrView& w, int act, const float* x, int x_fm, i
         const int o = o0 + r, j0 = w.row_ptr[o];
         kRowF32[n_vec](xt + t0, Mp, w.cols + j0, w.vals + j0, w.row_ptr[o + 1] - j0, tile + r * kTokenTile);
       }
-      store_tile(tile, n_rows, n_tok, 16 * n_vec, t0, o0, w.bias, act, out);
+      store_tile(tile, n_rows, n_tok, 16 * n_vec, t0, o0, w.bias, act, tiles_out);
     }
   }
-  post_op(out, M, round_up(Mc, 16), post);  // ends with a barrier
+  // ends with a barrier
+  post_op(out, M, round_up(Mc, 16), post, b_lo * kRowBlock, std::min(b_hi * kRowBlock, w.n_out));
 }
 
 }  // namespace pofa

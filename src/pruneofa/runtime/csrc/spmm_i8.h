@@ -417,6 +417,8 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
   int b_lo, b_hi;
   balanced_range(w.quad_ptr, w.n_out, omp_get_thread_num(), omp_get_num_threads(), &b_lo, &b_hi);
   const TileSession tiles(w.layout == kDense && amx_usable(K) && b_lo < b_hi);
+  Output tiles_out = out;
+  if (post.residual) tiles_out.absmax = nullptr;  // the LayerNorm keeps the maxima of what it writes
   alignas(64) float tile[kRowBlock * kTokenTile];
   for (int b = b_lo; b < b_hi; ++b) {
     const int o0 = b * kRowBlock, n_rows = std::min(kRowBlock, w.n_out - o0);
@@ -447,10 +449,11 @@ inline void spmm_i8_team(const QuadView& w, int act, const float* x, int x_fm, i
           row_i8_portable(xs, Mp, w.layout, w.cols + 4 * q0, w.w + q0, nq, n_pos, d[r], dst);
 #endif
         }
-      store_tile(tile, n_rows, n_tok, round_up(n_tok, 16), t0, o0, w.bias, act, out);
+      store_tile(tile, n_rows, n_tok, round_up(n_tok, 16), t0, o0, w.bias, act, tiles_out);
     }
   }
-  post_op(out, M, round_up(Mc, 16), post);  // ends with a barrier
+  // ends with a barrier
+  post_op(out, M, round_up(Mc, 16), post, b_lo * kRowBlock, std::min(b_hi * kRowBlock, w.n_out));
 }
 
 }  // namespace pofa
