@@ -170,7 +170,9 @@ def test_missing_compiler_falls_back_to_dense(pruned_bert, inputs, monkeypatch, 
 @pytest.mark.parametrize("engine", ["sparse", "sparse-int8"])
 @pytest.mark.parametrize("cls_name", ["BertModel", "BertForSequenceClassification"])
 def test_fast_path_equals_transformers_forward(engine, cls_name, inputs):
-    """Plain calls skip transformers' forward (fast_path.py); both paths must give the same outputs."""
+    """Plain calls skip transformers' forward (fast_path.py); both paths must give the same outputs: fp32 to float
+    rounding; int8 within a rounding step, since the fast path's embeddings LayerNorm is the runtime's own (one
+    activation may quantise the other way)."""
     import transformers
 
     model = tiny_bert(cls=getattr(transformers, cls_name))
@@ -185,7 +187,10 @@ def test_fast_path_equals_transformers_forward(engine, cls_name, inputs):
             slow = m.model(**kwargs)  # transformers' forward, same converted modules
         assert type(fast) is type(slow)
         for key in slow.keys():
-            torch.testing.assert_close(fast[key], slow[key], atol=1e-5, rtol=1e-5)
+            if engine == "sparse":
+                torch.testing.assert_close(fast[key], slow[key], atol=1e-5, rtol=1e-5)
+            else:
+                assert float((fast[key] - slow[key]).norm() / slow[key].norm()) < 1e-3
     assert len(calls) == 3
     m(**inputs, output_hidden_states=True)  # not plain: transformers' forward
     assert len(calls) == 3

@@ -196,6 +196,30 @@ def test_feature_major_layer_norm_is_the_same_bits_at_every_thread_count(precisi
     torch.testing.assert_close(outputs[0], F.layer_norm(h + linear, (n_out,), gamma, beta, 1e-5), atol=1e-4, rtol=1e-4)
 
 
+def test_bert_embeddings_match_transformers():
+    """The one-call embeddings (the fast path's) against BertEmbeddings: given and absent token types, int32 ids;
+    ids, type ids and lengths out of range raise IndexError as nn.Embedding does."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertEmbeddings
+
+    torch.manual_seed(0)
+    emb = BertEmbeddings(BertConfig(vocab_size=50, hidden_size=40, max_position_embeddings=20, type_vocab_size=3)).eval()
+    ln = emb.LayerNorm
+    tables = (emb.word_embeddings.weight, emb.token_type_embeddings.weight, emb.position_embeddings.weight,
+              ln.weight, ln.bias)
+    ids, types = torch.randint(0, 50, (2, 13)), torch.randint(0, 3, (2, 13))
+    with torch.no_grad():
+        for t in (types, None):
+            for i in (ids, ids.int()):
+                torch.testing.assert_close(kernels.bert_embeddings(*tables, ln.eps, i, t, 2),
+                                           emb(input_ids=ids, token_type_ids=t), atol=1e-5, rtol=1e-5)
+    for bad_ids, bad_types, what in ((torch.tensor([[1, 50]]), None, "vocabulary"),
+                                     (torch.tensor([[1, 2]]), torch.tensor([[0, 3]]), "type"),
+                                     (torch.zeros(1, 21, dtype=torch.long), None, "position")):
+        with pytest.raises(IndexError, match=what):
+            kernels.bert_embeddings(*tables, ln.eps, bad_ids, bad_types, 2)
+
+
 @pytest.fixture(scope="module")
 def portable_lib():
     return portable_library()

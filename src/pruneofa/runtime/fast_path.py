@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pruneofa.runtime import kernels
 from pruneofa.runtime.fused_encoder import FusedEncoder
 from pruneofa.runtime.native_encoder import key_padding_mask
 
@@ -44,6 +45,7 @@ class BertFastPath:
         self.bert, self.classifier_model = bert, classifier_model
         self.emb = bert.embeddings
         self.native = bert.encoder.native
+        self.threads = self.native.threads
         self.max_seq = min(self.native.max_seq, self.emb.position_embeddings.num_embeddings)
 
     @classmethod
@@ -82,14 +84,18 @@ class BertFastPath:
         return self._outputs(hidden, pooled)
 
     def _embeddings(self, ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        emb = self.emb
+        emb, ln = self.emb, self.emb.LayerNorm
+        tables = (emb.word_embeddings.weight, emb.token_type_embeddings.weight, emb.position_embeddings.weight,
+                  ln.weight, ln.bias)
+        if all(t.dtype == torch.float32 and t.is_contiguous() for t in tables):
+            # one C call; buffered token types are zeros, which the kernel takes as "none given"
+            return kernels.bert_embeddings(*tables, ln.eps, ids, token_type_ids, self.threads)
         seq = ids.shape[1]
         if token_type_ids is None:
             token_type_ids = emb.token_type_ids[:, :seq].expand(ids.shape[0], seq)
         # same order of additions as BertEmbeddings: (words + token types) + positions
         x = emb.word_embeddings(ids) + emb.token_type_embeddings(token_type_ids)
         x = x + emb.position_embeddings(emb.position_ids[:, :seq])
-        ln = emb.LayerNorm
         return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
     def _outputs(self, hidden: torch.Tensor, pooled: torch.Tensor | None):

@@ -32,6 +32,9 @@ def bind(handle: ctypes.CDLL) -> ctypes.CDLL:
     handle.pofa_encoder.argtypes = [c_void_p, c_int, c_void_p, c_void_p, c_int, c_int, c_int, c_void_p, c_int,
                                     c_int]  # layers, n_layers, x, y, B, S, H, mask, mask kind, threads
     handle.pofa_encoder.restype = None
+    handle.pofa_bert_embeddings.argtypes = [c_void_p, c_int, c_void_p, c_int, c_void_p, c_int, c_void_p, c_void_p,
+                                            c_float, c_void_p, c_void_p, c_int, c_int, c_int, c_void_p, c_int]
+    handle.pofa_bert_embeddings.restype = c_int
     handle.pofa_max_seq.restype = c_int
     handle.pofa_has_vnni.restype = c_int
     handle.pofa_amx.restype = c_int
@@ -165,4 +168,27 @@ def spmm_i8(x: torch.Tensor, w: QuadsI8, bias: torch.Tensor | None, act: str | N
     (library or lib()).pofa_spmm_i8(*x_args, w.n_in, w.n_out, w.quad_ptr.data_ptr(), w.quad_cols.data_ptr(),
                                     w.quad_w.data_ptr(), w.w_scale.data_ptr(), w.w_sum.data_ptr(), _ptr(bias),
                                     ACTIVATIONS[act], LAYOUTS[w.layout], *_post_args(post), *y_args, threads)
+    return y
+
+
+EMBEDDING_ERRORS = {1: "an input id is outside the vocabulary", 2: "a token type id is outside the type vocabulary",
+                    3: "the sequence is longer than the position embeddings"}
+
+
+def bert_embeddings(word: torch.Tensor, token_type: torch.Tensor, position: torch.Tensor, gamma: torch.Tensor,
+                    beta: torch.Tensor, eps: float, ids: torch.Tensor, types: torch.Tensor | None,
+                    threads: int) -> torch.Tensor:
+    """BertEmbeddings' output for [B, S] ids (absolute positions from 0): LayerNorm(word + type + position) in one
+    C call, where PyTorch takes five ops (~80 us a call, a few percent of a sparse int8 forward). The tables are
+    fp32 [rows, H] contiguous; an out-of-range id raises IndexError, as nn.Embedding does."""
+    ids = ids.to(torch.int64).contiguous()
+    types = None if types is None else types.to(torch.int64).contiguous()
+    batch, seq = ids.shape
+    hidden = word.shape[1]
+    y = torch.empty(batch, seq, hidden)
+    status = lib().pofa_bert_embeddings(word.data_ptr(), word.shape[0], token_type.data_ptr(), token_type.shape[0],
+                                        position.data_ptr(), position.shape[0], gamma.data_ptr(), beta.data_ptr(),
+                                        eps, ids.data_ptr(), _ptr(types), batch, seq, hidden, y.data_ptr(), threads)
+    if status:
+        raise IndexError(EMBEDDING_ERRORS[status])
     return y

@@ -84,6 +84,32 @@ extern "C" void pofa_spmm_i8(const float* x, int x_fm, int ld_x, int M, int K, i
   spmm_i8_team(w, act, x, x_fm, ld_x, M, xq, sx, Output{y, y_fm, ld_y, N}, post);
 }
 
+// BERT's embeddings, token-major y[B*S][H]: LayerNorm((word[id] + type[type id]) + position[s]) per token, the
+// additions in BertEmbeddings' order (types null: type 0). Returns 0, or 1 for an id outside [0, vocab), 2 for a
+// type id outside [0, n_types), 3 for a sequence longer than the position table (nothing written then).
+extern "C" int pofa_bert_embeddings(const float* word, int vocab, const float* type, int n_types, const float* position,
+                                    int n_positions, const float* gamma, const float* beta, float eps,
+                                    const int64_t* ids, const int64_t* types, int B, int S, int H, float* y,
+                                    int threads) {
+  const int M = B * S;
+  if (S > n_positions) return 3;
+  for (int t = 0; t < M; ++t) {
+    if (ids[t] < 0 || ids[t] >= vocab) return 1;
+    if (types && (types[t] < 0 || types[t] >= n_types)) return 2;
+  }
+  const AddLayerNorm ln{nullptr, gamma, beta, eps};
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < M; ++t) {
+    float* row = y + (size_t)t * H;
+    const float* w = word + (size_t)ids[t] * H;
+    const float* k = type + (size_t)(types ? types[t] : 0) * H;
+#pragma omp simd
+    for (int i = 0; i < H; ++i) row[i] = w[i] + k[i];
+    add_layer_norm_row(row, position + (size_t)(t % S) * H, H, ln, nullptr);
+  }
+  return 0;
+}
+
 // ---- whole encoder ----
 
 struct MatrixDesc {  // one projection: fp32 CSR (kind 0) or int8 quads (kind 1, any Layout, dense included)

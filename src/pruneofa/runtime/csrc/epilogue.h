@@ -163,26 +163,29 @@ inline size_t layer_norm_stats_floats(int N, int ld) {
   return 2 * (size_t)((N + kRowBlock - 1) / kRowBlock) * ld;
 }
 
+// One token-major row: row = LayerNorm(row + res) over its N features (sum_out: row + res, or null).
+inline void add_layer_norm_row(float* row, const float* res, int N, const AddLayerNorm& p, float* sum_out) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int i = 0; i < N; ++i) {
+    row[i] += res[i];
+    sum += row[i];
+  }
+  if (sum_out) std::copy(row, row + N, sum_out);
+  const float mean = sum / N;
+  float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+  for (int i = 0; i < N; ++i) var += (row[i] - mean) * (row[i] - mean);
+  const float rstd = 1.0f / std::sqrt(var / N + p.eps);
+#pragma omp simd
+  for (int i = 0; i < N; ++i) row[i] = (row[i] - mean) * rstd * p.gamma[i] + p.beta[i];
+}
+
 inline void add_layer_norm_token_major(float* y, int M, int N, const AddLayerNorm& p) {
 #pragma omp for schedule(static)
-  for (int t = 0; t < M; ++t) {
-    float* row = y + (size_t)t * N;
-    const float* res = p.residual + (size_t)t * N;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int i = 0; i < N; ++i) {
-      row[i] += res[i];
-      sum += row[i];
-    }
-    if (p.sum_out) std::copy(row, row + N, p.sum_out + (size_t)t * N);
-    const float mean = sum / N;
-    float var = 0.0f;
-#pragma omp simd reduction(+ : var)
-    for (int i = 0; i < N; ++i) var += (row[i] - mean) * (row[i] - mean);
-    const float rstd = 1.0f / std::sqrt(var / N + p.eps);
-#pragma omp simd
-    for (int i = 0; i < N; ++i) row[i] = (row[i] - mean) * rstd * p.gamma[i] + p.beta[i];
-  }
+  for (int t = 0; t < M; ++t)
+    add_layer_norm_row(y + (size_t)t * N, p.residual + (size_t)t * N, N, p,
+                       p.sum_out ? p.sum_out + (size_t)t * N : nullptr);
 }
 
 // Feature-major: each thread normalises the rows it computed, [row_lo, row_hi) (whole 16-row blocks), so
