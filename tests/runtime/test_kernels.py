@@ -203,7 +203,8 @@ def test_bert_embeddings_match_transformers():
     from transformers.models.bert.modeling_bert import BertEmbeddings
 
     torch.manual_seed(0)
-    emb = BertEmbeddings(BertConfig(vocab_size=50, hidden_size=40, max_position_embeddings=20, type_vocab_size=3)).eval()
+    config = BertConfig(vocab_size=50, hidden_size=40, max_position_embeddings=20, type_vocab_size=3)
+    emb = BertEmbeddings(config).eval()
     ln = emb.LayerNorm
     tables = (emb.word_embeddings.weight, emb.token_type_embeddings.weight, emb.position_embeddings.weight,
               ln.weight, ln.bias)
