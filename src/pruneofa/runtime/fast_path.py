@@ -4,7 +4,7 @@ transformers' forward costs ~1 ms of Python per call on this CPU outside the enc
 lookups, output-capturing decorators, mask construction, output dataclasses; measured in thread
 CPU time on the 6x384 model), which is a third of a 2-thread sparse int8 forward. For the common
 call `m(input_ids=..., attention_mask=..., token_type_ids=...)` the runtime computes the same
-thing directly: embeddings and pooler with the model's own modules, the encoder in one C++ call.
+thing directly: the embeddings and the encoder in C++ (one call each), the pooler with the model's own module.
 
 Any other call (other arguments, labels, output_* flags, return_dict=False, position ids,
 inputs_embeds, a model of another class or with unusual settings) goes through transformers'
