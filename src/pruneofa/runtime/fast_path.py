@@ -47,6 +47,12 @@ class BertFastPath:
         self.native = bert.encoder.native
         self.threads = self.native.threads
         self.max_seq = min(self.native.max_seq, self.emb.position_embeddings.num_embeddings)
+        # fp32 contiguous tables go to one C call; fixed at load, like the encoder's own weight pointers
+        ln = self.emb.LayerNorm
+        tables = (self.emb.word_embeddings.weight, self.emb.token_type_embeddings.weight,
+                  self.emb.position_embeddings.weight, ln.weight, ln.bias)
+        native_tables = all(t.dtype == torch.float32 and t.is_contiguous() for t in tables)
+        self.embedding_tables = tables if native_tables else None
 
     @classmethod
     def build(cls, model: nn.Module) -> BertFastPath | None:
@@ -85,11 +91,9 @@ class BertFastPath:
 
     def _embeddings(self, ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         emb, ln = self.emb, self.emb.LayerNorm
-        tables = (emb.word_embeddings.weight, emb.token_type_embeddings.weight, emb.position_embeddings.weight,
-                  ln.weight, ln.bias)
-        if all(t.dtype == torch.float32 and t.is_contiguous() for t in tables):
-            # one C call; buffered token types are zeros, which the kernel takes as "none given"
-            return kernels.bert_embeddings(*tables, ln.eps, ids, token_type_ids, self.threads)
+        if self.embedding_tables is not None:
+            # buffered token types are zeros, which the kernel takes as "none given"
+            return kernels.bert_embeddings(*self.embedding_tables, ln.eps, ids, token_type_ids, self.threads)
         seq = ids.shape[1]
         if token_type_ids is None:
             token_type_ids = emb.token_type_ids[:, :seq].expand(ids.shape[0], seq)
