@@ -9,13 +9,13 @@
 The paper's framing: the sparse pre-trained model is made once and used for every task, so every arm
 gets the same task-side budget (steps x batch), and the table also lists what each arm cost in all.
 
-Pre-training, once (per pre-training seed for the students):
-  teacher            MiniLM-L6's new MLM head alone on the frozen encoder, then the whole model (teacher/offline)
-  ofa-S-pP           Prune OFA as the paper runs it: GMP by magnitude + logit KD + LR rewinding (prune/offline)
-  best-S-pP          our recipe, the demo's: the same, weights ranked by wanda's |w|·||x|| instead of |w|
-                     (session 6), the LM KD on the masked tokens only (session 8) and the sentence term
-                     (session 9) at α 100 on clean spans of 4-126 tokens (session 11), and SparseGPT's update of
-                     the survivors at every mask update (session 13), at lr 3e-4 (session 14), see BEST_PRUNING
+Pre-training, once (per pre-training seed for the students), at the shipped demo's budget:
+  teacher            the demo's teacher step (MiniLM-L6's new MLM head alone on the frozen encoder, then the whole
+                     model), or --teacher DIR: a teacher prepared before, shared by every arm
+  ofa-S-pP           Prune OFA as the paper runs it: GMP by magnitude + logit KD + LR rewinding, the demo's prune
+                     step's steps, batch and GMP timing, at the paper arm's --prune-lr
+  best-S-pP          our recipe: the demo's prune step as shipped (src/pruneofa/recipes/pipeline/demo.yaml, every
+                     choice there with the session that measured it), at sparsity S and seed P
 Then, per task and task seed T, with the same steps x batch:
   dense-T            the teacher fine-tuned densely (the KD teacher of the runs below)
   ds-S-T             downstream-only pruning: the dense teacher pruned by GMP while it learns the task, + KD
@@ -32,6 +32,7 @@ task seed) run of an arm, its min and max, and training tokens (pre-training, ta
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -39,7 +40,8 @@ from pathlib import Path
 
 import torch
 
-from pruneofa.pipeline.runner import PipelineRunner, is_complete, resolve_step, run_step
+from pruneofa.config.loader import load_yaml
+from pruneofa.pipeline.runner import PipelineRunner, find_pipeline, is_complete, resolve_step, run_step
 from pruneofa.pipeline.schema import validate_pipeline
 from pruneofa.tasks.wiki_pairs import write_wiki_pairs
 
@@ -57,11 +59,25 @@ def prune_schedule(steps: int) -> dict:
     return {"target_step": steps // 2, "stop_step": (4 * steps) // 5, "frequency": max(1, steps // 20)}
 
 
-# what the two pre-training arms set beyond their common overrides
-PAPER_PRUNING = {"pruning": {"criterion": "magnitude"}}
-BEST_PRUNING = {"train": {"lr": 3e-4}, "pruning": {"criterion": "wanda", "reconstruct": True},
-                "distill": {"kd_positions": "masked", "alpha_sentence": 100.0, "sentence_inputs": "spans",
-                            "span_tokens": [4, 126]}}
+def demo_step(name: str) -> dict:
+    """A step of the shipped demo pipeline (its nested overrides, without `model`): what the study ranks is what
+    `pruneofa demo` runs, so a change to the demo's recipe reaches the study without a second copy of it."""
+    overrides = copy.deepcopy(load_yaml(find_pipeline("demo"))["steps"][name]["overrides"])
+    overrides.pop("model", None)
+    return overrides
+
+
+def pruning_arms(args: argparse.Namespace, sparsity: int) -> dict[str, dict]:
+    """The two pre-training arms' overrides: ours is the demo's prune step; the paper's keeps its steps, batch and
+    GMP timing and ranks by magnitude, with logit KD on every token and no update of the survivors."""
+    best = demo_step("prune")
+    if args.smoke:
+        best["train"] |= train_section(args.smoke_steps, 4)
+        best["pruning"] |= {**prune_schedule(args.smoke_steps), "calibration_steps": 1}
+    best["pruning"]["target_sparsity"] = sparsity / 100
+    timing = {k: best["pruning"][k] for k in ("target_sparsity", "target_step", "stop_step", "frequency")}
+    paper = {"train": {**best["train"], "lr": args.prune_lr}, "pruning": {"criterion": "magnitude", **timing}}
+    return {"ofa": paper, "best": best}
 
 
 def task_data(task: str, args: argparse.Namespace) -> dict:
@@ -74,24 +90,26 @@ def task_data(task: str, args: argparse.Namespace) -> dict:
 
 
 def study_pipeline(args: argparse.Namespace) -> dict:
-    lm_train = {**train_section(args.prune_steps, args.prune_batch), "warmup_steps": 1, "seq_len": args.lm_seq_len,
-                "lr": args.prune_lr}
-    steps: dict[str, dict] = {"teacher": {"stage": "teacher", "overrides": {
-        "model": "offline/minilm-l6", "head": {"steps": args.head_steps},
-        "train": {**train_section(args.teacher_steps, args.lm_batch), "seq_len": args.lm_seq_len}}}}
+    steps: dict[str, dict] = {}
+    teacher = str(args.teacher) if args.teacher else "${teacher}"
+    if not args.teacher:
+        prepare = demo_step("teacher")
+        if args.smoke:
+            prepare = {"head": {"steps": args.smoke_steps}, "train": train_section(args.smoke_steps, 4)}
+        steps["teacher"] = {"stage": "teacher", "overrides": {"model": "offline/minilm-l6", **prepare}}
     students = []
     for s in args.sparsities:
+        arms = pruning_arms(args, s)
         for p in args.pretrain_seeds:
-            for arm, extra in (("ofa", PAPER_PRUNING), ("best", BEST_PRUNING)):
+            for arm, overrides in arms.items():
                 name = f"{arm}-{s}-p{p}"
                 students.append((name, arm))
-                steps[name] = {"stage": "prune", "recipe": "offline", "overrides": {
-                    "model": "${teacher}", "seed": p, "train": {**lm_train, **extra.get("train", {})}, "pruning": {
-                        "target_sparsity": s / 100, **extra["pruning"], **prune_schedule(args.prune_steps)},
-                    **({"distill": extra["distill"]} if "distill" in extra else {})}}
+                steps[name] = {"stage": "prune", "recipe": "offline",
+                               "overrides": {"model": teacher, "seed": p, **copy.deepcopy(overrides)}}
     for name in ["teacher", *(n for n, _ in students)]:
+        model = teacher if name == "teacher" else f"${{{name}}}"
         steps[f"retrieval-{name}"] = {"stage": "eval", "recipe": "retrieval", "overrides": {
-            "model": f"${{{name}}}", "retrieval.max_queries": args.retrieval_queries}}
+            "model": model, "retrieval.max_queries": args.retrieval_queries}}
     task_train = train_section(args.task_steps, args.task_batch)
     for task in args.tasks:
         for t in args.task_seeds:
@@ -100,11 +118,11 @@ def study_pipeline(args: argparse.Namespace) -> dict:
             common = {"seed": t, "train": {**task_train, "lr": sparse_lr}, "data": task_data(task, args)}
             dense = f"{task}-dense-t{t}"
             steps[dense] = {"stage": "finetune", "overrides": {
-                "model": "${teacher}", **common, "train": {**task_train, "lr": args.dense_lr}}}
+                "model": teacher, **common, "train": {**task_train, "lr": args.dense_lr}}}
             downstream_lr = args.downstream_lr if task == "rt" else sparse_lr
             for s in args.sparsities:
                 steps[f"{task}-ds-{s}-t{t}"] = {"stage": "transfer", "recipe": "downstream-pruning", "overrides": {
-                    "model": "${teacher}", "teacher": f"${{{dense}}}", **common,
+                    "model": teacher, "teacher": f"${{{dense}}}", **common,
                     "train": {**task_train, "lr": downstream_lr},
                     "pruning": {"target_sparsity": s / 100, "target_step": (2 * args.task_steps) // 3,
                                 "frequency": max(1, args.task_steps // 30)}}}
@@ -125,7 +143,7 @@ def _spread(values: list[float]) -> dict:
 
 def summarize(out: Path, args: argparse.Namespace) -> dict:
     """Per task and arm: test accuracy over every run, training tokens, and retrieval of the pre-trained models."""
-    teacher_tokens = _metrics(out / "teacher")["train_tokens"]
+    teacher_tokens = _metrics(args.teacher or out / "teacher")["train_tokens"]
     rows: dict[str, dict] = {}
     for task in args.tasks:
         arms = {"dense": [f"{task}-dense-t{t}" for t in args.task_seeds]}
@@ -197,19 +215,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sparsities", type=int, nargs="+", default=[85, 90])
     parser.add_argument("--task-seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--head-steps", type=int, default=100)
-    parser.add_argument("--teacher-steps", type=int, default=40)
-    parser.add_argument("--prune-steps", type=int, default=120)
-    parser.add_argument("--lm-batch", type=int, default=16)
-    parser.add_argument("--lm-seq-len", type=int, default=128)
-    parser.add_argument("--prune-batch", type=int, default=8, help="the students' batch (the teacher's: --lm-batch)")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a prepared teacher (a `pruneofa teacher` output) for every arm, instead of the demo's "
+                             "teacher step: the paper's framing, where the teacher is made once")
     parser.add_argument("--task-steps", type=int, default=480,
                         help="task-side steps of every arm (a sparse model gains 3 points at 240 over 120, session 8, "
                              "and 0.8 more at 480, session 12)")
     parser.add_argument("--task-batch", type=int, default=32)
     parser.add_argument("--prune-lr", type=float, default=1e-4,
                         help="the paper arm's peak learning rate when pruning (3e-4 cost it retrieval recall, session 6; "
-                             "the best arm prunes at BEST_PRUNING's 3e-4, which its sentence term holds, session 14)")
+                             "the best arm prunes at the demo's 3e-4, which its sentence term holds, session 14)")
     parser.add_argument("--dense-lr", type=float, default=2e-4, help="the dense task runs' learning rate")
     parser.add_argument("--sparse-lr", type=float, default=6e-4,
                         help="the sparse task runs' learning rate (transfer)")
@@ -229,8 +244,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summarize", action="store_true", help="only write study.{md,json} from the runs made")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.head_steps, args.teacher_steps, args.prune_steps, args.task_steps = 2, 2, 4, 3
-        args.lm_batch, args.prune_batch, args.task_batch = 4, 4, 8
+        args.smoke_steps, args.task_steps, args.task_batch = 4, 3, 8
         args.max_eval_samples, args.retrieval_queries = 16, 32
         args.pairs_train = 64
     return args
