@@ -171,7 +171,28 @@ def summarize(out: Path, args: argparse.Namespace) -> dict:
         runs = [name] if name == "teacher" else [f"{name}-p{p}" for p in args.pretrain_seeds]
         found = [_metrics(out / f"retrieval-{r}", "eval_metrics.json") for r in runs]
         retrieval[name] = {k: _spread([f[k] for f in found]) for k in ("recall@1", "recall@10")}
-    return {"rows": rows, "retrieval": retrieval}
+    return {"rows": rows, "retrieval": retrieval, "paired": paired_differences(rows, args)}
+
+
+def paired_differences(rows: dict, args: argparse.Namespace) -> dict:
+    """Per task seed, an arm's test accuracy (its mean over pre-training seeds) minus the other arm's run of that
+    seed: both distil from the same dense task run and see the same data order, so the seed's luck cancels.
+    Returns, per comparison, the differences in points, their mean ± std and how many task seeds the first arm won."""
+    n_t = len(args.task_seeds)
+
+    def per_task_seed(key: str) -> list[float]:
+        runs = rows[key]["accuracy"]["runs"]  # pre-training seed major (summarize's order)
+        return [statistics.mean(runs[t::n_t]) for t in range(n_t)]
+
+    out = {}
+    for task in args.tasks:
+        for s in args.sparsities:
+            for first, second in ((f"best-{s}", f"ds-{s}"), (f"ofa-{s}", f"ds-{s}"), (f"best-{s}", f"ofa-{s}")):
+                a, b = per_task_seed(f"{task}/{first}"), per_task_seed(f"{task}/{second}")
+                diffs = [100 * (x - y) for x, y in zip(a, b)]
+                out[f"{task}/{first} - {second}"] = {"task": task, "first": first, "second": second,
+                                                     **_spread(diffs), "won": sum(d > 0 for d in diffs)}
+    return out
 
 
 def tables(summary: dict, args: argparse.Namespace) -> str:
@@ -191,6 +212,12 @@ def tables(summary: dict, args: argparse.Namespace) -> str:
         lines.append(f"| {name} | {100 * r['recall@1']['mean']:.2f} ± {100 * r['recall@1']['std']:.2f} | "
                      f"{100 * r['recall@10']['mean']:.2f} ± {100 * r['recall@10']['std']:.2f} | "
                      f"{100 * r['recall@10']['mean'] / dense:.1f}% |")
+    lines += ["", "| task | paired by task seed | differences (points) | mean ± std | task seeds won |",
+              "|---|---|---|---|---|"]
+    for d in summary["paired"].values():
+        runs = ", ".join(f"{x:+.2f}" for x in d["runs"])
+        lines.append(f"| {d['task']} | {d['first']} - {d['second']} | {runs} | {d['mean']:+.2f} ± {d['std']:.2f} | "
+                     f"{d['won']} of {len(d['runs'])} |")
     return "\n".join(lines)
 
 

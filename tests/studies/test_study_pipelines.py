@@ -103,3 +103,21 @@ def test_only_runs_the_named_steps_in_order_and_skips_finished_ones(tmp_path, mo
     with pytest.raises(SystemExit) as stop:
         transfer_study.run_only(pipeline, ["rt-dense-t9"])
     assert stop.value.code == 2
+
+
+def test_paired_differences_cancel_each_task_seeds_luck():
+    import transfer_study
+
+    args = transfer_study.parse_args(["--output-dir", "runs/x", "--tasks", "rt", "--sparsities", "85",
+                                      "--task-seeds", "1", "2", "--pretrain-seeds", "1", "2"])
+    runs = {"ds-85": [0.70, 0.80],  # by task seed
+            "ofa-85": [0.71, 0.79, 0.73, 0.77],  # pre-training seed major: p1t1, p1t2, p2t1, p2t2
+            "best-85": [0.74, 0.83, 0.76, 0.81]}
+    rows = {f"rt/{arm}": {"accuracy": {"runs": r}} for arm, r in runs.items()}
+    paired = transfer_study.paired_differences(rows, args)
+    best_ds = paired["rt/best-85 - ds-85"]
+    assert best_ds["runs"] == pytest.approx([5.0, 2.0]) and best_ds["won"] == 2  # (0.74+0.76)/2 - 0.70, ...
+    assert best_ds["mean"] == pytest.approx(3.5) and best_ds["std"] == pytest.approx(2.1213, abs=1e-4)
+    ofa_ds = paired["rt/ofa-85 - ds-85"]
+    assert ofa_ds["runs"] == pytest.approx([2.0, -2.0]) and ofa_ds["won"] == 1
+    assert paired["rt/best-85 - ofa-85"]["runs"] == pytest.approx([3.0, 4.0])
