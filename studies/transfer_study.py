@@ -153,6 +153,7 @@ def summarize(out: Path, args: argparse.Namespace) -> dict:
                 arms[f"{arm}-{s}"] = [f"{task}-{arm}-{s}-p{p}-t{t}" for p in args.pretrain_seeds for t in args.task_seeds]
         for arm, runs in arms.items():
             metrics = [_metrics(out / r) for r in runs]
+            scores = [_metrics(out / r, args.scores) for r in runs]
             kd_teacher = [_metrics(out / f"{task}-dense-t{r.rsplit('-t', 1)[1]}")["train_tokens"] for r in runs]
             pretrain = teacher_tokens
             if arm.startswith(("ofa", "best")):  # the student's own pruning run, made once for every task
@@ -160,7 +161,8 @@ def summarize(out: Path, args: argparse.Namespace) -> dict:
             task_side = statistics.mean(m["train_tokens"] for m in metrics)
             if arm != "dense":  # the dense task teacher it distils from is part of its task-side cost
                 task_side += statistics.mean(kd_teacher)
-            rows[f"{task}/{arm}"] = {"task": task, "arm": arm, "accuracy": _spread([m["test/accuracy"] for m in metrics]),
+            accuracy = _spread([m["test/accuracy"] for m in scores])
+            rows[f"{task}/{arm}"] = {"task": task, "arm": arm, "accuracy": accuracy,
                                      "sparsity": statistics.mean(m["sparsity"] for m in metrics),
                                      "pretrain_tokens": pretrain, "task_tokens": task_side}
         dense = rows[f"{task}/dense"]["accuracy"]["mean"]
@@ -269,6 +271,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "`pruneofa` command would (finished ones are skipped): e.g. one task seed's runs per process, "
                         "once the pre-trained models exist, to use several processes")
     parser.add_argument("--summarize", action="store_true", help="only write study.{md,json} from the runs made")
+    parser.add_argument("--scores", default="metrics.json",
+                        help="the file in each task run's directory that --summarize reads test accuracy from: the "
+                             "run's own metrics.json, or eval_metrics.json from `pruneofa eval RUN` (e.g. re-scored "
+                             "on whole splits after a run capped by --max-eval-samples)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.smoke_steps, args.task_steps, args.task_batch = 4, 3, 8
