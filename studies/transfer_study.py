@@ -277,6 +277,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "run's own metrics.json, or eval_metrics.json from `pruneofa eval RUN` (e.g. re-scored "
                              "on whole splits after a run capped by --max-eval-samples)")
     args = parser.parse_args(argv)
+    if args.teacher and not (args.teacher / "metrics.json").is_file():  # checked before hours of runs depend on it
+        print(f"error: --teacher {args.teacher} is not a finished teacher run (no metrics.json); pass the output_dir "
+              "of `pruneofa teacher`, or leave --teacher out to prepare one", file=sys.stderr)
+        raise SystemExit(2)
     if args.smoke:
         args.smoke_steps, args.task_steps, args.task_batch = 4, 3, 8
         args.max_eval_samples, args.retrieval_queries = 16, 32

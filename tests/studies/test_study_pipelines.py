@@ -62,15 +62,23 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     assert lrs["ofa-85-p2"] == args.prune_lr < lrs["best-85-p2"] == 3e-4 and args.sparse_lr > args.dense_lr
 
 
-def test_transfer_study_takes_a_prepared_teacher_for_every_arm():
+def test_transfer_study_takes_a_prepared_teacher_for_every_arm(tmp_path, capsys):
     import transfer_study
 
-    args = transfer_study.parse_args(["--output-dir", "runs/x", "--teacher", "runs/t", "--tasks", "rt",
-                                      "--sparsities", "85", "--pretrain-seeds", "1", "--task-seeds", "1"])
-    steps = validate_pipeline(transfer_study.study_pipeline(args)).steps
+    teacher = tmp_path / "t"
+    options = ["--output-dir", "runs/x", "--teacher", str(teacher), "--tasks", "rt", "--sparsities", "85",
+               "--pretrain-seeds", "1", "--task-seeds", "1"]
+    with pytest.raises(SystemExit) as stop:  # not a finished teacher run: refused before anything runs
+        transfer_study.parse_args(options)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --teacher") and err.count("\n") == 1
+    teacher.mkdir()
+    (teacher / "metrics.json").write_text('{"train_tokens": 1}')
+    steps = validate_pipeline(transfer_study.study_pipeline(transfer_study.parse_args(options))).steps
     assert "teacher" not in steps
     assert {steps[n].overrides["model"] for n in ("ofa-85-p1", "best-85-p1", "rt-dense-t1", "rt-ds-85-t1",
-                                                    "retrieval-teacher")} == {"runs/t"}
+                                                    "retrieval-teacher")} == {str(teacher)}
 
 
 def test_pattern_study_times_compacted_models_against_their_masked_model():
