@@ -5,6 +5,7 @@
     .venv/bin/python studies/transfer_study.py --smoke                  # a few steps of everything, to check the wiring
     .venv/bin/python studies/transfer_study.py ... --only rt-dense-t2 rt-ds-85-t2 ...   # some steps, in another process
     .venv/bin/python studies/transfer_study.py ... --summarize          # study.{md,json} from the runs made
+    .venv/bin/python studies/transfer_study.py --pool A/study.json B/study.json   # paired seeds of several studies
 
 The paper's framing: the sparse pre-trained model is made once and used for every task, so every arm
 gets the same task-side budget (steps x batch), and the table also lists what each arm cost in all.
@@ -197,6 +198,30 @@ def paired_differences(rows: dict, args: argparse.Namespace) -> dict:
     return out
 
 
+def pooled_differences(studies: list[dict]) -> dict:
+    """The paired differences of several studies (e.g. one per teacher) as one sample each: every study's task
+    seeds are independent pairs, so they pool; t = mean / (std / sqrt(n)), the paired t statistic."""
+    pooled: dict[str, list[float]] = {}
+    for study in studies:
+        for name, paired in study["paired"].items():
+            pooled.setdefault(name, []).extend(paired["runs"])
+    out = {}
+    for name, diffs in pooled.items():
+        spread = _spread(diffs)
+        sem = spread["std"] / len(diffs) ** 0.5
+        out[name] = {**spread, "won": sum(d > 0 for d in diffs), "t": spread["mean"] / sem if sem else float("inf")}
+    return out
+
+
+def pooled_table(pooled: dict) -> str:
+    lines = ["| paired | differences (points) | mean ± std | t | won |", "|---|---|---|---|---|"]
+    for name, d in pooled.items():
+        runs = ", ".join(f"{x:+.2f}" for x in d["runs"])
+        lines.append(f"| {name} | {runs} | {d['mean']:+.2f} ± {d['std']:.2f} | {d['t']:.2f} (n = {len(d['runs'])}) | "
+                     f"{d['won']} of {len(d['runs'])} |")
+    return "\n".join(lines)
+
+
 def tables(summary: dict, args: argparse.Namespace) -> str:
     n = len(args.pretrain_seeds) * len(args.task_seeds)
     lines = [f"| task | arm | test accuracy (%), mean ± std | min–max | of dense | sparsity | pre-training tokens | "
@@ -276,6 +301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the file in each task run's directory that --summarize reads test accuracy from: the "
                              "run's own metrics.json, or eval_metrics.json from `pruneofa eval RUN` (e.g. re-scored "
                              "on whole splits after a run capped by --max-eval-samples)")
+    parser.add_argument("--pool", nargs="+", type=Path, metavar="STUDY_JSON",
+                        help="print the paired differences of these finished studies' study.json pooled (one pair per "
+                             "study and task seed), with the paired t statistic, and exit")
     args = parser.parse_args(argv)
     if args.teacher and not (args.teacher / "metrics.json").is_file():  # checked before hours of runs depend on it
         print(f"error: --teacher {args.teacher} is not a finished teacher run (no metrics.json); pass the output_dir "
@@ -290,6 +318,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.pool:
+        missing = [str(p) for p in args.pool if not p.is_file()]
+        if missing:
+            print(f"error: --pool {missing[0]} does not exist; pass the study.json of a finished --summarize",
+                  file=sys.stderr)
+            return 2
+        print(pooled_table(pooled_differences([json.loads(p.read_text()) for p in args.pool])))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     if "pairs" in args.tasks:

@@ -4,6 +4,7 @@ ${step} references), at their default budgets: a typo there would otherwise surf
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -129,3 +130,28 @@ def test_paired_differences_cancel_each_task_seeds_luck():
     ofa_ds = paired["rt/ofa-85 - ds-85"]
     assert ofa_ds["runs"] == pytest.approx([2.0, -2.0]) and ofa_ds["won"] == 1
     assert paired["rt/best-85 - ofa-85"]["runs"] == pytest.approx([3.0, 4.0])
+
+
+def test_pooled_differences_join_studies_seed_by_seed(tmp_path, monkeypatch, capsys):
+    import transfer_study
+
+    def study(best_ds: list[float]) -> dict:
+        return {"paired": {"rt/best-85 - ds-85": {"runs": best_ds}}}
+
+    pooled = transfer_study.pooled_differences([study([1.0, 3.0]), study([-1.0, 5.0])])
+    d = pooled["rt/best-85 - ds-85"]
+    assert d["runs"] == [1.0, 3.0, -1.0, 5.0] and d["won"] == 3
+    # mean 2, sample std sqrt(20/3), t = 2 / (sqrt(20/3) / 2)
+    assert d["mean"] == pytest.approx(2.0) and d["t"] == pytest.approx(2 / ((20 / 3) ** 0.5 / 2))
+
+    files = []
+    for i, diffs in enumerate(([1.0, 3.0], [-1.0, 5.0])):
+        files.append(tmp_path / f"s{i}.json")
+        files[-1].write_text(json.dumps(study(diffs)))
+    monkeypatch.setattr(sys, "argv", ["transfer_study.py", "--pool", *map(str, files)])
+    assert transfer_study.main() == 0
+    assert "| rt/best-85 - ds-85 | +1.00, +3.00, -1.00, +5.00 | +2.00 ± 2.58 | 1.55 (n = 4) | 3 of 4 |" in \
+        capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["transfer_study.py", "--pool", str(tmp_path / "missing.json")])
+    assert transfer_study.main() == 2
+    assert "does not exist" in capsys.readouterr().err
