@@ -199,8 +199,9 @@ def paired_differences(rows: dict, args: argparse.Namespace) -> dict:
 
 
 def pooled_differences(studies: list[dict]) -> dict:
-    """The paired differences of several studies (e.g. one per teacher) as one sample each: every study's task
-    seeds are independent pairs, so they pool; t = mean / (std / sqrt(n)), the paired t statistic."""
+    """The paired differences of several studies (e.g. one per teacher) as one sample: pairs that share no run are
+    independent, so they pool (studies that share runs, e.g. copied task teachers, would count them twice);
+    t = mean / (std / sqrt(n)), the paired t statistic."""
     pooled: dict[str, list[float]] = {}
     for study in studies:
         for name, paired in study["paired"].items():
