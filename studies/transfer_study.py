@@ -214,13 +214,31 @@ def pooled_differences(studies: list[dict]) -> dict:
     return out
 
 
+def _differences_cells(d: dict) -> str:
+    """The table cells of one paired comparison: every difference, then their mean ± std."""
+    return f"{', '.join(f'{x:+.2f}' for x in d['runs'])} | {d['mean']:+.2f} ± {d['std']:.2f}"
+
+
 def pooled_table(pooled: dict) -> str:
     lines = ["| paired | differences (points) | mean ± std | t | won |", "|---|---|---|---|---|"]
     for name, d in pooled.items():
-        runs = ", ".join(f"{x:+.2f}" for x in d["runs"])
-        lines.append(f"| {name} | {runs} | {d['mean']:+.2f} ± {d['std']:.2f} | {d['t']:.2f} (n = {len(d['runs'])}) | "
-                     f"{d['won']} of {len(d['runs'])} |")
+        n = len(d["runs"])
+        lines.append(f"| {name} | {_differences_cells(d)} | {d['t']:.2f} (n = {n}) | {d['won']} of {n} |")
     return "\n".join(lines)
+
+
+def read_studies(paths: list[Path]) -> list[dict]:
+    """The study.json files --pool reads; one that is missing or holds no paired differences (not a study, or one
+    summarized before they existed) is refused in one line, exit 2."""
+    studies = []
+    for path in paths:
+        study = json.loads(path.read_text()) if path.is_file() else None
+        if not isinstance(study, dict) or "paired" not in study:
+            print(f"error: --pool {path} {'has no paired differences' if study else 'does not exist'}; pass the "
+                  "study.json that `transfer_study.py --summarize` writes", file=sys.stderr)
+            raise SystemExit(2)
+        studies.append(study)
+    return studies
 
 
 def tables(summary: dict, args: argparse.Namespace) -> str:
@@ -243,8 +261,7 @@ def tables(summary: dict, args: argparse.Namespace) -> str:
     lines += ["", "| task | paired by task seed | differences (points) | mean ± std | task seeds won |",
               "|---|---|---|---|---|"]
     for d in summary["paired"].values():
-        runs = ", ".join(f"{x:+.2f}" for x in d["runs"])
-        lines.append(f"| {d['task']} | {d['first']} - {d['second']} | {runs} | {d['mean']:+.2f} ± {d['std']:.2f} | "
+        lines.append(f"| {d['task']} | {d['first']} - {d['second']} | {_differences_cells(d)} | "
                      f"{d['won']} of {len(d['runs'])} |")
     return "\n".join(lines)
 
@@ -320,12 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.pool:
-        missing = [str(p) for p in args.pool if not p.is_file()]
-        if missing:
-            print(f"error: --pool {missing[0]} does not exist; pass the study.json of a finished --summarize",
-                  file=sys.stderr)
-            return 2
-        print(pooled_table(pooled_differences([json.loads(p.read_text()) for p in args.pool])))
+        print(pooled_table(pooled_differences(read_studies(args.pool))))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

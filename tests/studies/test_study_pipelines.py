@@ -152,6 +152,10 @@ def test_pooled_differences_join_studies_seed_by_seed(tmp_path, monkeypatch, cap
     assert transfer_study.main() == 0
     assert "| rt/best-85 - ds-85 | +1.00, +3.00, -1.00, +5.00 | +2.00 ± 2.58 | 1.55 (n = 4) | 3 of 4 |" in \
         capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", ["transfer_study.py", "--pool", str(tmp_path / "missing.json")])
-    assert transfer_study.main() == 2
-    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "old.json").write_text(json.dumps({"rows": {}}))  # summarized before paired differences existed
+    for bad, reason in (("missing.json", "does not exist"), ("old.json", "has no paired differences")):
+        monkeypatch.setattr(sys, "argv", ["transfer_study.py", "--pool", str(files[0]), str(tmp_path / bad)])
+        with pytest.raises(SystemExit) as stop:
+            transfer_study.main()
+        err = capsys.readouterr()
+        assert stop.value.code == 2 and reason in err.err and err.err.count("\n") == 1 and not err.out
