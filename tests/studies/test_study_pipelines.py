@@ -59,7 +59,8 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     lrs = {name: spec.overrides["train.lr"] for name, spec in steps.items() if "train.lr" in spec.overrides}
     assert lrs["rt-dense-t1"] == args.dense_lr and lrs["rt-ofa-85-p1-t3"] == args.sparse_lr
     assert lrs["rt-ds-90-t2"] == args.downstream_lr < args.sparse_lr
-    assert lrs["pairs-ds-90-t2"] == lrs["pairs-best-85-p1-t3"] == args.pairs_sparse_lr < args.sparse_lr
+    assert lrs["pairs-best-85-p1-t3"] == args.pairs_sparse_lr < args.sparse_lr
+    assert lrs["pairs-ds-90-t2"] == args.pairs_downstream_lr < args.pairs_sparse_lr
     assert lrs["ofa-85-p2"] == args.prune_lr < lrs["best-85-p2"] == 3e-4 and args.sparse_lr > args.dense_lr
 
 
