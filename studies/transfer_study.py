@@ -111,8 +111,9 @@ def study_pipeline(args: argparse.Namespace) -> dict:
         model = teacher if name == "teacher" else f"${{{name}}}"
         steps[f"retrieval-{name}"] = {"stage": "eval", "recipe": "retrieval", "overrides": {
             "model": model, "retrieval.max_queries": args.retrieval_queries}}
-    task_train = train_section(args.task_steps, args.task_batch)
     for task in args.tasks:
+        task_steps = args.task_steps if task == "rt" else args.pairs_task_steps
+        task_train = train_section(task_steps, args.task_batch)
         for t in args.task_seeds:
             # each kind of model at the learning rate that suits it: dense, and sparse (which takes a larger step)
             sparse_lr = args.sparse_lr if task == "rt" else args.pairs_sparse_lr
@@ -125,8 +126,8 @@ def study_pipeline(args: argparse.Namespace) -> dict:
                 steps[f"{task}-ds-{s}-t{t}"] = {"stage": "transfer", "recipe": "downstream-pruning", "overrides": {
                     "model": teacher, "teacher": f"${{{dense}}}", **common,
                     "train": {**task_train, "lr": downstream_lr},
-                    "pruning": {"target_sparsity": s / 100, "target_step": (2 * args.task_steps) // 3,
-                                "frequency": max(1, args.task_steps // 30)}}}
+                    "pruning": {"target_sparsity": s / 100, "target_step": (2 * task_steps) // 3,
+                                "frequency": max(1, task_steps // 30)}}}
             for student, _ in students:
                 steps[f"{task}-{student}-t{t}"] = {"stage": "transfer", "recipe": "offline", "overrides": {
                     "model": f"${{{student}}}", "teacher": f"${{{dense}}}", **common}}
@@ -293,6 +294,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task-steps", type=int, default=480,
                         help="task-side steps of every arm (a sparse model gains 3 points at 240 over 120, session 8, "
                              "and 0.8 more at 480, session 12)")
+    parser.add_argument("--pairs-task-steps", type=int, default=240,
+                        help="wiki pairs' task-side steps of every arm (sessions 9-18's budget: dense learns it in 20)")
     parser.add_argument("--task-batch", type=int, default=32)
     parser.add_argument("--prune-lr", type=float, default=1e-4,
                         help="the paper arm's peak learning rate when pruning (3e-4 cost it retrieval recall, session 6; "
@@ -331,7 +334,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
               "of `pruneofa teacher`, or leave --teacher out to prepare one", file=sys.stderr)
         raise SystemExit(2)
     if args.smoke:
-        args.smoke_steps, args.task_steps, args.task_batch = 4, 3, 8
+        args.smoke_steps, args.task_steps, args.pairs_task_steps, args.task_batch = 4, 3, 3, 8
         args.max_eval_samples, args.retrieval_queries = 16, 32
         args.pairs_train = 64
     return args

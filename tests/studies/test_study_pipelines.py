@@ -52,9 +52,12 @@ def test_transfer_study_has_every_arm_for_every_task_and_seed():
     assert steps["pairs-ofa-85-p2-t3"].overrides["model"] == "${ofa-85-p2}"
     assert steps["rt-ds-90-t1"].overrides["pruning.target_sparsity"] == 0.9
     # an equal task-side budget for every arm
-    budgets = {(o["train.max_steps"], o["train.batch_size"]) for name, spec in steps.items()
-               if name.startswith(("rt-", "pairs-")) for o in [spec.overrides]}
-    assert budgets == {(args.task_steps, args.task_batch)}
+    for task, task_steps in (("rt", args.task_steps), ("pairs", args.pairs_task_steps)):
+        budgets = {(o["train.max_steps"], o["train.batch_size"]) for name, spec in steps.items()
+                   if name.startswith(f"{task}-") for o in [spec.overrides]}
+        assert budgets == {(task_steps, args.task_batch)}
+    assert args.pairs_task_steps != args.task_steps
+    assert steps["pairs-ds-85-t1"].overrides["pruning.target_step"] == (2 * args.pairs_task_steps) // 3
     # learning rates by kind of model, as measured at this budget (docs/RESULTS.md)
     lrs = {name: spec.overrides["train.lr"] for name, spec in steps.items() if "train.lr" in spec.overrides}
     assert lrs["rt-dense-t1"] == args.dense_lr and lrs["rt-ofa-85-p1-t3"] == args.sparse_lr
