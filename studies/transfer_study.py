@@ -27,7 +27,8 @@ the csv path). Every pre-trained model is also scored on title -> summary retrie
 
 One pipeline recipe run by pruneofa's own runner, so an interrupted study resumes where it stopped.
 Results: <output-dir>/study.{md,json}: mean ± sample standard deviation over every (pre-training seed,
-task seed) run of an arm, its min and max, and training tokens (pre-training, task side, all).
+task seed) run of an arm, its min and max, and training tokens (pre-training, task side, all); an arm with a
+run still missing is left out whole and named, so a study can be summarized part-way.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def summarize(out: Path, args: argparse.Namespace) -> dict:
     """Per task and arm: test accuracy over every run, training tokens, and retrieval of the pre-trained models."""
     teacher_tokens = _metrics(args.teacher or out / "teacher")["train_tokens"]
     rows: dict[str, dict] = {}
+    not_run: list[str] = []  # arms with a run missing: left out whole, so every mean is over the same seeds
     for task in args.tasks:
         arms = {"dense": [f"{task}-dense-t{t}" for t in args.task_seeds]}
         for s in args.sparsities:
@@ -154,6 +156,10 @@ def summarize(out: Path, args: argparse.Namespace) -> dict:
             for arm in ("ofa", "best"):
                 arms[f"{arm}-{s}"] = [f"{task}-{arm}-{s}-p{p}-t{t}" for p in args.pretrain_seeds for t in args.task_seeds]
         for arm, runs in arms.items():
+            finished = sum((out / r / args.scores).is_file() for r in runs)
+            if finished < len(runs):
+                not_run.append(f"{task}/{arm} ({finished} of {len(runs)} runs)")
+                continue
             metrics = [_metrics(out / r) for r in runs]
             scores = [_metrics(out / r, args.scores) for r in runs]
             kd_teacher = [_metrics(out / f"{task}-dense-t{r.rsplit('-t', 1)[1]}")["train_tokens"] for r in runs]
@@ -167,15 +173,20 @@ def summarize(out: Path, args: argparse.Namespace) -> dict:
             rows[f"{task}/{arm}"] = {"task": task, "arm": arm, "accuracy": accuracy,
                                      "sparsity": statistics.mean(m["sparsity"] for m in metrics),
                                      "pretrain_tokens": pretrain, "task_tokens": task_side}
+        if f"{task}/dense" not in rows:  # every other arm distils from the dense runs, so none is finished either
+            continue
         dense = rows[f"{task}/dense"]["accuracy"]["mean"]
         for key in arms:
-            rows[f"{task}/{key}"]["vs_dense"] = rows[f"{task}/{key}"]["accuracy"]["mean"] / dense
+            if f"{task}/{key}" in rows:
+                rows[f"{task}/{key}"]["vs_dense"] = rows[f"{task}/{key}"]["accuracy"]["mean"] / dense
     retrieval = {}
     for name in ["teacher"] + [f"{arm}-{s}" for s in args.sparsities for arm in ("ofa", "best")]:
         runs = [name] if name == "teacher" else [f"{name}-p{p}" for p in args.pretrain_seeds]
+        if not all((out / f"retrieval-{r}" / "eval_metrics.json").is_file() for r in runs):
+            continue
         found = [_metrics(out / f"retrieval-{r}", "eval_metrics.json") for r in runs]
         retrieval[name] = {k: _spread([f[k] for f in found]) for k in ("recall@1", "recall@10")}
-    return {"rows": rows, "retrieval": retrieval, "paired": paired_differences(rows, args)}
+    return {"rows": rows, "retrieval": retrieval, "paired": paired_differences(rows, args), "not_run": not_run}
 
 
 def paired_differences(rows: dict, args: argparse.Namespace) -> dict:
@@ -192,6 +203,8 @@ def paired_differences(rows: dict, args: argparse.Namespace) -> dict:
     for task in args.tasks:
         for s in args.sparsities:
             for first, second in ((f"best-{s}", f"ds-{s}"), (f"ofa-{s}", f"ds-{s}"), (f"best-{s}", f"ofa-{s}")):
+                if not {f"{task}/{first}", f"{task}/{second}"} <= rows.keys():
+                    continue
                 a, b = per_task_seed(f"{task}/{first}"), per_task_seed(f"{task}/{second}")
                 diffs = [100 * (x - y) for x, y in zip(a, b)]
                 out[f"{task}/{first} - {second}"] = {"task": task, "first": first, "second": second,
@@ -243,18 +256,16 @@ def read_studies(paths: list[Path]) -> list[dict]:
 
 
 def tables(summary: dict, args: argparse.Namespace) -> str:
-    n = len(args.pretrain_seeds) * len(args.task_seeds)
     lines = [f"| task | arm | test accuracy (%), mean ± std | min–max | of dense | sparsity | pre-training tokens | "
              f"task-side tokens | runs |", "|---|---|---|---|---|---|---|---|---|"]
     for row in summary["rows"].values():
         acc = row["accuracy"]
-        runs = len(args.task_seeds) if row["arm"] == "dense" or row["arm"].startswith("ds") else n
         lines.append(f"| {row['task']} | {row['arm']} | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} | "
                      f"{100 * acc['min']:.2f}–{100 * acc['max']:.2f} | {100 * row['vs_dense']:.1f}% | "
                      f"{100 * row['sparsity']:.1f}% | {row['pretrain_tokens'] / 1e6:.2f}M | "
-                     f"{row['task_tokens'] / 1e6:.2f}M | {runs} |")
+                     f"{row['task_tokens'] / 1e6:.2f}M | {len(acc['runs'])} |")
     lines += ["", "| pre-trained model | recall@1 (%) | recall@10 (%) | recall@10 of dense |", "|---|---|---|---|"]
-    dense = summary["retrieval"]["teacher"]["recall@10"]["mean"]
+    dense = summary["retrieval"].get("teacher", {}).get("recall@10", {}).get("mean", float("nan"))
     for name, r in summary["retrieval"].items():
         lines.append(f"| {name} | {100 * r['recall@1']['mean']:.2f} ± {100 * r['recall@1']['std']:.2f} | "
                      f"{100 * r['recall@10']['mean']:.2f} ± {100 * r['recall@10']['std']:.2f} | "
@@ -264,6 +275,8 @@ def tables(summary: dict, args: argparse.Namespace) -> str:
     for d in summary["paired"].values():
         lines.append(f"| {d['task']} | {d['first']} - {d['second']} | {_differences_cells(d)} | "
                      f"{d['won']} of {len(d['runs'])} |")
+    if summary.get("not_run"):
+        lines += ["", f"Not run yet, so left out: {', '.join(summary['not_run'])}."]
     return "\n".join(lines)
 
 

@@ -163,3 +163,42 @@ def test_pooled_differences_join_studies_seed_by_seed(tmp_path, monkeypatch, cap
             transfer_study.main()
         err = capsys.readouterr()
         assert stop.value.code == 2 and reason in err.err and err.err.count("\n") == 1 and not err.out
+
+
+def test_summary_leaves_out_arms_not_finished_and_names_them(tmp_path):
+    import transfer_study
+
+    args = transfer_study.parse_args(["--output-dir", str(tmp_path), "--tasks", "rt", "--sparsities", "85", "90",
+                                      "--task-seeds", "1", "2", "--pretrain-seeds", "1"])
+    args.teacher = tmp_path / "teacher"
+
+    def finished(name: str, accuracy: float = 0.0, tokens: int = 10, sparsity: float = 0.0) -> None:
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"train_tokens": tokens, "test/accuracy": accuracy, "sparsity": sparsity}))
+
+    finished("teacher", tokens=100)
+    finished("best-85-p1", tokens=50)
+    for t, (dense, ds, best) in {1: (0.80, 0.70, 0.74), 2: (0.82, 0.78, 0.76)}.items():
+        finished(f"rt-dense-t{t}", dense)
+        finished(f"rt-ds-85-t{t}", ds, sparsity=0.85)
+        finished(f"rt-best-85-p1-t{t}", best, sparsity=0.85)
+    finished("rt-ds-90-t1", 0.6, sparsity=0.9)  # one of two seeds: the arm is left out whole
+    for name in ("teacher", "best-85-p1"):
+        (tmp_path / f"retrieval-{name}").mkdir()
+        recall = json.dumps({"recall@1": 0.5, "recall@10": 0.9})
+        (tmp_path / f"retrieval-{name}" / "eval_metrics.json").write_text(recall)
+
+    summary = transfer_study.summarize(tmp_path, args)
+    assert set(summary["rows"]) == {"rt/dense", "rt/ds-85", "rt/best-85"}
+    assert summary["not_run"] == ["rt/ofa-85 (0 of 2 runs)", "rt/ds-90 (1 of 2 runs)", "rt/ofa-90 (0 of 2 runs)",
+                                  "rt/best-90 (0 of 2 runs)"]
+    assert list(summary["paired"]) == ["rt/best-85 - ds-85"]
+    assert summary["paired"]["rt/best-85 - ds-85"]["runs"] == pytest.approx([4.0, -2.0])
+    assert summary["rows"]["rt/best-85"]["pretrain_tokens"] == 150  # the teacher's and its own pruning run's
+    assert summary["rows"]["rt/best-85"]["task_tokens"] == 20  # its own run and the dense task run it distils from
+    assert set(summary["retrieval"]) == {"teacher", "best-85"}
+    md = transfer_study.tables(summary, args)
+    assert "| rt | best-85 | 75.00 ± 1.41 | 74.00–76.00 | 92.6% | 85.0% | 0.00M | 0.00M | 2 |" in md
+    assert md.endswith("Not run yet, so left out: rt/ofa-85 (0 of 2 runs), rt/ds-90 (1 of 2 runs), "
+                       "rt/ofa-90 (0 of 2 runs), rt/best-90 (0 of 2 runs).")
