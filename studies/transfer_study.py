@@ -112,17 +112,17 @@ def study_pipeline(args: argparse.Namespace) -> dict:
         model = teacher if name == "teacher" else f"${{{name}}}"
         steps[f"retrieval-{name}"] = {"stage": "eval", "recipe": "retrieval", "overrides": {
             "model": model, "retrieval.max_queries": args.retrieval_queries}}
+    # per task: its steps, and each kind of model's learning rate (sparse ones take a larger step than dense)
+    task_settings = {"rt": (args.task_steps, args.sparse_lr, args.downstream_lr),
+                     "pairs": (args.pairs_task_steps, args.pairs_sparse_lr, args.pairs_downstream_lr)}
     for task in args.tasks:
-        task_steps = args.task_steps if task == "rt" else args.pairs_task_steps
+        task_steps, sparse_lr, downstream_lr = task_settings[task]
         task_train = train_section(task_steps, args.task_batch)
         for t in args.task_seeds:
-            # each kind of model at the learning rate that suits it: dense, and sparse (which takes a larger step)
-            sparse_lr = args.sparse_lr if task == "rt" else args.pairs_sparse_lr
             common = {"seed": t, "train": {**task_train, "lr": sparse_lr}, "data": task_data(task, args)}
             dense = f"{task}-dense-t{t}"
             steps[dense] = {"stage": "finetune", "overrides": {
                 "model": teacher, **common, "train": {**task_train, "lr": args.dense_lr}}}
-            downstream_lr = args.downstream_lr if task == "rt" else args.pairs_downstream_lr
             for s in args.sparsities:
                 steps[f"{task}-ds-{s}-t{t}"] = {"stage": "transfer", "recipe": "downstream-pruning", "overrides": {
                     "model": teacher, "teacher": f"${{{dense}}}", **common,
@@ -265,7 +265,8 @@ def tables(summary: dict, args: argparse.Namespace) -> str:
                      f"{100 * row['sparsity']:.1f}% | {row['pretrain_tokens'] / 1e6:.2f}M | "
                      f"{row['task_tokens'] / 1e6:.2f}M | {len(acc['runs'])} |")
     lines += ["", "| pre-trained model | recall@1 (%) | recall@10 (%) | recall@10 of dense |", "|---|---|---|---|"]
-    dense = summary["retrieval"].get("teacher", {}).get("recall@10", {}).get("mean", float("nan"))
+    retrieval = summary["retrieval"]
+    dense = retrieval["teacher"]["recall@10"]["mean"] if "teacher" in retrieval else float("nan")
     for name, r in summary["retrieval"].items():
         lines.append(f"| {name} | {100 * r['recall@1']['mean']:.2f} ± {100 * r['recall@1']['std']:.2f} | "
                      f"{100 * r['recall@10']['mean']:.2f} ± {100 * r['recall@10']['std']:.2f} | "
